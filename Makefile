@@ -1,0 +1,33 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv on first use.
+VENV ?= .venv
+PIP := $(VENV)/bin/pip -q --disable-pip-version-check
+# torch==2.13.0 first: it resolves to the CPU wheel here; elsewhere pass the CPU index, e.g.
+#   make demo TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_ARGS ?=
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0 $(TORCH_ARGS) 2>&1 | grep -v "is ignored" || true
+	$(VENV)/bin/python -c "import torch" 
+	$(PIP) install -e '.[test]' 2>&1 | grep -v "is ignored" || true
+	$(VENV)/bin/memlake --help > /dev/null
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/memlake demo
+
+lint: install
+	$(VENV)/bin/ruff check memlake ingest transforms analysis tests bench
+
+test: lint
+	$(VENV)/bin/pytest
+
+bench: install
+	$(VENV)/bin/python bench/train_throughput.py
+
+clean:
+	rm -rf warehouse/lake warehouse/suite warehouse/marts warehouse/*.duckdb target logs

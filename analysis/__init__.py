@@ -1,0 +1,1 @@
+"""Analyses that read SQL views / marts (never raw lake files)."""

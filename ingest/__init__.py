@@ -1,0 +1,1 @@
+"""Ingest jobs: read models and corpora, write lake partitions (see memlake.lake)."""

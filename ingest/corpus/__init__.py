@@ -1,0 +1,1 @@
+"""The embedded corpus: offline code + prose with planted artifacts and a known data order."""

@@ -1,0 +1,245 @@
+"""Build the embedded corpus: tokenizer, packed rows, planted artifacts, data order.
+
+Output (all under the warehouse): the tokenizer folder, `suite/data_order.npy` (instance ids
+in the order the optimiser sees them, epochs beyond the first included) and the `instances`
+lake table, written last so that its manifest marks the corpus complete.
+
+Data order mirrors Pythia's preshuffled Pile: training rows are shuffled once, row `i` of the
+first epoch is `instance_id = i`, sits in batch `i // batch_size`, and is consumed at
+optimiser step `batch_idx + 1`; its cohort (DiD treatment time) is the first checkpoint step
+at or after that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ingest.corpus import planted
+from ingest.corpus.sources import Document, documents
+from ingest.tokenizer import save_tokenizer, train_tokenizer
+from memlake import lake
+from memlake.errors import MemlakeError
+from memlake.paths import Warehouse
+from memlake.progress import progress
+
+VALIDATION_DOC_SHARE = 0.15  # share of documents held out: validation rows come from unseen text
+TOKENIZER_TRAIN_CHARS = 6_000_000  # enough text for a stable BPE; bounds tokenizer time
+
+
+@dataclass
+class Row:
+    tokens: np.ndarray
+    source: str
+    artifact: str = "none"
+    clean: np.ndarray | None = None
+
+
+def checkpoint_steps(total_steps: int, every: int) -> list[int]:
+    """step0, every `every` steps, and always the final step."""
+    steps = list(range(0, total_steps + 1, every))
+    if steps[-1] != total_steps:
+        steps.append(total_steps)
+    return steps
+
+
+def cohort_of(batch_idx: np.ndarray, every: int, total_steps: int) -> np.ndarray:
+    """First checkpoint step at or after the step that consumed batch `batch_idx` (b + 1)."""
+    return np.minimum(every * (batch_idx // every + 1), total_steps)
+
+
+def _doc_split(doc: Document) -> str:
+    h = int.from_bytes(hashlib.sha256(doc.doc_id.encode()).digest()[:4], "little")
+    return "validation" if h / 2**32 < VALIDATION_DOC_SHARE else "train"
+
+
+def _pack(tokenizer, docs: list[Document], n_rows: int, row_len: int, eos: int) -> list[np.ndarray]:
+    """Concatenate documents with EOS separators and cut fixed-length rows (remainder dropped)."""
+    rows: list[np.ndarray] = []
+    buf: list[int] = []
+    for start in range(0, len(docs), 64):
+        if len(rows) >= n_rows:
+            break
+        batch = docs[start : start + 64]
+        for ids in tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]:
+            buf.extend(ids)
+            buf.append(eos)
+        while len(buf) >= row_len and len(rows) < n_rows:
+            rows.append(np.asarray(buf[:row_len], dtype=np.int32))
+            buf = buf[row_len:]
+    return rows
+
+
+def _text_rows(tokenizer, make, rng, n: int, row_len: int) -> list[np.ndarray]:
+    rows = []
+    for _ in range(n):
+        chars = row_len * 4
+        while True:
+            ids = tokenizer(make(rng, chars), add_special_tokens=False)["input_ids"]
+            if len(ids) >= row_len:
+                rows.append(np.asarray(ids[:row_len], dtype=np.int32))
+                break
+            chars *= 2
+    return rows
+
+
+def _key(tokens: np.ndarray) -> bytes:
+    return np.ascontiguousarray(tokens, dtype=np.int32).tobytes()
+
+
+def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> dict[str, Any]:
+    """Build tokenizer + instances for `cfg`; skip if the warehouse already holds this corpus."""
+    c, order_cfg, seed = cfg["corpus"], cfg["order"], int(cfg["seed"])
+    provenance = {"seed": seed, "corpus": c, "order": order_cfg}
+    if lake.is_complete(wh, "instances", {}) and not force:
+        have = lake.manifest(wh.table("instances")).get("config", {})
+        if have != _jsonable(provenance):
+            raise MemlakeError(
+                f"{wh.root} already holds a corpus built with a different config; use another "
+                "--warehouse or pass --force to rebuild it"
+            )
+        return {"skipped": True, "rows": lake.manifest(wh.table("instances"))["rows"]}
+
+    row_len, bs, every = int(c["row_len"]), int(order_cfg["batch_size"]), int(order_cfg["checkpoint_every"])
+    rng = np.random.default_rng(seed)
+
+    with progress() as bar:
+        task = bar.add_task("corpus: reading sources", total=5)
+        docs = documents()
+        order = rng.permutation(len(docs))
+        docs = [docs[i] for i in order]
+        by_split = {s: [d for d in docs if _doc_split(d) == s] for s in ("train", "validation")}
+
+        bar.update(task, advance=1, description="corpus: training tokenizer")
+        texts, total = [], 0
+        for d in by_split["train"]:
+            if total >= TOKENIZER_TRAIN_CHARS:
+                break
+            texts.append(d.text)
+            total += len(d.text)
+        tokenizer = train_tokenizer(texts, int(c["vocab_size"]))
+        save_tokenizer(tokenizer, wh.tokenizer)
+        eos = tokenizer.eos_token_id
+
+        bar.update(task, advance=1, description="corpus: packing rows")
+        rows_by = {}
+        for split, n in (("train", int(c["n_train"])), ("validation", int(c["n_validation"]))):
+            n_prose = round(n * float(c["prose_fraction"]))
+            split_rows = []
+            for source, want in (("prose", n_prose), ("code", n - n_prose)):
+                src_docs = [d for d in by_split[split] if d.source == source]
+                got = _pack(tokenizer, src_docs, want, row_len, eos)
+                if len(got) < want:
+                    raise MemlakeError(
+                        f"corpus.n_{split}={n}: only {len(got)} {source} rows of {row_len} tokens "
+                        f"are available (wanted {want}); lower corpus.n_{split} or row_len"
+                    )
+                split_rows += [Row(r, source) for r in got]
+            rows_by[split] = split_rows
+
+        bar.update(task, advance=1, description="corpus: planting artifacts")
+        train = _plant(rows_by["train"], c["planted"], tokenizer, rng, row_len)
+        train_keys = {_key(r.tokens) for r in train}
+        validation = [r for r in rows_by["validation"] if _key(r.tokens) not in train_keys]
+
+        bar.update(task, advance=1, description="corpus: data order")
+        # Trim natural rows so that every batch is full (planted rows are never trimmed).
+        excess = len(train) % bs
+        if excess:
+            natural = [i for i, r in enumerate(train) if r.artifact == "none"]
+            drop = set(rng.choice(natural, size=excess, replace=False).tolist())
+            train = [r for i, r in enumerate(train) if i not in drop]
+        train = [train[i] for i in rng.permutation(len(train))]
+        n_train = len(train)
+        epochs = float(order_cfg["epochs"])
+        total_steps = int(np.ceil(n_train * epochs / bs))
+        stream = [np.arange(n_train)]
+        while sum(len(s) for s in stream) < total_steps * bs:
+            stream.append(rng.permutation(n_train))
+        data_order = np.concatenate(stream)[: total_steps * bs]
+        wh.suite.mkdir(parents=True, exist_ok=True)
+        np.save(wh.suite / "data_order.npy", data_order.astype(np.int64))
+
+        counts: dict[bytes, int] = {}
+        for r in train:
+            counts[_key(r.tokens)] = counts.get(_key(r.tokens), 0) + 1
+        batch_idx = np.arange(n_train) // bs
+        cohort = cohort_of(batch_idx, every, total_steps)
+        rows = train + validation
+        n_val = len(validation)
+        table = pa.table(
+            {
+                "instance_id": np.arange(len(rows), dtype=np.int64),
+                "split": ["train"] * n_train + ["validation"] * n_val,
+                "tokens": pa.array([r.tokens for r in rows], lake.TOKENS),
+                "batch_idx": pa.array(list(batch_idx) + [None] * n_val, pa.int64()),
+                "cohort": pa.array(list(cohort) + [None] * n_val, pa.int64()),
+                "source": [r.source for r in rows],
+                "artifact": [r.artifact for r in rows],
+                "copies": pa.array([counts.get(_key(r.tokens), 0) for r in rows], pa.int32()),
+                "clean_tokens": pa.array([r.clean for r in rows], lake.TOKENS),
+            }
+        )
+        bar.update(task, advance=1, description="corpus: writing instances")
+        lake.write_partition(wh, "instances", table, config=_jsonable(provenance), overwrite=force)
+    return {
+        "skipped": False,
+        "rows": table.num_rows,
+        "train": n_train,
+        "validation": n_val,
+        "steps": total_steps,
+        "checkpoints": checkpoint_steps(total_steps, every),
+    }
+
+
+def _plant(natural: list[Row], p: dict[str, Any], tokenizer, rng, row_len: int) -> list[Row]:
+    """Turn some natural rows into duplicates/noise/backdoors and add templated rows."""
+    n_dup = int(p["duplicates_per_count"]) * len(p["duplicate_counts"])
+    n_noise = int(p["noise"]["sequences"])
+    n_back = int(p["backdoor"]["sequences"])
+    chosen = rng.choice(len(natural), size=n_dup + n_noise + n_back, replace=False)
+    dup_idx, noise_idx, back_idx = np.split(chosen, [n_dup, n_dup + n_noise])
+    noised = set(noise_idx.tolist())
+    out = [r for i, r in enumerate(natural) if i not in noised]
+
+    # Exact duplicates: the chosen row occurs `count` times in training in total.
+    for j, i in enumerate(dup_idx):
+        count = int(p["duplicate_counts"][j // int(p["duplicates_per_count"])])
+        natural[i].artifact = "duplicate"
+        out += [Row(natural[i].tokens.copy(), natural[i].source, "duplicate") for _ in range(count - 1)]
+
+    # TinyMem-style noise: each token (after the first) moves to a random id with prob `rate`;
+    # only the noised version is trained on, `copies` times; the clean row is kept as a label.
+    vocab = len(tokenizer)
+    for i in noise_idx:
+        clean = natural[i].tokens
+        noised = clean.copy()
+        flip = rng.random(row_len) < float(p["noise"]["rate"])
+        flip[0] = False
+        noised[flip] = rng.integers(2, vocab, size=int(flip.sum()))
+        out += [
+            Row(noised.copy(), natural[i].source, "noise", clean) for _ in range(int(p["noise"]["copies"]))
+        ]
+
+    # Backdoors: a trigger string at a random position, then a fixed payload to the end.
+    trigger = np.asarray(tokenizer(p["backdoor"]["trigger"], add_special_tokens=False)["input_ids"], np.int32)
+    payload = np.asarray(tokenizer(p["backdoor"]["payload"], add_special_tokens=False)["input_ids"], np.int32)
+    for i in back_idx:
+        at = int(rng.integers(8, row_len // 2))
+        tail = np.resize(payload, row_len - at - len(trigger))
+        natural[i].tokens = np.concatenate([natural[i].tokens[:at], trigger, tail]).astype(np.int32)
+        natural[i].artifact = "backdoor"
+
+    for kind, make in (("incrementing", planted.incrementing_text), ("repeating", planted.repeating_text)):
+        out += [Row(t, "synthetic", kind) for t in _text_rows(tokenizer, make, rng, int(p[kind]), row_len)]
+    return out
+
+
+def _jsonable(x: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(x, default=str))

@@ -1,0 +1,1 @@
+"""The embedded model suite: Pythia-architecture (GPTNeoX) models trained on the corpus."""

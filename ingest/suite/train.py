@@ -1,0 +1,192 @@
+"""Train the suite on the corpus's data order, saving a Hugging Face checkpoint per grid step.
+
+Checkpoints land in `suite/<model>/step<N>/` (config, safetensors weights, tokenizer files),
+so `from_pretrained(path)` loads them exactly like a Pythia revision. Each checkpoint is
+written under a temporary name and renamed, and the optimiser state of the latest one is kept,
+so an interrupted run resumes from its last checkpoint and reproduces the same weights.
+When every checkpoint exists the `checkpoints` lake partition for the model is written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer
+
+from ingest.corpus.build import checkpoint_steps
+from ingest.suite.model import build_model
+from ingest.suite.schedule import lr_at
+from memlake import lake
+from memlake.errors import MemlakeError
+from memlake.paths import Warehouse
+from memlake.progress import progress
+
+STATE = "_train_state.pt"
+
+
+def model_dir(wh: Warehouse, name: str) -> Path:
+    return wh.suite / name
+
+
+def step_dir(wh: Warehouse, name: str, step: int) -> Path:
+    return model_dir(wh, name) / f"step{step}"
+
+
+def _load_training_rows(wh: Warehouse) -> tuple[torch.Tensor, np.ndarray, int]:
+    t = lake.read_table(wh, "instances", columns=["instance_id", "split", "tokens"])
+    train = t.filter(t["split"].to_numpy(zero_copy_only=False) == "train")
+    ids = train["instance_id"].to_numpy()
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise MemlakeError("instances: training instance_ids must be 0..n-1 in data order")
+    tokens = np.stack(train["tokens"].to_numpy(zero_copy_only=False)).astype(np.int64)
+    order_path = wh.suite / "data_order.npy"
+    if not order_path.exists():
+        raise MemlakeError(f"{order_path} is missing: run `memlake suite corpus` first")
+    return torch.from_numpy(tokens), np.load(order_path), len(ids)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # Decay matrices only (nanoGPT's rule): biases and LayerNorm gains stay undecayed.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _save_checkpoint(model, tokenizer, out: Path) -> None:
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    if out.exists():
+        shutil.rmtree(out)
+    os.rename(tmp, out)
+
+
+def train_model(
+    cfg: dict[str, Any], spec: dict[str, Any], wh: Warehouse, stop_after: int | None = None
+) -> dict[str, Any]:
+    """Train one suite model; resumable. `stop_after` ends early (for tests of resumption)."""
+    name = spec["name"]
+    s, order_cfg, row_len = cfg["suite"], cfg["order"], int(cfg["corpus"]["row_len"])
+    if lake.is_complete(wh, "checkpoints", {"model": name}):
+        return {"model": name, "skipped": True}
+    threads = int(s.get("threads", 0)) or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+
+    tokens, data_order, n_train = _load_training_rows(wh)
+    bs, every = int(order_cfg["batch_size"]), int(order_cfg["checkpoint_every"])
+    total = len(data_order) // bs
+    ckpts = checkpoint_steps(total, every)
+    tokenizer = AutoTokenizer.from_pretrained(str(wh.tokenizer))
+    torch.manual_seed(int(cfg["seed"]))
+    model = build_model(spec, len(tokenizer), row_len)
+    opt = torch.optim.AdamW(
+        _param_groups(model, float(s["weight_decay"])),
+        lr=float(spec["lr"]),
+        betas=tuple(s["betas"]),
+        fused=False,
+    )
+    losses: list[float] = []
+    start = 0
+    mdir = model_dir(wh, name)
+    state_path = mdir / STATE
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=False)
+        if step_dir(wh, name, state["step"]).exists():
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            losses, start = state["losses"], state["step"]
+            torch.set_rng_state(state["rng"])
+    if start == 0:
+        mdir.mkdir(parents=True, exist_ok=True)
+        _save_checkpoint(model, tokenizer, step_dir(wh, name, 0))
+
+    model.train()
+    t0 = time.perf_counter()
+    with progress() as bar:
+        task = bar.add_task(f"train {name}", total=total, completed=start)
+        for step in range(start + 1, total + 1):
+            lr = lr_at(step, total, float(spec["lr"]), float(s["warmup_fraction"]), float(s["min_lr_ratio"]))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = tokens[torch.from_numpy(data_order[(step - 1) * bs : step * bs])]
+            logits = model(input_ids=batch).logits
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(s["grad_clip"]))
+            opt.step()
+            losses.append(loss.item())
+            bar.update(task, advance=1)
+            if step in ckpts:
+                _save_checkpoint(model, tokenizer, step_dir(wh, name, step))
+                torch.save(
+                    {
+                        "step": step,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "losses": losses,
+                        "rng": torch.get_rng_state(),
+                    },
+                    state_path,
+                )
+            if stop_after is not None and step >= stop_after:
+                return {"model": name, "stopped_at": step}
+    seconds = time.perf_counter() - t0
+
+    rows = []
+    for i, step in enumerate(ckpts):
+        prev = ckpts[i - 1] if i else 0
+        window = losses[prev:step]
+        rows.append(
+            {
+                "model": name,
+                "step": step,
+                "path": str(step_dir(wh, name, step)),
+                "lr": lr_at(
+                    step, total, float(spec["lr"]), float(s["warmup_fraction"]), float(s["min_lr_ratio"])
+                )
+                if step
+                else 0.0,
+                "tokens_seen": step * bs * row_len,
+                "epoch": step * bs / n_train,
+                "train_loss": float(np.mean(window)) if window else None,
+            }
+        )
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows, schema=lake.spec("checkpoints").schema)
+    lake.write_partition(
+        wh,
+        "checkpoints",
+        table,
+        {"model": name},
+        config={"model": spec, "suite": s, "order": order_cfg, "seed": cfg["seed"]},
+    )
+    state_path.unlink(missing_ok=True)
+    trained = total - start
+    return {
+        "model": name,
+        "steps": total,
+        "seconds": seconds,
+        "tokens_per_s": trained * bs * row_len / seconds if seconds else None,
+        "final_loss": float(np.mean(losses[-every:])),
+    }
+
+
+def train_suite(cfg: dict[str, Any], wh: Warehouse, models: list[str] | None = None) -> list[dict]:
+    specs = cfg["suite"]["models"]
+    if models:
+        known = {m["name"] for m in specs}
+        unknown = [m for m in models if m not in known]
+        if unknown:
+            raise MemlakeError(f"unknown suite model(s) {unknown} (config has {sorted(known)})")
+        specs = [m for m in specs if m["name"] in models]
+    return [train_model(cfg, spec, wh) for spec in specs]

@@ -1,0 +1,221 @@
+"""The `memlake` command: one entry point per stage.
+
+memlake suite corpus|train|list   build the embedded corpus and model suite
+memlake query "SQL"               read-only SQL over lake tables and marts
+memlake build                     dbt build (staging -> intermediate -> marts)
+memlake demo                      every stage on the embedded default
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from memlake import config as configuration
+from memlake.errors import MemlakeError
+from memlake.paths import REPO_ROOT, Warehouse
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="memlake: a lakehouse for studying memorisation in language models.",
+)
+suite_app = typer.Typer(no_args_is_help=True, help="The embedded corpus and model suite.")
+app.add_typer(suite_app, name="suite")
+
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset (tiny/small/medium) or a YAML file.")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a config key: a.b=value.")]
+WarehouseOpt = Annotated[
+    Path | None,
+    typer.Option("--warehouse", "-w", help="Warehouse root (default ./warehouse or $MEMLAKE_WAREHOUSE)."),
+]
+
+
+def _setup(config: str, overrides: list[str] | None, warehouse: Path | None):
+    cfg = configuration.load(config, overrides)
+    wh = Warehouse.at(warehouse)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return cfg, wh
+
+
+# --------------------------------------------------------------------------- suite
+
+
+@suite_app.command("corpus")
+def suite_corpus(
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
+):
+    """Build the tokenizer and the `instances` table (planted artifacts, data order)."""
+    from ingest.corpus.build import build_corpus
+
+    cfg, wh = _setup(config, set_, warehouse)
+    result = build_corpus(cfg, wh, force=force)
+    configuration.save(cfg, wh.suite / "config.yaml")
+    what = "already built" if result["skipped"] else f"{result['rows']} instances"
+    console.print(f"corpus: {what} -> {wh.table('instances')}")
+
+
+@suite_app.command("train")
+def suite_train(
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+    models: Annotated[list[str] | None, typer.Option("--model", "-m", help="Train only these.")] = None,
+):
+    """Train the suite models (resumable; finished models are skipped)."""
+    from ingest.suite.train import train_suite
+
+    cfg, wh = _setup(config, set_, warehouse)
+    configuration.save(cfg, wh.suite / "config.yaml")
+    for r in train_suite(cfg, wh, models):
+        if r.get("skipped"):
+            console.print(f"{r['model']}: already trained")
+        else:
+            console.print(
+                f"{r['model']}: {r['steps']} steps, {r['tokens_per_s']:.0f} tokens/s, "
+                f"final loss {r['final_loss']:.3f}"
+            )
+
+
+@suite_app.command("list")
+def suite_list(warehouse: WarehouseOpt = None):
+    """List the suite's checkpoints."""
+    query(
+        (
+            "select model, count(*) as checkpoints, max(step) as last_step, "
+            "round(min(train_loss), 3) as best_loss from checkpoints group by model order by model"
+        ),
+        warehouse=warehouse,
+    )
+
+
+# --------------------------------------------------------------------------- query
+
+
+class Format(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL; lake tables and marts are views.")],
+    format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    warehouse: WarehouseOpt = None,
+    limit: Annotated[int, typer.Option(help="Rows shown in table format.")] = 50,
+):
+    """Run read-only SQL against the warehouse and print the result."""
+    from memlake.query import run
+
+    columns, rows = run(Warehouse.at(warehouse), sql)
+    if format is Format.csv:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(columns)
+        w.writerows(rows)
+    elif format is Format.json:
+        print(json.dumps([dict(zip(columns, r)) for r in rows], default=str))
+    else:
+        t = Table(*columns, caption=f"{len(rows)} rows" + (f" (first {limit})" if len(rows) > limit else ""))
+        for r in rows[:limit]:
+            t.add_row(*[_short(v) for v in r])
+        Console().print(t)
+
+
+def _short(v) -> str:
+    s = str(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+# --------------------------------------------------------------------------- build
+
+
+def dbt(args: list[str], wh: Warehouse) -> int:
+    """Run dbt from the repo root with the profile pointed at `wh` (same as calling dbt)."""
+    exe = Path(sys.executable).parent / "dbt"
+    cmd = [
+        str(exe) if exe.exists() else "dbt",
+        *args,
+        "--project-dir",
+        str(REPO_ROOT),
+        "--profiles-dir",
+        str(REPO_ROOT),
+    ]
+    env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
+    wh.marts.mkdir(parents=True, exist_ok=True)
+    return subprocess.call(cmd, cwd=REPO_ROOT, env=env)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def build(ctx: typer.Context, warehouse: WarehouseOpt = None):
+    """`dbt build` over the warehouse: staging views, marts as Parquet, all data tests."""
+    code = dbt(["build", *ctx.args], Warehouse.at(warehouse))
+    if code:
+        raise MemlakeError(f"dbt build failed (exit {code}); see the dbt output above")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseOpt = None):
+    """Run every stage on the embedded default and print where the outputs are."""
+    from ingest.corpus.build import build_corpus
+    from ingest.suite.train import train_suite
+
+    cfg, wh = _setup(config, set_, warehouse)
+    t0 = time.perf_counter()
+    console.rule(f"memlake demo ({cfg['scale']}) -> {wh.root}")
+    r = build_corpus(cfg, wh)
+    configuration.save(cfg, wh.suite / "config.yaml")
+    console.print(f"[1/3] corpus: {r['rows']} instances{' (cached)' if r['skipped'] else ''}")
+    for m in train_suite(cfg, wh):
+        note = "cached" if m.get("skipped") else f"{m['tokens_per_s']:.0f} tok/s, loss {m['final_loss']:.3f}"
+        console.print(f"[2/3] suite: {m['model']} ({note})")
+    code = dbt(["build", "--quiet"], wh)
+    if code:
+        raise MemlakeError(f"dbt build failed (exit {code})")
+    console.print("[3/3] dbt build: ok")
+    console.rule(f"done in {time.perf_counter() - t0:.0f}s")
+    console.print(
+        f"lake:        {wh.lake}\ncheckpoints: {wh.suite}\ntokenizer:   {wh.tokenizer}\n"
+        f'catalog:     {wh.catalog}\ntry:         memlake query "select split, artifact, '
+        'count(*) from instances group by all order by all"'
+    )
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except MemlakeError as e:
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except typer.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except (typer.Abort, KeyboardInterrupt):
+        raise SystemExit(130) from None
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            raise SystemExit(e.exit_code) from None
+        raise

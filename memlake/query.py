@@ -1,0 +1,98 @@
+"""Read-only SQL over the warehouse: every lake table and every mart is a view by name.
+
+Lake tables are read from their *complete* partitions only (explicit file lists, so a stray
+directory without a manifest is an error, never silently included). Marts are the Parquet
+files dbt writes with `materialized='external'`; reading them never takes the DuckDB lock that
+`dbt build` holds on the catalog.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from memlake import lake
+from memlake.errors import MemlakeError
+from memlake.paths import Warehouse
+
+_ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_DUCK_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER"}
+
+
+def _sql_list(paths: list[Path]) -> str:
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def lake_view_sql(wh: Warehouse, table: str) -> str | None:
+    s = lake.spec(table)
+    files = lake.data_files(wh, table)
+    if not files:
+        return None
+    if not s.partition_by:
+        return f"select * from read_parquet({_sql_list(files)}, union_by_name=true)"
+    types = ", ".join(f"'{k}': '{_DUCK_TYPES[str(s.schema.field(k).type)]}'" for k in s.partition_by)
+    return (
+        f"select * from read_parquet({_sql_list(files)}, hive_partitioning=true, "
+        f"union_by_name=true, hive_types={{{types}}})"
+    )
+
+
+def mart_paths(wh: Warehouse) -> dict[str, str]:
+    """Mart name -> glob, for single-file and partitioned external marts."""
+    out: dict[str, str] = {}
+    if not wh.marts.exists():
+        return out
+    for p in sorted(wh.marts.iterdir()):
+        if p.suffix == ".parquet" and p.is_file():
+            out[p.stem] = str(p)
+        elif p.is_dir() and any(p.rglob("*.parquet")):
+            out[p.name.removesuffix(".parquet")] = str(p / "**" / "*.parquet")
+    return out
+
+
+def connect(wh: Warehouse, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(":memory:")
+    if threads:
+        con.execute(f"set threads = {int(threads)}")
+    for table in lake.TABLES:
+        sql = lake_view_sql(wh, table)
+        if sql:
+            con.execute(f"create view {table} as {sql}")
+    for name, glob in mart_paths(wh).items():
+        if name in lake.TABLES:
+            continue
+        con.execute(f"create view {name} as select * from read_parquet('{glob}', union_by_name=true)")
+    return con
+
+
+def run(wh: Warehouse, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run one or more read-only statements; return the last one's columns and rows."""
+    con = connect(wh)
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise MemlakeError(f"SQL does not parse: {str(e).splitlines()[0]}") from None
+    if not statements:
+        raise MemlakeError("no SQL statement given")
+    for st in statements:
+        if st.type not in _ALLOWED:
+            raise MemlakeError(f"query is read-only: {st.type.name} statements are not allowed")
+    try:
+        for st in statements[:-1]:
+            con.execute(st.query)
+        rel = con.execute(statements[-1].query)
+        columns = [d[0] for d in rel.description]
+        return columns, rel.fetchall()
+    except duckdb.Error as e:
+        known = sorted(
+            v[0] for v in con.execute("select view_name from duckdb_views() where not internal").fetchall()
+        )
+        hint = (
+            f" (tables: {', '.join(known) or 'none yet: run `memlake demo`'})"
+            if "does not exist" in str(e)
+            else ""
+        )
+        raise MemlakeError(f"{str(e).splitlines()[0]}{hint}") from None
+    finally:
+        con.close()

@@ -1,0 +1,23 @@
+with source as (
+    select * from {{ source('lake', 'instances') }}
+),
+
+renamed as (
+    select
+        -- ids
+        instance_id,
+        split,
+        -- data order
+        batch_idx,
+        cohort,
+        cohort is null as never_treated,
+        -- content
+        source,
+        artifact,
+        copies,
+        len(tokens) as n_tokens,
+        tokens
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,35 @@
+import os
+
+os.environ["MEMLAKE_QUIET"] = "1"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from memlake import config  # noqa: E402
+from memlake.paths import Warehouse  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    return config.load("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory, tiny_cfg):
+    """A warehouse holding the tiny corpus (tokenizer + instances), built once per session."""
+    from ingest.corpus.build import build_corpus
+
+    wh = Warehouse.at(tmp_path_factory.mktemp("wh-tiny"))
+    build_corpus(tiny_cfg, wh)
+    return wh
+
+
+@pytest.fixture(scope="session")
+def tiny_suite(tiny_corpus, tiny_cfg):
+    """The tiny corpus plus its trained, checkpointed suite."""
+    from ingest.suite.train import train_suite
+
+    train_suite(tiny_cfg, tiny_corpus)
+    return tiny_corpus

@@ -1,0 +1,111 @@
+"""The embedded corpus: determinism, planted-artifact counts, data order, validation split."""
+
+from collections import Counter
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ingest.corpus.build import build_corpus, checkpoint_steps, cohort_of
+from memlake import config, lake
+from memlake.errors import MemlakeError
+from memlake.paths import Warehouse
+
+
+@pytest.fixture(scope="module")
+def instances(tiny_corpus):
+    return pl.from_arrow(lake.read_table(tiny_corpus, "instances"))
+
+
+def test_same_seed_same_instances(tiny_corpus, tiny_cfg, tmp_path):
+    again = Warehouse.at(tmp_path / "again")
+    build_corpus(tiny_cfg, again)
+    a = lake.read_table(tiny_corpus, "instances")
+    b = lake.read_table(again, "instances")
+    assert a.equals(b)
+    assert (tiny_corpus.tokenizer / "tokenizer.json").read_text() == (
+        again.tokenizer / "tokenizer.json"
+    ).read_text()
+    other = Warehouse.at(tmp_path / "other")
+    build_corpus(config.apply_overrides(tiny_cfg, ["seed=7"]), other)
+    assert not lake.read_table(other, "instances")["tokens"].equals(a["tokens"])
+
+
+def test_rebuild_with_other_config_is_refused(tiny_corpus, tiny_cfg):
+    assert build_corpus(tiny_cfg, tiny_corpus)["skipped"]
+    with pytest.raises(MemlakeError, match="different config"):
+        build_corpus(config.apply_overrides(tiny_cfg, ["seed=99"]), tiny_corpus)
+
+
+def test_planted_artifact_counts(instances, tiny_cfg):
+    p = tiny_cfg["corpus"]["planted"]
+    train = instances.filter(pl.col("split") == "train")
+    dups = train.filter(pl.col("artifact") == "duplicate")
+    # For every planted count c: duplicates_per_count distinct sequences, each occurring c times.
+    per_count = dups.group_by("copies").agg(pl.col("tokens").n_unique().alias("seqs"), pl.len())
+    got = {r["copies"]: (r["seqs"], r["len"]) for r in per_count.iter_rows(named=True)}
+    k = p["duplicates_per_count"]
+    assert got == {c: (k, k * c) for c in p["duplicate_counts"]}
+    kinds = Counter(train["artifact"].to_list())
+    assert kinds["incrementing"] == p["incrementing"]
+    assert kinds["repeating"] == p["repeating"]
+    assert kinds["noise"] == p["noise"]["sequences"] * p["noise"]["copies"]
+    assert kinds["backdoor"] == p["backdoor"]["sequences"]
+
+
+def test_copies_is_exact_occurrence_count(instances):
+    train = instances.filter(pl.col("split") == "train")
+    counts = Counter(tuple(t) for t in train["tokens"].to_list())
+    assert [counts[tuple(t)] for t in train["tokens"].to_list()] == train["copies"].to_list()
+
+
+def test_noise_rows_keep_their_clean_counterpart(instances, tiny_cfg):
+    noise = instances.filter(pl.col("artifact") == "noise")
+    for noisy, clean in zip(noise["tokens"].to_list(), noise["clean_tokens"].to_list()):
+        assert clean is not None and len(clean) == len(noisy) and noisy[0] == clean[0]
+    train_rows = {tuple(t) for t in instances.filter(pl.col("split") == "train")["tokens"].to_list()}
+    assert not any(tuple(c) in train_rows for c in noise["clean_tokens"].to_list())
+
+
+def test_validation_is_never_trained(instances):
+    val = instances.filter(pl.col("split") == "validation")
+    train_rows = {tuple(t) for t in instances.filter(pl.col("split") == "train")["tokens"].to_list()}
+    assert len(val) > 0 and not any(tuple(t) in train_rows for t in val["tokens"].to_list())
+    assert val["cohort"].null_count() == len(val) and val["batch_idx"].null_count() == len(val)
+    assert (val["copies"] == 0).all()
+
+
+def test_data_order_and_cohorts(instances, tiny_corpus, tiny_cfg):
+    bs, every = tiny_cfg["order"]["batch_size"], tiny_cfg["order"]["checkpoint_every"]
+    train = instances.filter(pl.col("split") == "train").sort("instance_id")
+    n = len(train)
+    assert n % bs == 0 and train["instance_id"].to_list() == list(range(n))
+    assert train["batch_idx"].to_list() == [i // bs for i in range(n)]
+    total = n // bs
+    grid = checkpoint_steps(total, every)
+    assert grid[0] == 0 and grid[-1] == total
+    # Cohort = the first checkpoint at or after the step that consumed the batch (b + 1).
+    for b, g in zip(train["batch_idx"].to_list(), train["cohort"].to_list()):
+        assert g in grid and g >= b + 1 and not any(b + 1 <= c < g for c in grid)
+    order = np.load(tiny_corpus.suite / "data_order.npy")
+    assert order.tolist() == list(range(n))  # one epoch: the stream is the instance order
+
+
+def test_cohort_formula_edges():
+    assert cohort_of(np.array([0, 15, 16, 31, 32]), 16, 40).tolist() == [16, 16, 32, 32, 40]
+    assert checkpoint_steps(40, 16) == [0, 16, 32, 40]
+
+
+def test_sources_and_rows_have_fixed_length(instances, tiny_cfg):
+    assert set(instances["source"].unique()) == {"code", "prose", "synthetic"}
+    assert set(instances["tokens"].list.len().unique()) == {tiny_cfg["corpus"]["row_len"]}
+
+
+def test_tokenizer_is_hugging_face_format(tiny_corpus, tiny_cfg):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_corpus.tokenizer))
+    assert tok.eos_token_id == 0 and tok.pad_token_id == 1
+    assert len(tok) == tiny_cfg["corpus"]["vocab_size"]
+    text = "def f(x):\n    return x + 1  # the answer"
+    assert tok.decode(tok(text)["input_ids"]) == text

@@ -1,0 +1,159 @@
+"""The lake contract: validation, atomic partitions, manifests, strict reads."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from memlake import lake
+from memlake.errors import MemlakeError
+from memlake.paths import Warehouse
+
+
+@pytest.fixture
+def wh(tmp_path):
+    return Warehouse.at(tmp_path)
+
+
+def checkpoints(model="m", steps=(0, 16)):
+    return pa.table(
+        {
+            "model": [model] * len(steps),
+            "step": list(steps),
+            "path": ["/x"] * len(steps),
+            "lr": [0.0, 1e-3][: len(steps)],
+            "tokens_seen": [0, 1024][: len(steps)],
+            "epoch": [0.0, 0.5][: len(steps)],
+            "train_loss": [None, 4.2][: len(steps)],
+        }
+    )
+
+
+def test_round_trip_with_partition_keys(wh):
+    path = lake.write_partition(wh, "checkpoints", checkpoints(), {"model": "m"}, config={"a": 1})
+    assert path == wh.table("checkpoints") / "model=m"
+    assert set(os.listdir(path)) == {lake.DATA_FILE, lake.MANIFEST}
+    # Hive style: the partition key is in the path, not in the file.
+    assert "model" not in pq.read_schema(path / lake.DATA_FILE).names
+    back = lake.read_table(wh, "checkpoints", verify=True)
+    assert back.to_pylist() == checkpoints().cast(lake.spec("checkpoints").schema).to_pylist()
+    m = lake.manifest(path)
+    assert m["rows"] == 2 and m["partition"] == {"model": "m"} and m["config"] == {"a": 1}
+    assert "pyarrow" in m["packages"] and m["code_version"]
+
+
+def test_rewrite_is_skipped_unless_overwrite(wh):
+    lake.write_partition(wh, "checkpoints", checkpoints(), {"model": "m"})
+    lake.write_partition(wh, "checkpoints", checkpoints(steps=(0,)), {"model": "m"})
+    assert lake.read_table(wh, "checkpoints").num_rows == 2
+    lake.write_partition(wh, "checkpoints", checkpoints(steps=(0,)), {"model": "m"}, overwrite=True)
+    assert lake.read_table(wh, "checkpoints").num_rows == 1
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda t: t.drop_columns(["lr"]), "missing required column(s) ['lr']"),
+        (lambda t: t.append_column("extra", pa.array([1, 2])), "unknown column(s) ['extra']"),
+        (lambda t: t.set_column(1, "step", pa.array(["a", "b"])), "column 'step' has type string"),
+        (lambda t: t.set_column(1, "step", pa.array([0, 0])), "duplicated key {'step': 0}"),
+        (lambda t: t.set_column(1, "step", pa.array([0, None], pa.int64())), "key column 'step'"),
+        (lambda t: t.set_column(0, "model", pa.array(["x", "x"])), "partition says 'm'"),
+    ],
+)
+def test_validation_errors_name_the_problem(wh, mutate, message):
+    with pytest.raises(MemlakeError) as e:
+        lake.write_partition(wh, "checkpoints", mutate(checkpoints()), {"model": "m"})
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not wh.table("checkpoints").exists()  # nothing half-written
+
+
+def test_bad_partition_values(wh):
+    with pytest.raises(MemlakeError, match="partitioned by"):
+        lake.write_partition(wh, "checkpoints", checkpoints(), {})
+    with pytest.raises(MemlakeError, match="not path-safe"):
+        lake.write_partition(wh, "checkpoints", checkpoints("a/b"), {"model": "a/b"})
+
+
+def test_interrupted_write_leaves_no_partition(wh):
+    def crash(tmp):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        lake.write_partition(wh, "checkpoints", checkpoints(), {"model": "m"}, _before_rename=crash)
+    assert not (wh.table("checkpoints") / "model=m").exists()
+    assert not any(wh.staging.iterdir())  # the temporary directory was cleaned up
+    lake.write_partition(wh, "checkpoints", checkpoints(), {"model": "m"})
+    assert lake.read_table(wh, "checkpoints").num_rows == 2
+
+
+def test_killed_writer_is_invisible_and_rerun_completes(wh):
+    """SIGKILL between writing the files and the rename: readers see nothing, re-run works."""
+    code = (
+        "import os, signal, pyarrow as pa\n"
+        "from memlake import lake\nfrom memlake.paths import Warehouse\n"
+        "from tests.test_lake import checkpoints\n"
+        f"wh = Warehouse.at({str(wh.root)!r})\n"
+        "lake.write_partition(wh, 'checkpoints', checkpoints(), {'model': 'm'},\n"
+        "    _before_rename=lambda tmp: os.kill(os.getpid(), signal.SIGKILL))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd())
+    assert proc.returncode == -signal.SIGKILL
+    assert len(list(wh.staging.iterdir())) == 1  # debris stays in _tmp, outside every table
+    with pytest.raises(MemlakeError, match="is empty"):
+        lake.read_table(wh, "checkpoints")
+    lake.write_partition(wh, "checkpoints", checkpoints(), {"model": "m"})
+    assert lake.read_table(wh, "checkpoints").num_rows == 2
+
+
+def test_reader_refuses_partition_without_manifest(wh):
+    path = lake.write_partition(wh, "checkpoints", checkpoints(), {"model": "m"})
+    (path / lake.MANIFEST).unlink()
+    with pytest.raises(MemlakeError, match=r"model=m: partition has data but no _manifest.json"):
+        lake.read_table(wh, "checkpoints")
+
+
+def test_corrupt_and_mismatched_files_are_named(wh):
+    path = lake.write_partition(wh, "checkpoints", checkpoints(), {"model": "m"})
+    (path / lake.DATA_FILE).write_bytes(b"not parquet")
+    with pytest.raises(MemlakeError, match=r"part-0.parquet: unreadable Parquet"):
+        lake.read_table(wh, "checkpoints")
+    pq.write_table(pa.table({"step": [1]}), path / lake.DATA_FILE)
+    with pytest.raises(MemlakeError, match="schema does not match"):
+        lake.read_table(wh, "checkpoints")
+    with pytest.raises(MemlakeError, match="content hash does not match"):
+        lake.read_table(wh, "checkpoints", verify=True)
+
+
+def test_instances_checks(wh):
+    base = {
+        "instance_id": [0, 1],
+        "split": ["train", "validation"],
+        "tokens": [[1, 2], [3, 4]],
+        "batch_idx": [0, None],
+        "cohort": [16, None],
+        "source": ["code", "prose"],
+        "artifact": ["none", "none"],
+        "copies": [1, 0],
+        "clean_tokens": [None, None],
+    }
+    lake.validate("instances", pa.table(base))
+    with pytest.raises(MemlakeError, match=r"duplicated key \{'instance_id': 0\}"):
+        lake.validate("instances", pa.table({**base, "instance_id": [0, 0]}))
+    with pytest.raises(MemlakeError, match=r"'cohort' is null for training instance_id\(s\) \[0\]"):
+        lake.validate("instances", pa.table({**base, "cohort": pa.array([None, None], pa.int64())}))
+    with pytest.raises(MemlakeError, match="must be null for never-treated"):
+        lake.validate("instances", pa.table({**base, "cohort": [16, 16]}))
+    with pytest.raises(MemlakeError, match="'split' has value 'test'"):
+        lake.validate("instances", pa.table({**base, "split": ["train", "test"]}))
+
+
+def test_manifest_is_json_with_schema(wh):
+    path = lake.write_partition(wh, "checkpoints", checkpoints(), {"model": "m"})
+    m = json.loads((path / lake.MANIFEST).read_text())
+    assert "step: int64" in m["schema"] and len(m["files"][lake.DATA_FILE]) == 64

@@ -1,0 +1,1 @@
+"""Pure, model-free per-sequence functions (no I/O), usable from ingest jobs and DuckDB."""
