@@ -34,6 +34,8 @@ app = typer.Typer(
 )
 suite_app = typer.Typer(no_args_is_help=True, help="The embedded corpus and model suite.")
 app.add_typer(suite_app, name="suite")
+ingest_app = typer.Typer(no_args_is_help=True, help="Scoring jobs over checkpoints, and Hub imports.")
+app.add_typer(ingest_app, name="ingest")
 
 console = Console(stderr=True)
 
@@ -105,6 +107,63 @@ def suite_list(warehouse: WarehouseOpt = None):
         ),
         warehouse=warehouse,
     )
+
+
+# --------------------------------------------------------------------------- ingest
+
+ModelsOpt = Annotated[list[str] | None, typer.Option(
+    "--model", "-m", help="Suite name, checkpoint folder or Hub id (default: every suite model).")]
+RevisionsOpt = Annotated[str, typer.Option(
+    "--revisions", "-r", help="step0,step16 | step0-step64 (local grid) | step0-step64:16 | all")]
+ShardsOpt = Annotated[int, typer.Option("--shards", help="Split each checkpoint's panel into N units.")]
+ExecutorOpt = Annotated[str, typer.Option("--executor", "-e", help="local | slurm | ray")]
+ExecOpt = Annotated[list[str] | None, typer.Option(
+    "--exec-opt", help="Executor option k=v (slurm: cluster, partition, timeout_min, "
+    "array_parallelism; ray: address, num_gpus).")]
+
+
+def _ingest(job: str, cfg, wh: Warehouse, models, revisions: str, shards: int, executor: str,
+            exec_opts: list[str] | None, extra: dict | None = None) -> list[dict]:
+    from ingest.executors import execute
+    from ingest.jobs import plan
+
+    opts = {"seed": cfg["seed"], "batch_size": cfg["ingest"]["batch_size"],
+            "panel": cfg["ingest"]["panel"], **(extra or {})}
+    names = models or [m["name"] for m in cfg["suite"]["models"]]
+    units = [u for name in names for u in plan(job, name, revisions, wh, shards, opts)]
+    eopts = {}
+    for item in exec_opts or []:
+        k, _, v = item.partition("=")
+        eopts[k] = int(v) if v.isdigit() else v
+    results = execute(units, executor, **eopts)
+    done = [r for r in results if not r["skipped"]]
+    tokens = sum(r["tokens"] for r in done)
+    secs = sum(r["seconds"] for r in done)
+    console.print(f"{job}: {len(done)} partitions written, {len(results) - len(done)} already complete"
+                  + (f", {tokens / secs:.0f} tokens/s" if secs else ""))
+    return results
+
+
+@ingest_app.command("token-stats")
+def ingest_token_stats(models: ModelsOpt = None, revisions: RevisionsOpt = "all", shards: ShardsOpt = 1,
+                       executor: ExecutorOpt = "local", exec_opt: ExecOpt = None,
+                       config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseOpt = None):
+    """Per-token surprisal, rank and entropy for every (checkpoint, panel instance)."""
+    cfg, wh = _setup(config, set_, warehouse)
+    _ingest("token_stats", cfg, wh, models, revisions, shards, executor, exec_opt)
+
+
+@ingest_app.command("extraction")
+def ingest_extraction(models: ModelsOpt = None, revisions: RevisionsOpt = "all", shards: ShardsOpt = 1,
+                      executor: ExecutorOpt = "local", exec_opt: ExecOpt = None,
+                      prompt_len: Annotated[int | None, typer.Option(help="Prompt tokens P.")] = None,
+                      gen_len: Annotated[int | None, typer.Option(help="Greedy tokens G.")] = None,
+                      config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseOpt = None):
+    """k-extractable memorisation: greedy continuation of a P-token prompt for G tokens."""
+    cfg, wh = _setup(config, set_, warehouse)
+    ex = cfg["ingest"]["extraction"]
+    extra = {"prompt_len": prompt_len or ex["prompt_len"], "gen_len": gen_len or ex["gen_len"]}
+    _ingest("extraction", cfg, wh, models, revisions, shards, executor, exec_opt, extra)
 
 
 # --------------------------------------------------------------------------- query
@@ -186,14 +245,18 @@ def demo(config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseO
     console.rule(f"memlake demo ({cfg['scale']}) -> {wh.root}")
     r = build_corpus(cfg, wh)
     configuration.save(cfg, wh.suite / "config.yaml")
-    console.print(f"[1/3] corpus: {r['rows']} instances{' (cached)' if r['skipped'] else ''}")
+    console.print(f"[1/5] corpus: {r['rows']} instances{' (cached)' if r['skipped'] else ''}")
     for m in train_suite(cfg, wh):
         note = "cached" if m.get("skipped") else f"{m['tokens_per_s']:.0f} tok/s, loss {m['final_loss']:.3f}"
-        console.print(f"[2/3] suite: {m['model']} ({note})")
+        console.print(f"[2/5] suite: {m['model']} ({note})")
+    console.print("[3/5] token statistics over every checkpoint")
+    _ingest("token_stats", cfg, wh, None, "all", 1, "local", None)
+    console.print("[4/5] extraction over every checkpoint")
+    _ingest("extraction", cfg, wh, None, "all", 1, "local", None, dict(cfg["ingest"]["extraction"]))
     code = dbt(["build", "--quiet"], wh)
     if code:
         raise MemlakeError(f"dbt build failed (exit {code})")
-    console.print("[3/3] dbt build: ok")
+    console.print("[5/5] dbt build: ok")
     console.rule(f"done in {time.perf_counter() - t0:.0f}s")
     console.print(
         f"lake:        {wh.lake}\ncheckpoints: {wh.suite}\ntokenizer:   {wh.tokenizer}\n"

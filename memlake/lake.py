@@ -150,7 +150,8 @@ TABLES: dict[str, TableSpec] = {
                 ]
             ),
             keys=("model", "step", "instance_id", "prompt_len", "gen_len"),
-            partition_by=("model", "step", "shard"),
+            # prompt/gen lengths are partition keys so that a new setting is a new unit of work
+            partition_by=("model", "step", "prompt_len", "gen_len", "shard"),
         ),
         TableSpec(
             name="mitigation_runs",

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from ingest.corpus.build import checkpoint_steps
 from ingest.suite.model import build_model
@@ -29,6 +30,7 @@ from memlake.paths import Warehouse
 from memlake.progress import progress
 
 STATE = "_train_state.pt"
+hf_logging.disable_progress_bar()  # one rich bar per model is enough
 
 
 def model_dir(wh: Warehouse, name: str) -> Path:

@@ -1,0 +1,244 @@
+"""Scoring jobs over model checkpoints: one unit of work = (job, model, revision, shard).
+
+A unit is a pure function of its fields: it reads the panel from the lake, loads the model,
+computes, and writes exactly one lake partition (atomically, with a manifest). Re-running a
+unit whose partition is complete does nothing, so a killed job resumes by running the same
+plan again, and any executor (local loop, Slurm array, Ray) can run units in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ingest.checkpoints import ModelRef, expand_revisions, load_model, local_steps, resolve
+from ingest.panel import load_panel, shard_slice
+from memlake import lake
+from memlake.errors import MemlakeError
+from memlake.paths import Warehouse
+
+
+@dataclass(frozen=True)
+class Unit:
+    job: str
+    model: str  # as the user gave it: suite name, local folder or Hub id
+    step: int
+    shard: int
+    num_shards: int
+    warehouse: str
+    options: tuple[tuple[str, Any], ...] = field(default=())
+
+    @property
+    def opts(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+JOBS: dict[str, type[Job]] = {}
+
+
+def register(name: str):
+    def wrap(cls):
+        cls.name = name
+        JOBS[name] = cls
+        return cls
+
+    return wrap
+
+
+def pick_device() -> tuple[str, torch.dtype]:
+    """bf16 weights on a GPU (as the profiles paper), fp32 on CPU (bf16 matmuls are slow there)."""
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16
+    return "cpu", torch.float32
+
+
+class Job:
+    name: ClassVar[str]
+    table: ClassVar[str]
+
+    def partition(self, unit: Unit, ref: ModelRef) -> dict[str, Any]:
+        return {"model": ref.name, "step": unit.step, "shard": unit.shard}
+
+    def check(self, tokens: np.ndarray, opts: dict[str, Any]) -> None:
+        """Raise on options that cannot apply to these rows (before any model is loaded)."""
+
+    def compute(self, model, batch: torch.Tensor, opts: dict[str, Any]) -> dict[str, np.ndarray]:
+        raise NotImplementedError  # each registered job overrides this
+
+    def to_table(self, ids: np.ndarray, cols: dict[str, np.ndarray], opts: dict[str, Any]) -> pa.Table:
+        raise NotImplementedError  # each registered job overrides this
+
+
+def _lists(matrix: np.ndarray, type_: pa.DataType) -> pa.Array:
+    """A 2-D array as a list column without a Python loop."""
+    n, width = matrix.shape
+    offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), type_))
+
+
+@register("token_stats")
+class TokenStats(Job):
+    table = "token_stats"
+
+    def compute(self, model, batch, opts):
+        from ingest.token_stats import token_statistics
+
+        out = token_statistics(model, batch)
+        return {k: v.cpu().numpy() for k, v in out.items()}
+
+    def to_table(self, ids, cols, opts):
+        return pa.table({
+            "instance_id": pa.array(ids, pa.int64()),
+            "surprisal": _lists(cols["surprisal"].astype(np.float32), pa.float32()),
+            "rank": _lists(cols["rank"].astype(np.int32), pa.int32()),
+            "entropy": _lists(cols["entropy"].astype(np.float32), pa.float32()),
+        })
+
+
+@register("extraction")
+class Extraction(Job):
+    table = "extraction"
+
+    def partition(self, unit, ref):
+        o = unit.opts
+        return {"model": ref.name, "step": unit.step, "prompt_len": int(o["prompt_len"]),
+                "gen_len": int(o["gen_len"]), "shard": unit.shard}
+
+    def check(self, tokens, opts):
+        need = int(opts["prompt_len"]) + int(opts["gen_len"])
+        if tokens.shape[1] < need:
+            raise MemlakeError(f"extraction: prompt_len + gen_len = {need} exceeds the instances' "
+                               f"length {tokens.shape[1]}")
+
+    def compute(self, model, batch, opts):
+        from ingest.extraction import greedy_extract, match_fraction
+
+        p, g = int(opts["prompt_len"]), int(opts["gen_len"])
+        generated = greedy_extract(model, batch[:, :p], g)
+        return {"generated": generated.cpu().numpy(),
+                "match_fraction": match_fraction(generated, batch[:, p : p + g]).cpu().numpy()}
+
+    def to_table(self, ids, cols, opts):
+        frac = cols["match_fraction"].astype(np.float32)
+        return pa.table({
+            "instance_id": pa.array(ids, pa.int64()),
+            "generated": _lists(cols["generated"].astype(np.int32), pa.int32()),
+            "match_fraction": frac,
+            "memorised": frac == 1.0,
+        })
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan(job: str, model: str, revisions: str, wh: Warehouse, num_shards: int = 1,
+         options: dict[str, Any] | None = None) -> list[Unit]:
+    if job not in JOBS:
+        raise MemlakeError(f"unknown job {job!r} (known: {sorted(JOBS)})")
+    available = available_steps(model, wh)
+    steps = expand_revisions(revisions, available)
+    if available is not None:
+        missing = [s for s in steps if s not in available]
+        if missing:
+            raise MemlakeError(f"model {model!r}: revision(s) {[f'step{s}' for s in missing][:5]} "
+                               f"not found (have step{available[0]}..step{available[-1]})")
+    opts = tuple(sorted((options or {}).items()))
+    return [Unit(job, model, s, k, num_shards, str(wh.root), opts)
+            for s in steps for k in range(num_shards)]
+
+
+def available_steps(model: str, wh: Warehouse) -> list[int] | None:
+    """Checkpoint steps of a local suite model or folder; None for Hub models."""
+    for folder in (wh.suite / model, Path(model)):
+        if folder.is_dir() and not (folder / "config.json").exists():
+            return local_steps(folder)
+    return None
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_unit(unit: Unit, log=print) -> dict[str, Any]:
+    """Run one unit; skip it if its partition is complete. Returns a small summary."""
+    wh = Warehouse.at(unit.warehouse)
+    job = JOBS[unit.job]()
+    ref = resolve(unit.model, f"step{unit.step}", wh)
+    part = job.partition(unit, ref)
+    if lake.is_complete(wh, job.table, part):
+        return {"unit": unit, "skipped": True, "rows": None}
+    opts = unit.opts
+    cfg_seed = int(opts.get("seed", 0))
+    ids, tokens = load_panel(wh, opts.get("panel", {}), cfg_seed)
+    sl = shard_slice(len(ids), unit.shard, unit.num_shards)
+    ids, tokens = ids[sl], tokens[sl]
+    job.check(tokens, opts)
+    device, dtype = pick_device()
+    model = load_model(ref, dtype=dtype, device=device)
+    _check_compatible(model, ref, tokens, wh)
+    t0 = time.perf_counter()
+    cols = _batched(job, model, torch.from_numpy(tokens), opts, int(opts.get("batch_size", 64)), device, log)
+    seconds = time.perf_counter() - t0
+    table = job.to_table(ids, cols, opts)
+    provenance = {"job": unit.job, "model": unit.model, "revision": f"step{unit.step}",
+                  "shard": unit.shard, "num_shards": unit.num_shards, "device": device,
+                  "dtype": str(dtype), "seconds": round(seconds, 3), **{k: v for k, v in opts.items()}}
+    lake.write_partition(wh, job.table, table, part, config=provenance)
+    return {"unit": unit, "skipped": False, "rows": table.num_rows, "seconds": seconds,
+            "tokens": int(tokens.size)}
+
+
+def _check_compatible(model, ref: ModelRef, tokens: np.ndarray, wh: Warehouse) -> None:
+    cfg = model.config
+    vocab = cfg.vocab_size
+    if tokens.size and int(tokens.max()) >= vocab:
+        raise MemlakeError(f"instances: token id {int(tokens.max())} is out of range for model "
+                           f"{ref.name} (vocabulary {vocab})")
+    context = getattr(cfg, "max_position_embeddings", None)
+    if context and tokens.shape[1] > context:
+        raise MemlakeError(f"instances: rows of {tokens.shape[1]} tokens exceed model {ref.name}'s "
+                           f"context of {context}")
+    if ref.is_local and (wh.tokenizer / "tokenizer.json").exists():
+        mine = os.path.join(ref.location, "tokenizer.json")
+        if os.path.exists(mine) and _vocab(mine) != _vocab(wh.tokenizer / "tokenizer.json"):
+            raise MemlakeError(f"tokenizer of {ref.location} does not match the warehouse tokenizer "
+                               f"{wh.tokenizer} that built the instances")
+
+
+def _vocab(path) -> dict[str, int]:
+    import json
+
+    return json.loads(open(path).read())["model"]["vocab"]
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(e).lower()
+
+
+def _batched(job: Job, model, tokens: torch.Tensor, opts, batch_size: int, device: str, log):
+    """Run `job.compute` over batches; on out-of-memory halve the batch and say so."""
+    outs: dict[str, list[np.ndarray]] = {}
+    i = 0
+    while i < len(tokens):
+        batch = tokens[i : i + batch_size].to(device)
+        try:
+            with torch.inference_mode():
+                cols = job.compute(model, batch, opts)
+        except (RuntimeError, MemoryError) as e:
+            if not _is_oom(e) or batch_size == 1:
+                raise
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            batch_size //= 2
+            log(f"out of memory at batch size {batch_size * 2}; retrying with {batch_size}")
+            continue
+        for k, v in cols.items():
+            outs.setdefault(k, []).append(v)
+        i += len(batch)
+    return {k: np.concatenate(v) for k, v in outs.items()}

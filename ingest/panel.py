@@ -1,0 +1,68 @@
+"""Which instances a scoring job runs over: the panel.
+
+Like the profiles paper's sample of the Pile (100 rows per macro-batch + 2,000 validation
+rows), the panel holds a fixed number of training rows per cohort and a sample of the
+never-trained validation split. Planted sequences are always included (their first
+occurrence), so the taxonomy and mitigation stages can see every planted artifact. The panel
+is a pure function of the instances table and a seed: every job and every executor rank
+computes the same one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from memlake import lake
+from memlake.errors import MemlakeError
+from memlake.paths import Warehouse
+
+
+def panel_ids(instances: pa.Table, per_cohort: int | None, validation: int | None, seed: int) -> np.ndarray:
+    """Sorted instance ids of the panel; `None` means every row of that kind."""
+    rng = np.random.default_rng(seed)
+    ids = instances["instance_id"].to_numpy()
+    split = np.asarray(instances["split"].to_pylist())
+    cohort = instances["cohort"].fill_null(-1).to_numpy()
+    chosen: list[np.ndarray] = []
+    for g in np.unique(cohort[split == "train"]):
+        members = ids[(split == "train") & (cohort == g)]
+        take = len(members) if per_cohort is None else min(per_cohort, len(members))
+        chosen.append(np.sort(rng.choice(members, size=take, replace=False)))
+    val = ids[split == "validation"]
+    take = len(val) if validation is None else min(validation, len(val))
+    chosen.append(np.sort(rng.choice(val, size=take, replace=False)))
+    # First occurrence of every planted sequence (copies of one sequence score identically).
+    artifact = np.asarray(instances["artifact"].to_pylist())
+    planted = np.flatnonzero((artifact != "none") & (split == "train"))
+    seen: set[bytes] = set()
+    tokens = instances["tokens"]
+    for i in planted:
+        key = np.asarray(tokens[int(i)].as_py(), dtype=np.int32).tobytes()
+        if key not in seen:
+            seen.add(key)
+            chosen.append(ids[i : i + 1])
+    return np.unique(np.concatenate(chosen))
+
+
+def load_panel(wh: Warehouse, panel_cfg: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(instance_ids, tokens[N, T]) of the panel, sorted by instance_id."""
+    inst = lake.read_table(wh, "instances", columns=["instance_id", "split", "cohort", "artifact", "tokens"])
+    ids = panel_ids(inst, panel_cfg.get("per_cohort"), panel_cfg.get("validation"), seed)
+    sel = inst.filter(pc.is_in(inst["instance_id"], pa.array(ids)))
+    sel = sel.sort_by("instance_id")
+    lengths = pc.list_value_length(sel["tokens"]).to_numpy()
+    if len(set(lengths.tolist())) > 1:
+        raise MemlakeError(f"instances: rows have different lengths {sorted(set(lengths.tolist()))[:5]}")
+    tokens = np.stack(sel["tokens"].to_numpy(zero_copy_only=False)).astype(np.int64)
+    return sel["instance_id"].to_numpy(), tokens
+
+
+def shard_slice(n: int, shard: int, num_shards: int) -> slice:
+    """Contiguous, balanced shard `shard` of `num_shards` over n rows (datatrove-style ranks)."""
+    if not 0 <= shard < num_shards:
+        raise MemlakeError(f"shard {shard} out of range for {num_shards} shards")
+    return slice(shard * n // num_shards, (shard + 1) * n // num_shards)
