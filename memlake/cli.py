@@ -166,6 +166,26 @@ def ingest_extraction(models: ModelsOpt = None, revisions: RevisionsOpt = "all",
     _ingest("extraction", cfg, wh, models, revisions, shards, executor, exec_opt, extra)
 
 
+@ingest_app.command("import")
+def ingest_import(
+    kind: Annotated[str, typer.Argument(help="pile-deduped-subset | pythia-deduped-stats-raw | "
+                                        "pythia-memorized-evals")],
+    source: Annotated[str | None, typer.Argument(help="Local folder with the Hub files (default: "
+                                                 "download the public Hub dataset).")] = None,
+    sizes: Annotated[list[str] | None, typer.Option("--size", help="stats-raw: model sizes.")] = None,
+    steps: Annotated[list[int] | None, typer.Option("--step", help="stats-raw: checkpoint steps.")] = None,
+    splits: Annotated[list[str] | None, typer.Option("--split", help="memorized-evals: splits.")] = None,
+    warehouse: WarehouseOpt = None,
+):
+    """Import a public Hugging Face dataset into the lake tables the embedded pipeline writes."""
+    from ingest.hub_import import import_dataset
+
+    s = import_dataset(kind, source, Warehouse.at(warehouse), sizes=sizes or None,
+                       steps=steps or None, splits=splits or None)
+    console.print(f"{s.kind} -> {s.table}: {s.written} partitions written ({s.rows} rows), "
+                  f"{s.skipped} already complete")
+
+
 # --------------------------------------------------------------------------- query
 
 
