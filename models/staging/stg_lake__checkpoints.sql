@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('lake', 'checkpoints') }}
+    select * from {{ lake_source('checkpoints') }}
 ),
 
 renamed as (

@@ -1,5 +1,5 @@
 with source as (
-    select * from {{ source('lake', 'instances') }}
+    select * from {{ lake_source('instances') }}
 ),
 
 renamed as (

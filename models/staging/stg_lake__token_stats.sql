@@ -1,0 +1,19 @@
+with source as (
+    select * from {{ lake_source('token_stats') }}
+),
+
+renamed as (
+    select
+        -- ids
+        model,
+        step,
+        shard,
+        instance_id,
+        -- per scored position (lists of equal length, no nulls: the lake contract)
+        surprisal as token_surprisal,
+        rank as token_rank,
+        entropy as token_entropy
+    from source
+)
+
+select * from renamed

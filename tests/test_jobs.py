@@ -1,0 +1,173 @@
+"""Scoring jobs end to end on the tiny suite: partitions, resumption, executors, bad input."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from ingest.executors import execute
+from ingest.jobs import plan, run_unit
+from ingest.panel import load_panel, panel_ids, shard_slice
+from memlake import lake
+from memlake.errors import MemlakeError
+from memlake.paths import Warehouse
+
+PANEL = {"per_cohort": 4, "validation": 8}
+OPTS = {"seed": 1, "batch_size": 16, "panel": PANEL}
+
+
+def _copy_suite(src: Warehouse, dst: Warehouse, models=("suite-xs",)):
+    import shutil
+
+    shutil.copytree(src.lake / "instances", dst.lake / "instances")
+    shutil.copytree(src.tokenizer, dst.tokenizer)
+    for m in models:
+        shutil.copytree(src.suite / m, dst.suite / m)
+
+
+def test_panel_is_deterministic_and_covers_cohorts(tiny_suite):
+    inst = lake.read_table(tiny_suite, "instances")
+    a = panel_ids(inst, 4, 8, seed=1)
+    assert np.array_equal(a, panel_ids(inst, 4, 8, seed=1))
+    df = pl.from_arrow(inst).filter(pl.col("instance_id").is_in(a.tolist()))
+    natural = df.filter(pl.col("artifact") == "none")
+    assert (natural.filter(pl.col("split") == "train").group_by("cohort").len()["len"] <= 4).all()
+    assert len(df.filter(pl.col("split") == "validation")) == 8
+    # every planted sequence is in the panel once
+    planted = pl.from_arrow(inst).filter(pl.col("artifact") != "none")
+    assert df.filter(pl.col("artifact") != "none")["tokens"].n_unique() == planted["tokens"].n_unique()
+    parts = [shard_slice(10, k, 3) for k in range(3)]
+    assert [list(range(10))[s] for s in parts] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+
+
+def test_token_stats_partitions_match_direct_computation(tiny_suite):
+    units = plan("token_stats", "suite-xs", "step0,step64", tiny_suite, 2, OPTS)
+    assert len(units) == 4
+    execute(units, "local")
+    ts = pl.from_arrow(lake.read_table(tiny_suite, "token_stats"))
+    ids, tokens = load_panel(tiny_suite, PANEL, 1)
+    for step in (0, 64):
+        rows = ts.filter(pl.col("step") == step).sort("instance_id")
+        assert rows["instance_id"].to_list() == ids.tolist()
+        assert set(rows["shard"].unique()) == {0, 1}
+        assert rows["surprisal"].list.len().unique().to_list() == [tokens.shape[1] - 1]
+    from ingest.checkpoints import load_model, resolve
+
+    model = load_model(resolve("suite-xs", "step64", tiny_suite))
+    x = torch.from_numpy(tokens[:3])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=x).logits.float(), -1)[:, :-1]
+    want = -logp.gather(-1, x[:, 1:, None])[..., 0].numpy()
+    got = np.stack(ts.filter(pl.col("step") == 64).sort("instance_id")["surprisal"].to_list()[:3])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # idempotent: a re-run writes nothing
+    assert all(r["skipped"] for r in execute(units, "local"))
+
+
+def test_extraction_memorises_the_most_duplicated_rows(tiny_suite):
+    opts = {**OPTS, "prompt_len": 32, "gen_len": 32}
+    execute(plan("extraction", "suite-s", "step67", tiny_suite, 1, opts), "local")
+    ex = pl.from_arrow(lake.read_table(tiny_suite, "extraction"))
+    assert set(ex["prompt_len"].unique()) == {32} and set(ex["gen_len"].unique()) == {32}
+    assert ((ex["match_fraction"] == 1.0) == ex["memorised"]).all()
+    inst = pl.from_arrow(lake.read_table(tiny_suite, "instances")).select("instance_id", "copies", "split")
+    joined = ex.join(inst, on="instance_id")
+    heavy = joined.filter(pl.col("copies") >= 50)["match_fraction"].mean()
+    val = joined.filter(pl.col("split") == "validation")["match_fraction"].mean()
+    assert heavy > val
+
+
+def test_killed_job_resumes_without_duplicates(tiny_suite, tmp_path):
+    wh = Warehouse.at(tmp_path)
+    _copy_suite(tiny_suite, wh)
+    cmd = [sys.executable, "-c", "from memlake.cli import main; main()", "ingest", "token-stats",
+           "-m", "suite-xs", "--config", "tiny", "--shards", "3"]
+    env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(wh.table("token_stats").rglob(lake.MANIFEST)):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(wh.table("token_stats").rglob(lake.MANIFEST)))
+    assert 1 <= done_before < 18  # 6 checkpoints x 3 shards
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert f"{done_before} already complete" in out.stderr
+    ts = pl.from_arrow(lake.read_table(wh, "token_stats"))
+    ids, _ = load_panel(wh, {"per_cohort": 16, "validation": 64}, 1234)
+    per_step = ts.group_by("step").agg(pl.col("instance_id").sort())
+    assert len(per_step) == 6
+    for row in per_step.iter_rows(named=True):
+        assert row["instance_id"] == ids.tolist()  # no duplicate, no missing row
+
+
+def test_bad_input_errors(tiny_suite, tmp_path):
+    with pytest.raises(MemlakeError, match=r"revision\(s\) \['step5'\] not found"):
+        plan("token_stats", "suite-xs", "step5", tiny_suite, 1, OPTS)
+    with pytest.raises(MemlakeError, match="unknown job"):
+        plan("nope", "suite-xs", "step0", tiny_suite, 1, OPTS)
+    with pytest.raises(MemlakeError, match="exceeds the instances' length 64"):
+        run_unit(plan("extraction", "suite-xs", "step0", tiny_suite, 1,
+                      {**OPTS, "prompt_len": 40, "gen_len": 40})[0])
+    # a model with a smaller vocabulary than the instances' token ids
+    from ingest.suite.model import build_model
+
+    small = build_model({"hidden_size": 16, "layers": 1, "heads": 2}, 64, 64)
+    folder = tmp_path / "toy" / "step0"
+    small.save_pretrained(str(folder))
+    with pytest.raises(MemlakeError, match=r"token id \d+ is out of range for model toy \(vocabulary 64\)"):
+        run_unit(plan("token_stats", str(tmp_path / "toy"), "step0", tiny_suite, 1, OPTS)[0])
+    short = build_model({"hidden_size": 16, "layers": 1, "heads": 2}, 512, 32)
+    short.save_pretrained(str(tmp_path / "short" / "step0"))
+    with pytest.raises(MemlakeError, match="rows of 64 tokens exceed model short's context of 32"):
+        run_unit(plan("token_stats", str(tmp_path / "short"), "step0", tiny_suite, 1, OPTS)[0])
+    assert not (tiny_suite.table("token_stats") / "model=toy").exists()
+
+
+def test_out_of_memory_batch_is_retried_smaller(tiny_suite, monkeypatch, tmp_path):
+    from ingest import jobs
+
+    wh = Warehouse.at(tmp_path)
+    _copy_suite(tiny_suite, wh)
+    real = jobs.TokenStats.compute
+    calls = []
+
+    def flaky(self, model, batch, opts):
+        calls.append(len(batch))
+        if len(batch) > 8:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, model, batch, opts)
+
+    monkeypatch.setattr(jobs.TokenStats, "compute", flaky)
+    said = []
+    run_unit(plan("token_stats", "suite-xs", "step16", wh, 1, OPTS)[0], log=said.append)
+    assert calls[:2] == [16, 8] and said == ["out of memory at batch size 16; retrying with 8"]
+    ids, _ = load_panel(wh, PANEL, 1)
+    assert lake.read_table(wh, "token_stats")["instance_id"].to_pylist() == ids.tolist()
+
+
+def test_slurm_executor_through_submitit_local(tiny_suite, tmp_path):
+    pytest.importorskip("submitit", reason="submitit is in the test extra; install .[test]")
+    wh = Warehouse.at(tmp_path)
+    _copy_suite(tiny_suite, wh)
+    units = plan("token_stats", "suite-xs", "step0,step16", wh, 1, OPTS)
+    results = execute(units, "slurm", cluster="local", folder=str(tmp_path / "slurm"))
+    assert [r["rows"] for r in results] == [len(load_panel(wh, PANEL, 1)[0])] * 2
+    assert len(lake.partitions(wh, "token_stats")) == 2
+
+
+def test_ray_executor(tiny_suite, tmp_path):
+    pytest.importorskip("ray", reason="ray is in the test extra; install .[test]")
+    wh = Warehouse.at(tmp_path)
+    _copy_suite(tiny_suite, wh)
+    units = plan("token_stats", "suite-xs", "step0,step16", wh, 2, OPTS)
+    results = execute(units, "ray", num_cpus=2)
+    assert sum(r["rows"] for r in results) == 2 * len(load_panel(wh, PANEL, 1)[0])
+    assert len(lake.partitions(wh, "token_stats")) == 4
