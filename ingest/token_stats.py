@@ -1,0 +1,129 @@
+"""Per-token surprisal, rank and entropy of a causal LM over fixed-length rows.
+
+The statistics of the memorisation-profiles inference (DiD §2), for every scored position:
+
+    surprisal = -log p(x_{j+1} | x_<=j)                      nats, float32
+    rank      = #{v : logit_v > logit_true}                   int32; 0 = top-1, ties favour the truth
+    entropy   = -sum_v p_v log p_v                            nats, float32
+
+Position j scores token j+1, so a row of T tokens gives T-1 values (the first token is never
+scored, no BOS is prepended). The softmax runs over the model's full output dimension, padded
+vocabulary rows included (Pythia: 50,304), in float32 whatever the weights' dtype.
+
+The full-vocabulary softmax is the cost: the transformer runs once, then the LM head is applied
+to a chunk of positions at a time and each chunk's float32 logits are reduced to three numbers
+per position and dropped, so the [B, T, V] float32 logits never exist at once (13 GB for one
+Pythia batch) and, on CPU, a chunk stays in cache between the passes over it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+LN2 = math.log(2.0)
+LOG2E = 1.0 / LN2
+
+# Float32 logits per chunk: about 1 MiB on CPU (stays in L2 between passes), 128 MiB on GPU.
+_CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 25}
+
+
+def inference_device(device: str | torch.device | None = None) -> tuple[torch.device, torch.dtype]:
+    """Device and weight dtype for inference: bf16 weights on CUDA (Pythia's `bf16-true` runs), fp32 on CPU.
+
+    `device=None` picks CUDA when available. The statistics are reduced in float32 either way.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+
+
+def to_inference(model: torch.nn.Module, device: str | torch.device | None = None) -> torch.nn.Module:
+    """Move `model` to `inference_device(device)`, cast its weights, and put it in eval mode."""
+    dev, dtype = inference_device(device)
+    return model.to(device=dev, dtype=dtype).eval()
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Eval mode for the duration (dropout off), restoring the caller's mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def default_chunk(vocab: int, device: torch.device) -> int:
+    """Positions per LM-head chunk for a vocabulary of `vocab` on `device`."""
+    return max(1, _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS["cuda"]) // vocab)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def token_statistics(
+    model, input_ids: torch.Tensor, *, chunk: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Surprisal, rank and entropy of every scored position of `input_ids` [B, T].
+
+    `model` is a Hugging Face causal LM whose logits are `get_output_embeddings()` applied to
+    `base_model`'s last hidden state (GPT-NeoX/Pythia, GPT-2, Llama, ...). `chunk` is the number
+    of positions projected at once (default: about 1 MiB of float32 logits on CPU, 128 MiB on GPU);
+    the result does not depend on it. Returns float32/int32/float32 tensors of shape [B, T-1] on
+    the model's device.
+    """
+    if input_ids.dim() != 2 or input_ids.size(1) < 2:
+        raise ValueError(f"input_ids must be [batch, tokens] with at least 2 tokens, got {tuple(input_ids.shape)}")
+    device = model_device(model)
+    ids = input_ids.to(device=device, dtype=torch.long)
+    head = model.get_output_embeddings()
+    with eval_mode(model):
+        hidden = model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+        # The last position predicts a token outside the row: never projected.
+        batch, scored = ids.size(0), ids.size(1) - 1
+        hidden = hidden[:, :-1].reshape(batch * scored, -1)
+        targets = ids[:, 1:].reshape(-1)
+        step = chunk or default_chunk(head.out_features, device)
+        if step < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        out = {
+            "surprisal": torch.empty(batch * scored, dtype=torch.float32, device=device),
+            "rank": torch.empty(batch * scored, dtype=torch.int32, device=device),
+            "entropy": torch.empty(batch * scored, dtype=torch.float32, device=device),
+        }
+        for start in range(0, batch * scored, step):
+            stop = min(start + step, batch * scored)
+            logits = head(hidden[start:stop]).float()
+            sup, rank, ent = reduce_logits(logits, targets[start:stop])
+            out["surprisal"][start:stop] = sup
+            out["rank"][start:stop] = rank
+            out["entropy"][start:stop] = ent
+    return {k: v.view(batch, scored) for k, v in out.items()}
+
+
+def reduce_logits(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(surprisal, rank, entropy) of float32 `logits` [N, V] against `targets` [N].
+
+    Destroys nothing it is given; `logits` is read in a few vectorised passes, with one [N, V]
+    work buffer and one for the exponentials.
+    """
+    true = logits.gather(1, targets.view(-1, 1))
+    peak = logits.amax(1, keepdim=True)
+    # Rank: entries strictly above the true logit. z - z_true > 0 exactly when z > z_true for
+    # finite floats, and clamp/sign/sum is ~3x cheaper on CPU than a bool comparison and its sum.
+    work = torch.sub(logits, true)
+    rank = work.clamp_(min=0).sign_().sum(1).to(torch.int32)
+    # Softmax in base 2 (exp2 costs half what exp does on CPU), shifted by the row max.
+    shifted = torch.sub(logits, peak, out=work).mul_(LOG2E)  # log2-units, <= 0
+    weights = torch.exp2(shifted)
+    total = weights.sum(1)
+    log_total = total.log()  # logsumexp - peak, in nats
+    surprisal = log_total - (true - peak).squeeze(1)
+    entropy = log_total - LN2 * torch.linalg.vecdot(weights, shifted) / total
+    return surprisal, rank, entropy
