@@ -94,6 +94,8 @@ def _fast_path(model) -> bool:
         and isinstance(base, _neox.GPTNeoXModel)
         and hasattr(base, "rotary_emb")
         and hasattr(_neox.ALL_ATTENTION_FUNCTIONS, "get_interface")
+        # kernels whose single-query call needs no mask or varlen metadata (flash/flex would)
+        and base.config._attn_implementation in ("sdpa", "eager")
     )
 
 
@@ -123,7 +125,7 @@ class _NeoXDecoder:
         """Final-normed hidden state [B, 1, H] of `token` [B] placed at `position`."""
         base = self.base
         x = base.embed_in(token[:, None])
-        position_ids = torch.tensor([[position]], device=x.device)
+        position_ids = torch.full((1, 1), position, device=x.device)
         cos, sin = base.rotary_emb(x, position_ids)
         for layer, keys, values in zip(base.layers, self.keys, self.values):
             att = layer.attention
@@ -133,8 +135,9 @@ class _NeoXDecoder:
             q, k = _neox.apply_rotary_pos_emb(q, k, cos, sin)
             keys[:, :, position : position + 1] = k
             values[:, :, position : position + 1] = v
+            seen = slice(0, position + 1)
             a, _ = self.attend(
-                att, q, keys[:, :, : position + 1], values[:, :, : position + 1], None, scaling=att.scaling, dropout=0.0
+                att, q, keys[:, :, seen], values[:, :, seen], None, scaling=att.scaling, dropout=0.0
             )
             a = att.dense(a.reshape(x.size(0), 1, -1).contiguous())
             if layer.use_parallel_residual:

@@ -1,0 +1,149 @@
+"""Token-statistics throughput (tokens/s) beside a bare forward pass of the same model (the limit).
+
+For each suite model of a scale (random weights: throughput does not depend on them), on the
+same batches of random rows of the scale's row length, time
+  - memlake: `ingest.token_stats.token_statistics` (surprisal, rank, entropy of every position);
+  - bare:    `model(input_ids).logits`, the forward pass that any scoring needs.
+The ratio memlake/bare (in throughput) is the share of the forward pass's speed the statistics
+keep; the issue asks for >= 0.9. The two alternate `--repeats` times and the fastest of each is
+kept, which damps noise from other processes. On CUDA, model FLOP utilisation is reported too.
+
+    python bench/token_stats.py [--scale small] [--batch 64] [--batches 8] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("MEMLAKE_QUIET", "1")
+
+import torch  # noqa: E402
+
+from ingest.suite.model import build_model, n_params, pad_vocab  # noqa: E402
+from ingest.token_stats import to_inference, token_statistics  # noqa: E402
+from memlake import config  # noqa: E402
+
+# Dense bf16 peak per GPU (vendor datasheets, SXM parts), for MFU.
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def forward_flops_per_token(model, context: int) -> float:
+    """2 FLOPs per weight that multiplies (all but the input embedding) + attention (PaLM-style)."""
+    cfg = model.config
+    weights = n_params(model) - model.get_input_embeddings().weight.numel()
+    return 2 * weights + 4 * cfg.num_hidden_layers * cfg.hidden_size * context
+
+
+def timed(fn, batches, device: torch.device) -> tuple[float, float]:
+    """(wall, process CPU) seconds to run `fn` over all batches."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for batch in batches:
+        fn(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", default="small")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batches", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    ap.add_argument("--chunk", type=int, default=None, help="positions per LM-head chunk (default: auto)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    cfg = config.load(args.scale)
+    vocab, row_len = cfg["corpus"]["vocab_size"], cfg["corpus"]["row_len"]
+    device = torch.device(args.device)
+    gen = torch.Generator().manual_seed(0)
+    batches = [
+        torch.randint(0, vocab, (args.batch, row_len), generator=gen).to(device) for _ in range(args.batches)
+    ]
+    tokens = args.batch * row_len * args.batches
+
+    def bare(model):
+        return lambda ids: model(input_ids=ids, use_cache=False).logits
+
+    def ours(model):
+        return lambda ids: token_statistics(model, ids, chunk=args.chunk)
+
+    results = []
+    for spec in cfg["suite"]["models"]:
+        torch.manual_seed(0)
+        model = to_inference(build_model(spec, vocab, row_len), device)
+        runs = {"bare": bare(model), "memlake": ours(model)}
+        best = {k: (float("inf"), float("inf")) for k in runs}
+        with torch.inference_mode():
+            for fn in runs.values():  # warm-up: allocator, kernels, lazy init
+                fn(batches[0])
+            for _ in range(args.repeats):
+                for name, fn in runs.items():
+                    wall, cpu = timed(fn, batches, device)
+                    best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+        row = {
+            "scale": args.scale,
+            "model": spec["name"],
+            "params": n_params(model),
+            "vocab": pad_vocab(vocab),
+            "device": str(device),
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            "threads": torch.get_num_threads(),
+            "batch": args.batch,
+            "row_len": row_len,
+            "tokens": tokens,
+            "memlake_tok_s": tokens / best["memlake"][0],
+            "bare_tok_s": tokens / best["bare"][0],
+            "ratio": best["bare"][0] / best["memlake"][0],
+            "cpu_time_ratio": best["bare"][1] / best["memlake"][1],
+        }
+        peak = peak_flops(device)
+        if peak:
+            flops = forward_flops_per_token(model, row_len)
+            row["mfu_memlake"] = row["memlake_tok_s"] * flops / peak
+            row["mfu_bare"] = row["bare_tok_s"] * flops / peak
+        results.append(row)
+        print(
+            f"{row['model']:9s} {row['params'] / 1e6:6.2f}M  memlake {row['memlake_tok_s']:9.0f} tok/s  "
+            f"bare {row['bare_tok_s']:9.0f} tok/s  ratio {row['ratio']:.2f} "
+            f"(CPU time {row['cpu_time_ratio']:.2f})",
+            flush=True,
+        )
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    (out / f"token_stats{suffix}.json").write_text(json.dumps(results, indent=2))
+    mfu = any("mfu_memlake" in r for r in results)
+    print(
+        "\n| model | params | device | batch x row | memlake tok/s | bare forward tok/s | ratio |"
+        + (" MFU memlake | MFU bare |" if mfu else "")
+    )
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if mfu else ""))
+    for r in results:
+        line = (
+            f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['device']} {r['dtype']} | "
+            f"{r['batch']} x {r['row_len']} | "
+            f"{r['memlake_tok_s']:,.0f} | {r['bare_tok_s']:,.0f} | {r['ratio']:.2f} |"
+        )
+        if mfu:
+            line += f" {r.get('mfu_memlake', float('nan')):.1%} | {r.get('mfu_bare', float('nan')):.1%} |"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

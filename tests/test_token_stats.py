@@ -1,0 +1,143 @@
+import math
+
+import pytest
+import torch
+
+from ingest.suite.model import build_model
+from ingest.token_stats import default_chunk, inference_device, to_inference, token_statistics
+
+VOCAB = 200  # padded to 256 output rows: the padding rows take part in the softmax
+SPEC = {"hidden_size": 32, "layers": 2, "heads": 2}
+
+
+def fresh_model():
+    torch.manual_seed(0)
+    return build_model(SPEC, VOCAB, 32).eval()
+
+
+@pytest.fixture
+def model():
+    return fresh_model()
+
+
+@pytest.fixture(scope="module")
+def ids():
+    torch.manual_seed(1)
+    return torch.randint(0, VOCAB, (4, 20))
+
+
+@pytest.fixture(scope="module")
+def reference(ids):
+    """The unmodified model and its statistics by definition, computed once."""
+    model = fresh_model()
+    return model, [direct(model, row) for row in ids]
+
+
+def direct(model, row: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The definition, one row at a time: full logits, full fp32 log-softmax."""
+    with torch.no_grad():
+        logits = model(row[None]).logits[0, :-1].float()
+    logp = torch.log_softmax(logits, -1)
+    target = row[1:, None]
+    return {
+        "surprisal": -logp.gather(1, target)[:, 0],
+        "rank": (logits > logits.gather(1, target)).sum(1),
+        "entropy": -(logp.exp() * logp).sum(1),
+    }
+
+
+def assert_matches(stats, refs):
+    for b, ref in enumerate(refs):
+        torch.testing.assert_close(stats["surprisal"][b], ref["surprisal"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(stats["entropy"][b], ref["entropy"], atol=1e-5, rtol=0)
+        assert torch.equal(stats["rank"][b].long(), ref["rank"])
+
+
+def test_shapes_and_dtypes(reference, ids):
+    model, _ = reference
+    stats = token_statistics(model, ids)
+    assert set(stats) == {"surprisal", "rank", "entropy"}
+    for key, dtype in (("surprisal", torch.float32), ("rank", torch.int32), ("entropy", torch.float32)):
+        assert stats[key].shape == (4, 19)
+        assert stats[key].dtype == dtype
+    assert model.get_output_embeddings().out_features == 256
+    assert (stats["entropy"] <= math.log(256) + 1e-5).all()
+
+
+def test_matches_unbatched_unchunked_definition_for_any_chunk(reference, ids):
+    model, refs = reference
+    whole = token_statistics(model, ids, chunk=10_000)
+    assert_matches(whole, refs)
+    for chunk in (None, 1, 7):
+        part = token_statistics(model, ids, chunk=chunk)
+        assert_matches(part, refs)
+        assert torch.equal(part["rank"], whole["rank"])
+        torch.testing.assert_close(part["surprisal"], whole["surprisal"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(part["entropy"], whole["entropy"], atol=1e-6, rtol=0)
+
+
+def test_rank_counts_only_strictly_greater_logits(model, ids):
+    head = model.get_output_embeddings().weight
+    with torch.no_grad():
+        head[7] = head[ids[0, 1]]  # an exact tie with the true token of position 0
+        head[250] = head[ids[0, 1]]  # ... and with a padding row
+    stats = token_statistics(model, ids)
+    with torch.no_grad():
+        logits = model(ids[:1]).logits[0, 0].float()
+    true = logits[ids[0, 1]]
+    assert logits[7] == true and logits[250] == true
+    assert stats["rank"][0, 0] == (logits > true).sum()
+    assert stats["rank"][0, 0] == (logits >= true).sum() - 3  # the truth and its two twins
+    assert_matches({k: v[:1] for k, v in stats.items()}, [direct(model, ids[0])])
+
+
+def test_all_tied_logits_rank_zero_uniform_distribution(model, ids):
+    with torch.no_grad():
+        model.get_output_embeddings().weight.zero_()
+    stats = token_statistics(model, ids)
+    assert (stats["rank"] == 0).all()
+    torch.testing.assert_close(stats["surprisal"], torch.full((4, 19), math.log(256)))
+    torch.testing.assert_close(stats["entropy"], torch.full((4, 19), math.log(256)))
+
+
+def test_padding_rows_are_part_of_the_softmax(reference, ids):
+    model, _ = reference
+    stats = token_statistics(model, ids)
+    with torch.no_grad():
+        logits = model(ids[:1]).logits[0, :-1].float()
+    real_only = -torch.log_softmax(logits[:, :VOCAB], -1).gather(1, ids[0, 1:, None])[:, 0]
+    # 56 randomly initialised padding rows hold ~56/256 of the mass: about log(256/200) more surprisal
+    assert (stats["surprisal"][0] > real_only + 0.1).all()
+
+
+def test_bf16_weights_reduce_in_fp32(model, ids):
+    model = model.to(torch.bfloat16)
+    stats = token_statistics(model, ids)
+    assert stats["surprisal"].dtype == torch.float32
+    with torch.no_grad():
+        logits = model(ids).logits[:, :-1].float()  # bf16 logits, cast as the DiD inference does
+    logp = torch.log_softmax(logits, -1)
+    torch.testing.assert_close(
+        stats["surprisal"], -logp.gather(2, ids[:, 1:, None])[..., 0], atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(stats["entropy"], -(logp.exp() * logp).sum(-1), atol=1e-5, rtol=0)
+
+
+def test_restores_training_mode_and_rejects_bad_input(model, ids):
+    model.train()
+    token_statistics(model, ids)
+    assert model.training
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        token_statistics(model, ids[:, :1])
+    with pytest.raises(ValueError, match="chunk"):
+        token_statistics(model, ids, chunk=-1)
+
+
+def test_device_helpers(model):
+    assert inference_device("cpu") == (torch.device("cpu"), torch.float32)
+    assert inference_device("cuda")[1] == torch.bfloat16
+    model.train()
+    moved = to_inference(model, "cpu")
+    assert not moved.training and next(moved.parameters()).dtype == torch.float32
+    assert default_chunk(2048, torch.device("cpu")) == 128
+    assert default_chunk(10**9, torch.device("cpu")) == 1
