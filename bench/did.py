@@ -1,0 +1,156 @@
+"""ATT(g, t) on synthetic Pythia-shaped first-epoch panels: analysis.did vs `differences` ATTgt.
+
+For each panel size, time
+  - ours:        analysis.did.att_gt analytic (bootstrap=0), and with a B-draw multiplier bootstrap;
+  - differences: ATTgt(...).fit(est_method="reg", never-treated controls) on the same cells,
+                 analytic and with boot_iterations=B (the seed's estimator; if installed);
+check that both give the same ATT and analytic SE for every cell, and print a markdown table
+with the speed ratio. `differences` needs minutes per thousand cells, so by default it only runs
+on panels up to --differences-max-cells cells (the Pythia-sized grid has 9,025). Results go to
+bench/results/did.json (rows of sizes not run are kept).
+
+    python bench/did.py [--sizes tiny,small,pythia] [--boot 1000] [--differences-max-cells 500]
+                        [--differences-no-boot] [--differences-jobs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from analysis.did import att_gt
+from analysis.did.synthetic import staggered_panel
+
+SIZES = {  # name: (cohorts, units per cohort, never-treated units, checkpoints)
+    "tiny": (8, 100, 2000, 9),
+    "small": (20, 100, 2000, 21),
+    "pythia": (95, 100, 2000, 96),  # first epoch: cohorts 1k..95k, steps 0..95k, 11,500 units
+}
+KW = dict(unit="unit", time="time", cohort="cohort", outcome="y")
+
+
+def time_ours(panel: pl.DataFrame, boot: int) -> tuple[float, float, pl.DataFrame]:
+    t0 = time.perf_counter()
+    res = att_gt(panel, **KW, bootstrap=0)
+    analytic = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    att_gt(panel, **KW, bootstrap=boot, seed=0)
+    boot_s = time.perf_counter() - t0
+    return analytic, boot_s, res.to_polars()
+
+
+def time_differences(panel: pl.DataFrame, boot: int, n_jobs: int) -> tuple[float, float | None, pl.DataFrame]:
+    from differences import ATTgt
+
+    pdf = panel.to_pandas().set_index(["unit", "time"])
+    timings, frame = [], None
+    for b in (0, boot) if boot else (0,):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            res = ATTgt(pdf, cohort_column="cohort").fit(
+                "y", est_method="reg", control_group="never_treated", boot_iterations=b,
+                random_state=0, n_jobs=n_jobs, progress_bar=False,
+            )  # fmt: skip
+            timings.append(time.perf_counter() - t0)
+        if b == 0:
+            df = res.to_pandas()
+            df.columns = [c[-1] for c in df.columns]
+            frame = pl.from_pandas(df.reset_index()).select("cohort", "time", "ATT", "std_error")
+    return timings[0], timings[1] if boot else None, frame
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="small,pythia")
+    ap.add_argument("--boot", type=int, default=1000)
+    ap.add_argument("--differences-max-cells", type=int, default=500)
+    ap.add_argument("--differences-jobs", type=int, default=1)
+    ap.add_argument("--differences-no-boot", action="store_true", help="time differences analytic only")
+    args = ap.parse_args()
+    try:
+        import differences  # noqa: F401
+
+        have_differences = True
+    except ImportError:
+        have_differences = False
+        print("note: `differences` not installed; its columns are skipped (pip install differences==0.3.0)")
+
+    # warm-up: imports and first-call costs are not what we measure
+    att_gt(staggered_panel(n_cohorts=2, units_per_cohort=5, n_never=5, n_times=3), **KW, bootstrap=10)
+    results = []
+    for name in args.sizes.split(","):
+        cohorts, per, never, n_t = SIZES[name]
+        panel = staggered_panel(
+            n_cohorts=cohorts,
+            units_per_cohort=per,
+            n_never=never,
+            n_times=n_t,
+            step=1000,
+            effect=0.05,
+            seed=0,
+        )
+        ours_a, ours_b, ours = time_ours(panel, args.boot)
+        row = {
+            "size": name,
+            "units": cohorts * per + never,
+            "times": n_t,
+            "cells": len(ours),
+            "boot": args.boot,
+            "ours_analytic_s": ours_a,
+            "ours_boot_s": ours_b,
+        }
+        if have_differences and len(ours) <= args.differences_max_cells:
+            diff_b_draws = 0 if args.differences_no_boot else args.boot
+            diff_a, diff_b, ref = time_differences(panel, diff_b_draws, args.differences_jobs)
+            j = ours.join(ref, on=["cohort", "time"])
+            assert len(j) == len(ours) == len(ref), "cell sets differ"
+            row |= {
+                "differences_analytic_s": diff_a,
+                "speedup_analytic": diff_a / ours_a,
+                "max_abs_diff_att": float((j["att"] - j["ATT"]).abs().max()),
+                "max_abs_diff_se": float((j["se"] - j["std_error"]).abs().max()),
+            }
+            if diff_b is not None:
+                row |= {"differences_boot_s": diff_b, "speedup_boot": diff_b / ours_b}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+
+    # keep rows of sizes not run this time (the Pythia-sized `differences` run takes ~half an hour)
+    path = Path(__file__).parent / "results" / "did.json"
+    path.parent.mkdir(exist_ok=True)
+    ran = {r["size"] for r in results}
+    kept = [r for r in json.loads(path.read_text()) if r["size"] not in ran] if path.exists() else []
+    results = sorted(kept + results, key=lambda r: list(SIZES).index(r["size"]))
+    path.write_text(json.dumps(results, indent=2))
+
+    def fmt(r: dict, key: str, spec: str) -> str:
+        return format(r[key], spec) if key in r else "—"
+
+    b = args.boot
+    print(
+        f"\n| panel | units × times | cells | ours analytic s | ours B={b} s | differences analytic s "
+        f"| differences B={b} s | speed-up analytic | speed-up boot | max abs diff ATT / SE |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        diffs = (
+            f"{r['max_abs_diff_att']:.1e} / {r['max_abs_diff_se']:.1e}" if "max_abs_diff_att" in r else "—"
+        )
+        print(
+            f"| {r['size']} | {r['units']:,} × {r['times']} | {r['cells']:,} | {r['ours_analytic_s']:.2f} | "
+            f"{r['ours_boot_s']:.2f} | {fmt(r, 'differences_analytic_s', '.1f')} | "
+            f"{fmt(r, 'differences_boot_s', '.1f')} | {fmt(r, 'speedup_analytic', '.0f')} | "
+            f"{fmt(r, 'speedup_boot', '.0f')} | {diffs} |"
+        )
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
