@@ -341,3 +341,24 @@ def test_unbalanced_panel_fails_before_the_mart_is_written(runs):
     assert "balanced_panel_stg_lake__token_stats" in log
     assert "model suite-a: instance_id 1 has 2 of the 3 steps" in log
     assert built["sequence_panel"].equals(runs["full"][1]["sequence_panel"])
+
+
+def test_sequence_perplexities_match_the_python_definition(runs):
+    from ingest.perplexity import window_perplexities
+
+    wh = runs["wh"]
+    target = wh.root / "ppl-target"
+    proc = dbt(wh, target, "run", "--select", "sequence_perplexities", "--vars", "{perplexity_prompt_len: 4}")
+    assert proc.returncode == 0, _log(proc)[-3000:]
+    rows = pq.read_table(wh.marts / "sequence_perplexities.parquet").to_pylist()
+    assert rows and {r["prompt_len"] for r in rows} == {4}
+    written = runs["written"]
+    for row in rows:
+        sup = written[(row["model"], row["step"], row["instance_id"])][0][None, :]
+        own = window_perplexities(sup, 4)
+        shared = window_perplexities(sup, 4, shared_denominator=True)
+        assert row["prompt_perplexity"] == pytest.approx(own.prompt[0], rel=1e-6)
+        assert row["continuation_perplexity"] == pytest.approx(own.continuation[0], rel=1e-6)
+        assert row["sequence_perplexity"] == pytest.approx(own.sequence[0], rel=1e-6)
+        assert row["prompt_perplexity_shared"] == pytest.approx(shared.prompt[0], rel=1e-6)
+        assert row["continuation_perplexity_shared"] == pytest.approx(shared.continuation[0], rel=1e-6)
