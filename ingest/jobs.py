@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +21,7 @@ import torch
 
 from ingest.checkpoints import ModelRef, expand_revisions, load_model, local_steps, resolve
 from ingest.panel import load_panel, shard_slice
+from ingest.token_stats import inference_device
 from memlake import lake
 from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
@@ -52,14 +54,7 @@ def register(name: str):
     return wrap
 
 
-def pick_device() -> tuple[str, torch.dtype]:
-    """bf16 weights on a GPU (as the profiles paper), fp32 on CPU (bf16 matmuls are slow there)."""
-    if torch.cuda.is_available():
-        return "cuda", torch.bfloat16
-    return "cpu", torch.float32
-
-
-class Job:
+class Job(ABC):
     name: ClassVar[str]
     table: ClassVar[str]
 
@@ -68,12 +63,15 @@ class Job:
 
     def check(self, tokens: np.ndarray, opts: dict[str, Any]) -> None:
         """Raise on options that cannot apply to these rows (before any model is loaded)."""
+        return None  # most jobs apply to any rows
 
+    @abstractmethod
     def compute(self, model, batch: torch.Tensor, opts: dict[str, Any]) -> dict[str, np.ndarray]:
-        raise NotImplementedError  # each registered job overrides this
+        """Columns for one batch of rows (numpy, first axis = rows)."""
 
+    @abstractmethod
     def to_table(self, ids: np.ndarray, cols: dict[str, np.ndarray], opts: dict[str, Any]) -> pa.Table:
-        raise NotImplementedError  # each registered job overrides this
+        """The partition's rows in the lake table's file schema."""
 
 
 def _lists(matrix: np.ndarray, type_: pa.DataType) -> pa.Array:
@@ -179,7 +177,7 @@ def run_unit(unit: Unit, log=print) -> dict[str, Any]:
     sl = shard_slice(len(ids), unit.shard, unit.num_shards)
     ids, tokens = ids[sl], tokens[sl]
     job.check(tokens, opts)
-    device, dtype = pick_device()
+    device, dtype = inference_device()  # bf16 weights on a GPU, fp32 on CPU
     model = load_model(ref, dtype=dtype, device=device)
     _check_compatible(model, ref, tokens, wh)
     t0 = time.perf_counter()
@@ -187,7 +185,7 @@ def run_unit(unit: Unit, log=print) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     table = job.to_table(ids, cols, opts)
     provenance = {"job": unit.job, "model": unit.model, "revision": f"step{unit.step}",
-                  "shard": unit.shard, "num_shards": unit.num_shards, "device": device,
+                  "shard": unit.shard, "num_shards": unit.num_shards, "device": str(device),
                   "dtype": str(dtype), "seconds": round(seconds, 3), **{k: v for k, v in opts.items()}}
     lake.write_partition(wh, job.table, table, part, config=provenance)
     return {"unit": unit, "skipped": False, "rows": table.num_rows, "seconds": seconds,
@@ -221,7 +219,7 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError | MemoryError) or "out of memory" in str(e).lower()
 
 
-def _batched(job: Job, model, tokens: torch.Tensor, opts, batch_size: int, device: str, log):
+def _batched(job: Job, model, tokens: torch.Tensor, opts, batch_size: int, device: torch.device, log):
     """Run `job.compute` over batches; on out-of-memory halve the batch and say so."""
     outs: dict[str, list[np.ndarray]] = {}
     i = 0
@@ -233,7 +231,7 @@ def _batched(job: Job, model, tokens: torch.Tensor, opts, batch_size: int, devic
         except (RuntimeError, MemoryError) as e:
             if not _is_oom(e) or batch_size == 1:
                 raise
-            if device == "cuda":
+            if device.type == "cuda":
                 torch.cuda.empty_cache()
             batch_size //= 2
             log(f"out of memory at batch size {batch_size * 2}; retrying with {batch_size}")
