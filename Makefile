@@ -10,7 +10,7 @@ TORCH_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install torch==2.13.0 $(TORCH_ARGS) 2>&1 | grep -v "is ignored" || true
-	$(VENV)/bin/python -c "import torch" 
+	$(VENV)/bin/python -W ignore -c "import torch; print('torch', torch.__version__)"
 	$(PIP) install -e '.[test]' 2>&1 | grep -v "is ignored" || true
 	$(VENV)/bin/memlake --help > /dev/null
 	touch $@
