@@ -159,6 +159,11 @@ def _write(
     return data.num_rows
 
 
+def _provenance(kind: str, source: str, revision: str | None, **where: Any) -> dict[str, Any]:
+    """The manifest config of an imported partition: which dataset, revision and file(s)."""
+    return {"import": kind, "source": source, "revision": revision, **where}
+
+
 def _as_list(value: Any) -> list | None:
     # A lone string (or number) from a CLI means one item, not a sequence of characters.
     if value is None or isinstance(value, str | int):
@@ -223,12 +228,7 @@ def import_pile_deduped_subset(source: str, wh: Warehouse, *, revision: str | No
                     }
                 )
             )
-    config = {
-        "import": kind,
-        "source": source,
-        "revision": revision,
-        "files": [str(p.relative_to(root)) for p in files],
-    }
+    config = _provenance(kind, source, revision, files=[str(p.relative_to(root)) for p in files])
     out.rows = _write(wh, "instances", pieces, {}, config, root)
     out.written = 1
     return out
@@ -302,12 +302,7 @@ def import_pythia_stats_raw(
                 )
                 for b in _batches(path, want)
             ]
-            config = {
-                "import": kind,
-                "source": source,
-                "revision": revision,
-                "file": str(path.relative_to(root)),
-            }
+            config = _provenance(kind, source, revision, file=str(path.relative_to(root)))
             out.rows += _write(wh, "token_stats", pieces, partition, config, path)
             out.written += 1
     return out
@@ -375,12 +370,7 @@ def import_pythia_memorized_evals(
                         }
                     )
                 )
-            config = {
-                "import": kind,
-                "source": source,
-                "revision": revision,
-                "file": str(path.relative_to(root)),
-            }
+            config = _provenance(kind, source, revision, file=str(path.relative_to(root)))
             out.rows += _write(wh, "extraction", pieces, partition, config, path)
             out.written += 1
     return out
