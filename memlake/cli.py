@@ -3,6 +3,7 @@
 memlake suite corpus|train|list   build the embedded corpus and model suite
 memlake query "SQL"               read-only SQL over lake tables and marts
 memlake build                     dbt build (staging -> intermediate -> marts)
+memlake profiles fit|figures      DiD memorisation profiles into marts, and their figures
 memlake demo                      every stage on the embedded default
 """
 
@@ -111,24 +112,50 @@ def suite_list(warehouse: WarehouseOpt = None):
 
 # --------------------------------------------------------------------------- ingest
 
-ModelsOpt = Annotated[list[str] | None, typer.Option(
-    "--model", "-m", help="Suite name, checkpoint folder or Hub id (default: every suite model).")]
-RevisionsOpt = Annotated[str, typer.Option(
-    "--revisions", "-r", help="step0,step16 | step0-step64 (local grid) | step0-step64:16 | all")]
+ModelsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model", "-m", help="Suite name, checkpoint folder or Hub id (default: every suite model)."
+    ),
+]
+RevisionsOpt = Annotated[
+    str,
+    typer.Option(
+        "--revisions", "-r", help="step0,step16 | step0-step64 (local grid) | step0-step64:16 | all"
+    ),
+]
 ShardsOpt = Annotated[int, typer.Option("--shards", help="Split each checkpoint's panel into N units.")]
 ExecutorOpt = Annotated[str, typer.Option("--executor", "-e", help="local | slurm | ray")]
-ExecOpt = Annotated[list[str] | None, typer.Option(
-    "--exec-opt", help="Executor option k=v (slurm: cluster, partition, timeout_min, "
-    "array_parallelism; ray: address, num_gpus).")]
+ExecOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exec-opt",
+        help="Executor option k=v (slurm: cluster, partition, timeout_min, "
+        "array_parallelism; ray: address, num_gpus).",
+    ),
+]
 
 
-def _ingest(job: str, cfg, wh: Warehouse, models, revisions: str, shards: int, executor: str,
-            exec_opts: list[str] | None, extra: dict | None = None) -> list[dict]:
+def _ingest(
+    job: str,
+    cfg,
+    wh: Warehouse,
+    models,
+    revisions: str,
+    shards: int,
+    executor: str,
+    exec_opts: list[str] | None,
+    extra: dict | None = None,
+) -> list[dict]:
     from ingest.executors import execute
     from ingest.jobs import plan
 
-    opts = {"seed": cfg["seed"], "batch_size": cfg["ingest"]["batch_size"],
-            "panel": cfg["ingest"]["panel"], **(extra or {})}
+    opts = {
+        "seed": cfg["seed"],
+        "batch_size": cfg["ingest"]["batch_size"],
+        "panel": cfg["ingest"]["panel"],
+        **(extra or {}),
+    }
     names = models or [m["name"] for m in cfg["suite"]["models"]]
     units = [u for name in names for u in plan(job, name, revisions, wh, shards, opts)]
     eopts = {}
@@ -139,26 +166,42 @@ def _ingest(job: str, cfg, wh: Warehouse, models, revisions: str, shards: int, e
     done = [r for r in results if not r["skipped"]]
     tokens = sum(r["tokens"] for r in done)
     secs = sum(r["seconds"] for r in done)
-    console.print(f"{job}: {len(done)} partitions written, {len(results) - len(done)} already complete"
-                  + (f", {tokens / secs:.0f} tokens/s" if secs else ""))
+    console.print(
+        f"{job}: {len(done)} partitions written, {len(results) - len(done)} already complete"
+        + (f", {tokens / secs:.0f} tokens/s" if secs else "")
+    )
     return results
 
 
 @ingest_app.command("token-stats")
-def ingest_token_stats(models: ModelsOpt = None, revisions: RevisionsOpt = "all", shards: ShardsOpt = 1,
-                       executor: ExecutorOpt = "local", exec_opt: ExecOpt = None,
-                       config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseOpt = None):
+def ingest_token_stats(
+    models: ModelsOpt = None,
+    revisions: RevisionsOpt = "all",
+    shards: ShardsOpt = 1,
+    executor: ExecutorOpt = "local",
+    exec_opt: ExecOpt = None,
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
     """Per-token surprisal, rank and entropy for every (checkpoint, panel instance)."""
     cfg, wh = _setup(config, set_, warehouse)
     _ingest("token_stats", cfg, wh, models, revisions, shards, executor, exec_opt)
 
 
 @ingest_app.command("extraction")
-def ingest_extraction(models: ModelsOpt = None, revisions: RevisionsOpt = "all", shards: ShardsOpt = 1,
-                      executor: ExecutorOpt = "local", exec_opt: ExecOpt = None,
-                      prompt_len: Annotated[int | None, typer.Option(help="Prompt tokens P.")] = None,
-                      gen_len: Annotated[int | None, typer.Option(help="Greedy tokens G.")] = None,
-                      config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseOpt = None):
+def ingest_extraction(
+    models: ModelsOpt = None,
+    revisions: RevisionsOpt = "all",
+    shards: ShardsOpt = 1,
+    executor: ExecutorOpt = "local",
+    exec_opt: ExecOpt = None,
+    prompt_len: Annotated[int | None, typer.Option(help="Prompt tokens P.")] = None,
+    gen_len: Annotated[int | None, typer.Option(help="Greedy tokens G.")] = None,
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
     """k-extractable memorisation: greedy continuation of a P-token prompt for G tokens."""
     cfg, wh = _setup(config, set_, warehouse)
     ex = cfg["ingest"]["extraction"]
@@ -168,10 +211,13 @@ def ingest_extraction(models: ModelsOpt = None, revisions: RevisionsOpt = "all",
 
 @ingest_app.command("import")
 def ingest_import(
-    kind: Annotated[str, typer.Argument(help="pile-deduped-subset | pythia-deduped-stats-raw | "
-                                        "pythia-memorized-evals")],
-    source: Annotated[str | None, typer.Argument(help="Local folder with the Hub files (default: "
-                                                 "download the public Hub dataset).")] = None,
+    kind: Annotated[
+        str, typer.Argument(help="pile-deduped-subset | pythia-deduped-stats-raw | pythia-memorized-evals")
+    ],
+    source: Annotated[
+        str | None,
+        typer.Argument(help="Local folder with the Hub files (default: download the public Hub dataset)."),
+    ] = None,
     sizes: Annotated[list[str] | None, typer.Option("--size", help="stats-raw: model sizes.")] = None,
     steps: Annotated[list[int] | None, typer.Option("--step", help="stats-raw: checkpoint steps.")] = None,
     splits: Annotated[list[str] | None, typer.Option("--split", help="memorized-evals: splits.")] = None,
@@ -180,10 +226,12 @@ def ingest_import(
     """Import a public Hugging Face dataset into the lake tables the embedded pipeline writes."""
     from ingest.hub_import import import_dataset
 
-    s = import_dataset(kind, source, Warehouse.at(warehouse), sizes=sizes or None,
-                       steps=steps or None, splits=splits or None)
-    console.print(f"{s.kind} -> {s.table}: {s.written} partitions written ({s.rows} rows), "
-                  f"{s.skipped} already complete")
+    s = import_dataset(
+        kind, source, Warehouse.at(warehouse), sizes=sizes or None, steps=steps or None, splits=splits or None
+    )
+    console.print(
+        f"{s.kind} -> {s.table}: {s.written} partitions written ({s.rows} rows), {s.skipped} already complete"
+    )
 
 
 # --------------------------------------------------------------------------- query
@@ -222,6 +270,112 @@ def query(
 def _short(v) -> str:
     s = str(v)
     return s if len(s) <= 60 else s[:57] + "..."
+
+
+# --------------------------------------------------------------------------- profiles
+
+profiles_app = typer.Typer(no_args_is_help=True, help="Memorisation profiles: DiD ATT(g,t) fits and figures.")
+app.add_typer(profiles_app, name="profiles")
+ListOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated; default from the config's profiles section.")
+]
+
+
+def _split(value: str | None, default: list) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else list(default)
+
+
+def _profiles(
+    cfg,
+    wh: Warehouse,
+    models=None,
+    metrics=None,
+    units=None,
+    control_groups=None,
+    base_periods=None,
+    all_epochs: bool = False,
+    bootstrap: int | None = None,
+) -> list:
+    from analysis.profiles import fit_profiles, grid, models_in
+
+    p = cfg["profiles"]
+    try:
+        specs = grid(
+            models or models_in(wh),
+            _split(metrics, p["metrics"]),
+            _split(units, p["units"]),
+            _split(control_groups, p["control_groups"]),
+            _split(base_periods, p["base_periods"]),
+            first_epoch=p["first_epoch"] and not all_epochs,
+        )
+    except ValueError as e:
+        raise MemlakeError(str(e)) from None
+
+    def report(fit):
+        s = fit.spec
+        inst = fit.attgt.filter(fit.attgt["step"] == fit.attgt["cohort"])
+        sig = int(inst["zero_not_in_cband"].fill_null(False).sum())
+        console.print(
+            f"profiles: {s.model}/{s.metric}/{s.units}: {len(fit.attgt)} cells, "
+            f"t=g {inst['memorisation'].mean():+.4f}, {sig}/{len(inst)} significant",
+            soft_wrap=True,
+        )
+
+    try:
+        return fit_profiles(
+            wh,
+            specs,
+            bootstrap=bootstrap if bootstrap is not None else p["bootstrap"],
+            seed=p["seed"],
+            regression=p["regression"],
+            on_fit=report,
+        )
+    except (ValueError, KeyError) as e:
+        raise MemlakeError(f"profiles: {e}") from None
+
+
+@profiles_app.command("fit")
+def profiles_fit(
+    models: ModelsOpt = None,
+    metrics: ListOpt = None,
+    units: ListOpt = None,
+    control_groups: ListOpt = None,
+    base_periods: ListOpt = None,
+    all_epochs: Annotated[bool, typer.Option(help="Use every checkpoint, not only the first epoch.")] = False,
+    bootstrap: Annotated[int | None, typer.Option(help="Bootstrap draws (0: analytic only).")] = None,
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
+    """ATT(g,t), aggregations, placebo tests and the pyfixest cross-check into the profiles marts."""
+    cfg, wh = _setup(config, set_, warehouse)
+    _profiles(cfg, wh, models, metrics, units, control_groups, base_periods, all_epochs, bootstrap)
+
+
+@profiles_app.command("figures")
+def profiles_figures(
+    metric: Annotated[str, typer.Option(help="Outcome metric.")] = "sup_seq",
+    units: Annotated[str, typer.Option(help="all / single / duplicated.")] = "all",
+    control_group: Annotated[str, typer.Option()] = "never_treated",
+    base_period: Annotated[str, typer.Option()] = "varying",
+    all_epochs: Annotated[bool, typer.Option(help="Figures of the all-epochs fit.")] = False,
+    warehouse: WarehouseOpt = None,
+):
+    """Profile heatmap, instantaneous vs LR, persistent curve, residual bars, cross-size correlation."""
+    from analysis.profiles.figures import draw
+
+    opts = {
+        "units": units,
+        "control_group": control_group,
+        "base_period": base_period,
+        "first_epoch": not all_epochs,
+    }
+    try:
+        paths = draw(Warehouse.at(warehouse), metric, opts)
+    except ValueError as e:
+        raise MemlakeError(str(e)) from None
+    for path in paths:
+        console.print(f"figure: {path}")
 
 
 # --------------------------------------------------------------------------- build
@@ -265,18 +419,23 @@ def demo(config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseO
     console.rule(f"memlake demo ({cfg['scale']}) -> {wh.root}")
     r = build_corpus(cfg, wh)
     configuration.save(cfg, wh.suite / "config.yaml")
-    console.print(f"[1/5] corpus: {r['rows']} instances{' (cached)' if r['skipped'] else ''}")
+    console.print(f"[1/6] corpus: {r['rows']} instances{' (cached)' if r['skipped'] else ''}")
     for m in train_suite(cfg, wh):
         note = "cached" if m.get("skipped") else f"{m['tokens_per_s']:.0f} tok/s, loss {m['final_loss']:.3f}"
-        console.print(f"[2/5] suite: {m['model']} ({note})")
-    console.print("[3/5] token statistics over every checkpoint")
+        console.print(f"[2/6] suite: {m['model']} ({note})")
+    console.print("[3/6] token statistics over every checkpoint")
     _ingest("token_stats", cfg, wh, None, "all", 1, "local", None)
-    console.print("[4/5] extraction over every checkpoint")
+    console.print("[4/6] extraction over every checkpoint")
     _ingest("extraction", cfg, wh, None, "all", 1, "local", None, dict(cfg["ingest"]["extraction"]))
     code = dbt(["build", "--quiet"], wh)
     if code:
         raise MemlakeError(f"dbt build failed (exit {code})")
-    console.print("[5/5] dbt build: ok")
+    console.print("[5/6] dbt build: ok")
+    _profiles(cfg, wh)
+    from analysis.profiles.figures import draw
+
+    figures = draw(wh)
+    console.print(f"[6/6] profiles: fitted; {len(figures)} figures in {figures[0].parent}")
     console.rule(f"done in {time.perf_counter() - t0:.0f}s")
     console.print(
         f"lake:        {wh.lake}\ncheckpoints: {wh.suite}\ntokenizer:   {wh.tokenizer}\n"

@@ -42,6 +42,10 @@ class Warehouse:
         return self.root / "suite"
 
     @property
+    def figures(self) -> Path:  # PNG/SVG figures drawn from the marts
+        return self.root / "figures"
+
+    @property
     def tokenizer(self) -> Path:
         return self.suite / "tokenizer"
 

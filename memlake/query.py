@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from memlake import lake
 from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+VIEWS_DIR = Path(__file__).resolve().parent.parent / "analysis" / "views"  # derived SQL views over marts
 _DUCK_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER"}
 
 
@@ -63,7 +65,30 @@ def connect(wh: Warehouse, threads: int | None = None) -> duckdb.DuckDBPyConnect
         if name in lake.TABLES:
             continue
         con.execute(f"create view {name} as select * from read_parquet('{glob}', union_by_name=true)")
+    _create_derived_views(con)
     return con
+
+
+def frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> pl.DataFrame:
+    """Run one query and return a polars frame (through Arrow, no pandas)."""
+    return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
+
+
+def _create_derived_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Views from analysis/views/*.sql whose inputs exist; passes until no view can be added."""
+    pending = {p.stem: p.read_text() for p in sorted(VIEWS_DIR.glob("*.sql"))}
+    while pending:
+        added = []
+        for name, sql in pending.items():
+            try:
+                con.execute(f"create view {name} as {sql}")
+                added.append(name)
+            except duckdb.CatalogException:  # an input mart/view is not there (yet)
+                pass
+        if not added:
+            return
+        for name in added:
+            del pending[name]
 
 
 def run(wh: Warehouse, sql: str) -> tuple[list[str], list[tuple]]:

@@ -422,3 +422,18 @@ def test_unbalanced_and_malformed_panels(mpdta):
         att_gt(mpdta, **KW, control_group="notyettreated")
     with pytest.raises(ValueError, match="kind must be"):
         att_gt(mpdta, **KW, bootstrap=0).aggregate("weekly")
+
+
+def test_off_grid_and_single_unit_cohorts(mpdta):
+    off_grid = mpdta.filter(pl.col("year") != 2005).with_columns(
+        first_treat=pl.when(pl.col("countyreal") == 8001).then(2005).otherwise("first_treat")
+    )
+    with pytest.raises(ValueError, match="unit 8001 has cohort 2005, which is not an observed time"):
+        att_gt(off_grid, **KW)
+    lone = mpdta.with_columns(  # county 8001 alone in a fresh 2005 cohort
+        first_treat=pl.when(pl.col("countyreal") == 8001).then(2005).otherwise("first_treat")
+    )
+    with pytest.warns(UserWarning, match=r"dropped 1 cohorts with a single unit \(5 rows; cohorts 2005\)"):
+        res = att_gt(lone, **KW, bootstrap=0)
+    assert 2005 not in res.to_polars()["cohort"].to_list()
+    assert any("single unit" in note for note in res.notes)

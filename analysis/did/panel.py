@@ -15,6 +15,10 @@ Sample rules (R `did` 2.x `pre_process_did`, applied in this order):
      control (it is never treated within the remaining times).
   5. Units with cohort <= first time + anticipation have no usable pre-period and are dropped
      with a warning (R drops those treated by the first period; the rest never enter any cell).
+  6. A cohort must be an observed time (a checkpoint step): anything else is a ValueError, as it
+     means the treatment mapping and the time grid disagree.
+  7. Cohorts with a single unit are dropped with a warning: a lone unit has no within-cohort
+     variance, so its cells' analytic and bootstrap SEs would silently ignore the treated side.
 """
 
 from __future__ import annotations
@@ -203,6 +207,24 @@ def load_panel(
         warnings.warn(msg, stacklevel=3)
         notes.append(msg)
         y, unit_ids, g, never = y[~early], unit_ids[~early], g[~early], never[~early]
+    off_grid = ~never & ~np.isin(g, times)  # rule 6
+    if off_grid.any():
+        k = int(np.argmax(off_grid))
+        raise ValueError(
+            f"unit {_show(unit_ids[k])} has cohort {g[k]}, which is not an observed time "
+            f"({times[0]}..{times[-1]}, {len(times)} times): cohorts must lie on the time grid"
+        )
+    values, sizes = np.unique(g[~never], return_counts=True)  # rule 7
+    lone = values[sizes == 1]
+    if len(lone):
+        drop = ~never & np.isin(g, lone)
+        msg = (
+            f"dropped {len(lone)} cohorts with a single unit ({int(drop.sum()) * len(times)} rows; cohorts "
+            f"{', '.join(map(str, lone[:5]))}{', ...' if len(lone) > 5 else ''}): no within-cohort variance"
+        )
+        warnings.warn(msg, stacklevel=3)
+        notes.append(msg)
+        y, unit_ids, g, never = y[~drop], unit_ids[~drop], g[~drop], never[~drop]
     if never.all():
         raise ValueError("no treated cohort with a pre-treatment period")
 

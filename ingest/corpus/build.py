@@ -12,7 +12,6 @@ at or after that.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +26,6 @@ from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
 from memlake.progress import progress
 
-VALIDATION_DOC_SHARE = 0.15  # share of documents held out: validation rows come from unseen text
 TOKENIZER_TRAIN_CHARS = 6_000_000  # enough text for a stable BPE; bounds tokenizer time
 
 
@@ -50,11 +48,6 @@ def checkpoint_steps(total_steps: int, every: int) -> list[int]:
 def cohort_of(batch_idx: np.ndarray, every: int, total_steps: int) -> np.ndarray:
     """First checkpoint step at or after the step that consumed batch `batch_idx` (b + 1)."""
     return np.minimum(every * (batch_idx // every + 1), total_steps)
-
-
-def _doc_split(doc: Document) -> str:
-    h = int.from_bytes(hashlib.sha256(doc.doc_id.encode()).digest()[:4], "little")
-    return "validation" if h / 2**32 < VALIDATION_DOC_SHARE else "train"
 
 
 def _pack(tokenizer, docs: list[Document], n_rows: int, row_len: int, eos: int) -> list[np.ndarray]:
@@ -112,11 +105,10 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
         docs = documents()
         order = rng.permutation(len(docs))
         docs = [docs[i] for i in order]
-        by_split = {s: [d for d in docs if _doc_split(d) == s] for s in ("train", "validation")}
 
         bar.update(task, advance=1, description="corpus: training tokenizer")
         texts, total = [], 0
-        for d in by_split["train"]:
+        for d in docs:
             if total >= TOKENIZER_TRAIN_CHARS:
                 break
             texts.append(d.text)
@@ -126,20 +118,29 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
         eos = tokenizer.eos_token_id
 
         bar.update(task, advance=1, description="corpus: packing rows")
-        rows_by = {}
-        for split, n in (("train", int(c["n_train"])), ("validation", int(c["n_validation"]))):
-            n_prose = round(n * float(c["prose_fraction"]))
-            split_rows = []
-            for source, want in (("prose", n_prose), ("code", n - n_prose)):
-                src_docs = [d for d in by_split[split] if d.source == source]
-                got = _pack(tokenizer, src_docs, want, row_len, eos)
-                if len(got) < want:
-                    raise MemlakeError(
-                        f"corpus.n_{split}={n}: only {len(got)} {source} rows of {row_len} tokens "
-                        f"are available (wanted {want}); lower corpus.n_{split} or row_len"
-                    )
-                split_rows += [Row(r, source) for r in got]
-            rows_by[split] = split_rows
+        # Validation rows are random packed rows withheld from training, not whole held-out
+        # documents: in a corpus this small, document-level holdout makes the control group a
+        # different population (and train rows share documents with rows trained earlier), which
+        # breaks the parallel-trends assumption of the DiD. Row-level holdout keeps both groups
+        # exchangeable, as Pythia's Pile-sized validation split is in effect.
+        rows_by = {"train": [], "validation": []}
+        n_by = {split: int(c[f"n_{split}"]) for split in rows_by}
+        for source in ("prose", "code"):
+            want = {
+                split: round(n * float(c["prose_fraction"])) if source == "prose"
+                else n - round(n * float(c["prose_fraction"]))
+                for split, n in n_by.items()
+            }
+            src_docs = [d for d in docs if d.source == source]
+            got = _pack(tokenizer, src_docs, sum(want.values()), row_len, eos)
+            if len(got) < sum(want.values()):
+                raise MemlakeError(
+                    f"corpus.n_train + n_validation = {sum(n_by.values())}: only {len(got)} {source} rows "
+                    f"of {row_len} tokens are available (wanted {sum(want.values())}); lower them or row_len"
+                )
+            held = rng.permutation(len(got))
+            rows_by["validation"] += [Row(got[i], source) for i in sorted(held[: want["validation"]])]
+            rows_by["train"] += [Row(got[i], source) for i in sorted(held[want["validation"] :])]
 
         bar.update(task, advance=1, description="corpus: planting artifacts")
         train = _plant(rows_by["train"], c["planted"], tokenizer, rng, row_len)

@@ -1,0 +1,103 @@
+"""Memorisation profiles (issue 5): ATT(g, t) fits from the `sequence_panel` view into marts.
+
+    from analysis.profiles import fit_profiles, grid
+    fits = fit_profiles(wh, grid(models=["suite-s"], metrics=["sup_seq", "acc_seq"]))
+
+Then, in SQL (`memlake query`): profiles_attgt, profiles_aggregates, profiles_pretrend,
+profiles_regression (marts) and the views profiles_instantaneous / _persistent / _residual /
+_full / _correlation (analysis/views/*.sql). `analysis.profiles.figures.draw(wh)` plots them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from itertools import product
+
+from analysis.profiles.fit import (
+    UNIT_SETS,
+    ProfileFit,
+    ProfileSpec,
+    first_epoch_end,
+    fit,
+    panel_frame,
+    write,
+)
+from analysis.profiles.metrics import METRICS, SIGN
+from memlake.paths import Warehouse
+
+__all__ = [
+    "METRICS",
+    "SIGN",
+    "UNIT_SETS",
+    "ProfileFit",
+    "ProfileSpec",
+    "fit",
+    "fit_profiles",
+    "grid",
+    "models_in",
+]
+
+
+def models_in(wh: Warehouse) -> list[str]:
+    from memlake.query import connect
+
+    con = connect(wh)
+    try:
+        return [m for (m,) in con.execute("select distinct model from sequence_panel order by 1").fetchall()]
+    except Exception as e:  # noqa: BLE001 - the view is missing before the first `memlake build`
+        raise ValueError(f"no sequence_panel mart in {wh.root} (run `memlake build`): {e}") from None
+    finally:
+        con.close()
+
+
+def grid(
+    models: Iterable[str],
+    metrics: Iterable[str] = ("sup_seq",),
+    units: Iterable[str] = ("all",),
+    control_groups: Iterable[str] = ("never_treated",),
+    base_periods: Iterable[str] = ("varying",),
+    first_epoch: bool = True,
+) -> list[ProfileSpec]:
+    """Every combination of the options, one spec each."""
+    return [
+        ProfileSpec(m, metric, u, cg, bp, first_epoch)
+        for m, u, metric, cg, bp in product(models, units, metrics, control_groups, base_periods)
+    ]
+
+
+def fit_profiles(
+    wh: Warehouse,
+    specs: list[ProfileSpec],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    regression: bool = True,
+    on_fit: Callable[[ProfileFit], None] | None = None,
+) -> list[ProfileFit]:
+    """Fit and write every spec; the panel of a (model, units) pair is read once."""
+    from memlake.query import connect
+
+    con = connect(wh)
+    panels, ends, fits = {}, {}, []
+    try:
+        for spec in specs:
+            if (spec.model, spec.units) not in panels:
+                panels[spec.model, spec.units] = panel_frame(con, spec.model, spec.units)
+                ends[spec.model] = first_epoch_end(con, spec.model)
+            result = fit(
+                spec,
+                panels[spec.model, spec.units],
+                epoch_end=ends[spec.model],
+                bootstrap=bootstrap,
+                seed=seed,
+                alpha=alpha,
+                regression=regression,
+            )
+            write(wh, result)
+            fits.append(result)
+            if on_fit:
+                on_fit(result)
+    finally:
+        con.close()
+    return fits

@@ -1,0 +1,181 @@
+"""The profiles paper's figures, drawn from the SQL views (never from raw files).
+
+profile_heatmap  memorisation per (cohort, step), significant cells only, one panel per model
+instantaneous    t = g effect per cohort, with each model's learning-rate schedule
+persistent       event-time curve with its uniform band
+residual         each cohort's effect at the last checkpoint, opacity = significance
+correlation      Pearson correlation of profiles across model sizes
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from analysis.profiles.metrics import LABEL, SIGN  # noqa: E402
+from memlake.paths import Warehouse  # noqa: E402
+from memlake.query import frame  # noqa: E402
+
+DEFAULT = {"units": "all", "control_group": "never_treated", "base_period": "varying", "first_epoch": True}
+
+
+def _select(con, view: str, metric: str, options: dict) -> pl.DataFrame:
+    where = " and ".join(f"{k} = ${k}" for k in options)
+    return frame(
+        con, f"select * from {view} where metric = $metric and {where}", {"metric": metric, **options}
+    )
+
+
+def _models(frame: pl.DataFrame) -> list[str]:
+    return sorted(frame["model"].unique().to_list())
+
+
+def _grid(n: int, width: float = 4.2, height: float = 3.6):
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, constrained_layout=True)
+    return fig, axes[0]
+
+
+def profile_heatmap(con, metric: str, options: dict) -> plt.Figure:
+    cells = _select(con, "profiles_full", metric, options)
+    models = _models(cells)
+    fig, axes = _grid(max(len(models), 1))
+    vmax = float(cells.filter(pl.col("significant"))["memorisation"].abs().max() or 1.0)
+    for ax, model in zip(axes, models):
+        part = cells.filter(pl.col("model") == model)
+        cohorts, steps = np.unique(part["cohort"]), np.unique(part["step"])
+        z = np.full((len(cohorts), len(steps)), np.nan)
+        sig = part.filter(pl.col("significant"))
+        z[np.searchsorted(cohorts, sig["cohort"]), np.searchsorted(steps, sig["step"])] = sig["memorisation"]
+        im = ax.imshow(z, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        _ticks(ax, steps, cohorts)
+        ax.set(title=model, xlabel="checkpoint step t", ylabel="cohort g (treatment step)")
+    if models:
+        fig.colorbar(im, ax=list(axes), label=f"memorisation: {LABEL[metric]}")
+    fig.suptitle("Memorisation profiles (significant cells, t >= g)")
+    return fig
+
+
+def _ticks(ax, steps, cohorts, max_ticks: int = 8):
+    xs = np.linspace(0, len(steps) - 1, min(max_ticks, len(steps))).astype(int)
+    ys = np.linspace(0, len(cohorts) - 1, min(max_ticks, len(cohorts))).astype(int)
+    ax.set_xticks(xs, [str(steps[i]) for i in xs], rotation=45)
+    ax.set_yticks(ys, [str(cohorts[i]) for i in ys])
+
+
+def instantaneous(con, metric: str, options: dict) -> plt.Figure:
+    cells = _select(con, "profiles_instantaneous", metric, options).sort("cohort")
+    lr = frame(con, "select model, step, lr from checkpoints order by model, step")
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    ax2 = ax.twinx()
+    for model in _models(cells):
+        part = cells.filter(pl.col("model") == model)
+        (line,) = ax.plot(part["cohort"], part["memorisation"], marker="o", label=model)
+        sig = part.filter(~pl.col("significant"))
+        ax.scatter(
+            sig["cohort"], sig["memorisation"], facecolor="white", edgecolor=line.get_color(), zorder=3
+        )
+        sched = lr.filter(pl.col("model") == model)
+        ax2.plot(sched["step"], sched["lr"], ls="--", color=line.get_color(), alpha=0.5)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="cohort g (= checkpoint t)", ylabel=f"instantaneous memorisation\n{LABEL[metric]}")
+    ax2.set_ylabel("learning rate (dashed)")
+    ax.legend(title="hollow: not significant", fontsize=8)
+    ax.set_title("Instantaneous memorisation and the learning-rate schedule")
+    return fig
+
+
+def persistent(con, metric: str, options: dict) -> plt.Figure:
+    curve = _select(con, "profiles_persistent", metric, options).sort("event_time")
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for model in _models(curve):
+        part = curve.filter(pl.col("model") == model)
+        lo, hi = part["ci_lower"] * SIGN[metric], part["ci_upper"] * SIGN[metric]
+        (line,) = ax.plot(part["event_time"], part["memorisation"], marker=".", label=model)
+        ax.fill_between(
+            part["event_time"], np.minimum(lo, hi), np.maximum(lo, hi), alpha=0.2, color=line.get_color()
+        )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="steps since training (event time e)", ylabel=f"persistent memorisation\n{LABEL[metric]}")
+    ax.legend(title="uniform 95% band", fontsize=8)
+    ax.set_title("Persistent memorisation (event-time aggregation)")
+    return fig
+
+
+def residual(con, metric: str, options: dict) -> plt.Figure:
+    cells = _select(con, "profiles_residual", metric, options).sort("cohort")
+    models = _models(cells)
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    width = 0.8 / max(len(models), 1)
+    for i, model in enumerate(models):
+        part = cells.filter(pl.col("model") == model)
+        x = np.arange(len(part)) + i * width
+        colors = [(f"C{i}", 1.0 if s else 0.3) for s in part["significant"]]
+        ax.bar(x, part["memorisation"], width=width, color=colors, label=model)
+        ax.set_xticks(np.arange(len(part)) + 0.4 - width / 2, [str(c) for c in part["cohort"]], rotation=45)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="cohort g", ylabel=f"residual memorisation\n{LABEL[metric]}")
+    ax.legend(title="faded: not significant", fontsize=8)
+    ax.set_title("Residual memorisation at the last checkpoint")
+    return fig
+
+
+def correlation(con, metric: str, options: dict) -> plt.Figure:
+    pairs = _select(con, "profiles_correlation", metric, options)
+    models = sorted(set(pairs["model_a"]))
+    m = np.full((len(models), len(models)), np.nan)
+    for row in pairs.iter_rows(named=True):
+        m[models.index(row["model_a"]), models.index(row["model_b"])] = row["pearson"]
+    fig, ax = plt.subplots(
+        figsize=(1.2 * len(models) + 2.5, 1.2 * len(models) + 1.5), constrained_layout=True
+    )
+    im = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu_r")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, "" if np.isnan(v) else f"{v:.2f}", ha="center", va="center")
+    ax.set_xticks(range(len(models)), models, rotation=45)
+    ax.set_yticks(range(len(models)), models)
+    fig.colorbar(im, ax=ax, label="Pearson r")
+    ax.set_title("Profile correlation across sizes")
+    return fig
+
+
+FIGURES = {
+    "profile_heatmap": profile_heatmap,
+    "instantaneous": instantaneous,
+    "persistent": persistent,
+    "residual": residual,
+    "correlation": correlation,
+}
+
+
+def draw(
+    wh: Warehouse, metric: str = "sup_seq", options: dict | None = None, out: Path | None = None
+) -> list[Path]:
+    """Draw every profile figure for one metric and option set; return the PNG paths."""
+    from memlake.query import connect
+
+    options = {**DEFAULT, **(options or {})}
+    out = out or wh.figures / "profiles"
+    out.mkdir(parents=True, exist_ok=True)
+    con = connect(wh)
+    paths = []
+    try:
+        have = {
+            v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
+        }
+        if "profiles_full" not in have:
+            raise ValueError(f"no profiles in {wh.root}: run `memlake profiles fit` first")
+        for name, make in FIGURES.items():
+            fig = make(con, metric, options)
+            path = out / f"{name}-{metric}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            paths.append(path)
+    finally:
+        con.close()
+    return paths
