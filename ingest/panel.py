@@ -27,24 +27,29 @@ def panel_ids(instances: pa.Table, per_cohort: int | None, validation: int | Non
     ids = instances["instance_id"].to_numpy()
     split = np.asarray(instances["split"].to_pylist())
     cohort = instances["cohort"].fill_null(-1).to_numpy()
+    # Only a sequence's first occurrence in training order (instance ids follow it) is a unit:
+    # a later copy was already "treated" by the earlier one, so sampling it into a later cohort
+    # would put exposed rows in that cohort's pre-period (a spurious pre-trend), and two copies
+    # are one unit observed twice.
+    keys = [np.asarray(t, dtype=np.int32).tobytes() for t in instances["tokens"].to_pylist()]
+    order = np.argsort(ids, kind="stable")
+    first = np.zeros(len(ids), dtype=bool)
+    seen: set[bytes] = set()
+    for i in order:
+        if keys[i] not in seen:
+            seen.add(keys[i])
+            first[i] = True
     chosen: list[np.ndarray] = []
     for g in np.unique(cohort[split == "train"]):
-        members = ids[(split == "train") & (cohort == g)]
+        members = ids[(split == "train") & (cohort == g) & first]
         take = len(members) if per_cohort is None else min(per_cohort, len(members))
         chosen.append(np.sort(rng.choice(members, size=take, replace=False)))
     val = ids[split == "validation"]
     take = len(val) if validation is None else min(validation, len(val))
     chosen.append(np.sort(rng.choice(val, size=take, replace=False)))
-    # First occurrence of every planted sequence (copies of one sequence score identically).
+    # The first occurrence of every planted sequence, so later stages see every artifact.
     artifact = np.asarray(instances["artifact"].to_pylist())
-    planted = np.flatnonzero((artifact != "none") & (split == "train"))
-    seen: set[bytes] = set()
-    tokens = instances["tokens"]
-    for i in planted:
-        key = np.asarray(tokens[int(i)].as_py(), dtype=np.int32).tobytes()
-        if key not in seen:
-            seen.add(key)
-            chosen.append(ids[i : i + 1])
+    chosen.append(ids[(artifact != "none") & (split == "train") & first])
     return np.unique(np.concatenate(chosen))
 
 

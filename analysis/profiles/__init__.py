@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from itertools import product
 
-from analysis.profiles.fit import (
+from analysis.profiles.fitting import (
     UNIT_SETS,
     ProfileFit,
     ProfileSpec,

@@ -24,8 +24,11 @@ from memlake import marts, query
 # Which treated instances enter a fit; never-treated (validation) instances are always the controls.
 UNIT_SETS: dict[str, str] = {
     "all": "true",
-    "single": "instances.copies = 1",  # seen once: the paper's setting
-    "duplicated": "instances.copies > 1",  # planted duplicates, noise and backdoor copies
+    # natural rows seen once: the paper's setting
+    "single": "instances.artifact = 'none' and instances.copies = 1",
+    # exact planted duplicates (noise and backdoor variants are left out: they share content
+    # with *other* instances, so exposure to one is a spillover onto the others)
+    "duplicated": "instances.artifact = 'duplicate' and instances.copies > 1",
 }
 AGG_KINDS = {"dynamic": "event", "group": "cohort", "calendar": "time", "simple": "simple"}
 KEY_COLUMNS = ("model", "metric", "units", "control_group", "base_period", "first_epoch")
