@@ -31,6 +31,7 @@ SIZES = {  # name: (cohorts, units per cohort, never-treated units, checkpoints)
     "tiny": (8, 100, 2000, 9),
     "small": (20, 100, 2000, 21),
     "pythia": (95, 100, 2000, 96),  # first epoch: cohorts 1k..95k, steps 0..95k, 11,500 units
+    "pythia_full": (143, 100, 2000, 144),  # every checkpoint: 16,300 units, 20,449 cells
 }
 KW = dict(unit="unit", time="time", cohort="cohort", outcome="y")
 
