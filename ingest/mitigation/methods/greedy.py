@@ -1,0 +1,133 @@
+"""Greedy (Maini et al. 2023): zero one MLP weight at a time, the one whose removal is
+estimated to raise the forget loss and lower the retain loss the most.
+
+Each iteration takes a batch mixing forget rows (y = +1) and retain rows (y = −1) and
+computes J = mean_i(−y_i·ℓ_i), ℓ_i the per-sequence mean CE. Zeroing weight w changes J by
+about ∂J/∂w·(0 − w) = −s with s = w ⊙ ∂J/∂w (first-order Taylor), so the argmax of s over the
+still-non-zero MLP weights is the single weight whose removal lowers J most. The original
+scaled J by the batch size, which does not move the argmax and is dropped.
+
+T = ⌊ratio × #trainable parameters⌋ iterations (the original's budget counts *all*
+parameters although only MLP weights are edited), each a full forward/backward: by far the
+slowest method, hence `max_iterations`, a cap reported in the stats.
+
+`MixedBatches` (also used by BalancedSubnet) draws forget and retain rows from two separately
+shuffled streams, so every batch holds both kinds; the original shuffled the union, where a
+batch without forget rows makes BalancedSubnet's forget mean NaN (digest §7.9).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+
+from ingest.mitigation.arch import mlp_parameters
+from ingest.mitigation.methods.base import EditResult, SequenceSet, register
+from ingest.mitigation.methods.durable import check_inputs, forget_loss, grads_only, n_selected, retain_loss
+
+# Ratios scaled for CPU: the digest sweeps Greedy up to 0.05, but every iteration is a full
+# forward/backward, so 0.05 of a 2-layer TinyMem model (~0.4 M parameters) would be ~20 k passes.
+# 1e-3 (~400 passes) is the CPU ceiling; Pythia in the original ran Greedy at 1e-5 only.
+RATIO_GRID = (1e-5, 1e-4, 1e-3)
+
+
+class _Stream:
+    """Rows of one set, endlessly, in a fresh seeded shuffle every pass."""
+
+    def __init__(self, seqs: SequenceSet, generator: torch.Generator):
+        self.seqs, self.gen = seqs, generator
+        self.order, self.pos = torch.randperm(len(seqs), generator=generator), 0
+
+    def take(self, k: int) -> torch.Tensor:
+        idx = []
+        while len(idx) < k:
+            if self.pos == len(self.order):
+                self.order, self.pos = torch.randperm(len(self.seqs), generator=self.gen), 0
+            n = min(k - len(idx), len(self.order) - self.pos)
+            idx.extend(self.order[self.pos : self.pos + n].tolist())
+            self.pos += n
+        return self.seqs.tokens[idx]
+
+
+class MixedBatches:
+    """Batches of `batch_size` rows: up to half forget rows, the rest retain rows. One epoch =
+    enough batches to see the larger of the two sets once."""
+
+    def __init__(self, forget: SequenceSet, retain: SequenceSet, batch_size: int, generator: torch.Generator):
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 to mix forget and retain rows, got {batch_size}")
+        self.n_forget = min(len(forget), batch_size // 2)
+        self.n_retain = min(len(retain), batch_size - self.n_forget)
+        self.steps_per_epoch = max(
+            math.ceil(len(forget) / self.n_forget), math.ceil(len(retain) / self.n_retain)
+        )
+        self._forget, self._retain = _Stream(forget, generator), _Stream(retain, generator)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._forget.take(self.n_forget), self._retain.take(self.n_retain)
+
+
+def mixed_objective(
+    model: nn.Module, f_tokens: torch.Tensor, r_tokens: torch.Tensor, forget: SequenceSet, retain: SequenceSet
+) -> torch.Tensor:
+    """J = mean over the batch of −y·ℓ (forget y = +1, retain y = −1). The two parts run as
+    separate forwards, so forget and retain rows may differ in length and padding."""
+    lf, lr = forget_loss(model, f_tokens, forget), retain_loss(model, r_tokens, retain)
+    return (lr.sum() - lf.sum()) / (len(lf) + len(lr))
+
+
+@register("greedy", "weight", grid=[{"ratio": r} for r in RATIO_GRID])
+def greedy(
+    model: nn.Module,
+    forget: SequenceSet,
+    retain: SequenceSet,
+    *,
+    seed: int = 0,
+    ratio: float = 1e-4,
+    batch_size: int = 64,
+    max_iterations: int | None = None,
+) -> EditResult:
+    """Zero ⌊ratio·#trainable params⌋ MLP weights one by one (at most `max_iterations`; the stats
+    say whether the cap or running out of non-zero MLP weights cut it short)."""
+    ratio = check_inputs(forget, retain, ratio, needs_retain=True)
+    if max_iterations is not None and max_iterations < 0:
+        raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
+    t0 = time.perf_counter()
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    target = n_selected(ratio, n_params)
+    budget = target if max_iterations is None else min(target, max_iterations)
+    weights = [w for _, w in mlp_parameters(model)]
+    batches = MixedBatches(forget, retain, batch_size, torch.Generator().manual_seed(seed))
+    done = 0
+    with grads_only(model, weights):
+        for f_tokens, r_tokens in batches:
+            if done == budget:
+                break
+            grads = torch.autograd.grad(mixed_objective(model, f_tokens, r_tokens, forget, retain), weights)
+            best = (-math.inf, -1, -1)  # (score, tensor, flat index)
+            with torch.no_grad():
+                for t, (w, g) in enumerate(zip(weights, grads, strict=True)):
+                    s = (w * g).float().flatten().masked_fill(w.flatten() == 0, -math.inf)
+                    i = int(s.argmax())
+                    if s[i] > best[0]:
+                        best = (float(s[i]), t, i)
+                if best[1] < 0:  # every MLP weight is already zero
+                    break
+                weights[best[1]].view(-1)[best[2]] = 0
+            done += 1
+    return EditResult(
+        model,
+        {
+            "weights_zeroed": done,
+            "seconds": time.perf_counter() - t0,
+            "iterations": done,
+            "target_iterations": target,
+            "capped": done < target,
+        },
+    )
