@@ -1,14 +1,19 @@
 """Greedy-extraction throughput (generated tokens/s) beside Hugging Face `generate` (the reference).
 
-For each suite model of a scale (random weights) and batch size, on the same random prompts,
-time
-  - memlake:  `ingest.extraction.greedy_extract(model, prompts, gen_len)`;
+On the extraction job's own input: each suite model of a scale (its final checkpoint, trained on
+first use into `--warehouse`) and the scale's panel (instance order, batches of the job's size;
+a mix of memorised planted duplicates and rows that are not memorised), time
   - generate: `model.generate(prompts, do_sample=False, max_new_tokens=gen_len)` with EOS
               stopping off (a packed row's continuation may cross a document boundary);
-and assert that both return identical tokens. The two alternate `--repeats` times and the fastest
-of each is kept. On CUDA, model FLOP utilisation is reported too.
+  - memlake:  `ingest.extraction.greedy_extract(model, prompts, gen_len)`;
+  - +targets: the same given the rows' continuations (what the extraction job calls), which
+              verifies memorised rows in one forward instead of decoding them when most of a
+              batch looks memorised;
+and assert that all three return identical tokens. They alternate `--repeats` times and the fastest
+of each is kept. `--rows memorised` keeps only the rows the model memorised, repeated to fill a
+batch (the best case for +targets). On CUDA, model FLOP utilisation is reported too.
 
-    python bench/extraction.py [--scale small] [--batches 64,256] [--prompt-len 32] [--gen-len 32]
+    python bench/extraction.py [--scale small] [--batches 64] [--rows panel|memorised] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,13 +30,19 @@ os.environ.setdefault("MEMLAKE_QUIET", "1")
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from ingest.checkpoints import load_model, local_steps, resolve  # noqa: E402
+from ingest.corpus.build import build_corpus  # noqa: E402
 from ingest.extraction import greedy_extract  # noqa: E402
-from ingest.suite.model import build_model, n_params  # noqa: E402
-from ingest.token_stats import to_inference  # noqa: E402
+from ingest.panel import load_panel  # noqa: E402
+from ingest.suite.model import n_params  # noqa: E402
+from ingest.suite.train import model_dir, train_suite  # noqa: E402
+from ingest.token_stats import inference_device  # noqa: E402
 from memlake import config  # noqa: E402
+from memlake.paths import Warehouse  # noqa: E402
 
 # Dense bf16 peak per GPU (vendor datasheets, SXM parts), for MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+RUNS = ("generate", "memlake", "targets")
 
 
 def extraction_flops(model, batch: int, prompt_len: int, gen_len: int) -> float:
@@ -57,100 +69,138 @@ def hf_greedy(model, prompts: torch.Tensor, gen_len: int) -> torch.Tensor:
     return out[:, prompts.size(1) :]
 
 
-def timed(fn, device: torch.device) -> tuple[float, torch.Tensor]:
+def timed(fn, device: torch.device, clock=time.perf_counter) -> tuple[float, list[torch.Tensor]]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start = clock()
     out = fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start, out
+    return clock() - start, out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", default="small")
-    ap.add_argument("--batches", default="64,256", help="comma-separated batch sizes")
-    ap.add_argument("--prompt-len", type=int, default=32)
-    ap.add_argument("--gen-len", type=int, default=32)
+    ap.add_argument("--warehouse", default=None, help="holds (or gets) the scale's corpus and suite")
+    ap.add_argument("--batches", default="64", help="comma-separated batch sizes")
+    ap.add_argument("--rows", choices=("panel", "memorised"), default="panel")
+    ap.add_argument("--max-rows", type=int, default=0, help="first N panel rows only (0 = all)")
+    ap.add_argument("--prompt-len", type=int, default=None, help="default: the scale's extraction config")
+    ap.add_argument("--gen-len", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: process CPU time, steadier on a loaded machine (with --threads 1)",
+    )
     args = ap.parse_args()
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     hf_logging.set_verbosity_error()  # generate's notes on generation-config defaults
     cfg = config.load(args.scale)
-    vocab, row_len = cfg["corpus"]["vocab_size"], cfg["corpus"]["row_len"]
+    wh = Warehouse.at(args.warehouse or Path(tempfile.gettempdir()) / f"memlake-bench-{args.scale}")
+    build_corpus(cfg, wh)  # both skip what the warehouse already holds
+    train_suite(cfg, wh)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    p = args.prompt_len or cfg["ingest"]["extraction"]["prompt_len"]
+    g = args.gen_len or cfg["ingest"]["extraction"]["gen_len"]
+    _, panel = load_panel(wh, cfg["ingest"]["panel"], int(cfg["seed"]))
+    panel = torch.from_numpy(panel[: args.max_rows or None, : p + g])
+    batches = [int(b) for b in args.batches.split(",")]
     device = torch.device(args.device)
+    _, dtype = inference_device(device)
     peak = None
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
     results = []
     for spec in cfg["suite"]["models"]:
-        torch.manual_seed(0)
-        model = to_inference(build_model(spec, vocab, max(row_len, args.prompt_len + args.gen_len)), device)
-        for batch in (int(b) for b in args.batches.split(",")):
-            gen = torch.Generator().manual_seed(batch)
-            prompts = torch.randint(0, vocab, (batch, args.prompt_len), generator=gen).to(device)
-            runs = {
-                "generate": lambda m=model, ids=prompts: hf_greedy(m, ids, args.gen_len),
-                "memlake": lambda m=model, ids=prompts: greedy_extract(m, ids, args.gen_len),
-            }
-            best = dict.fromkeys(runs, float("inf"))
-            with torch.inference_mode():
+        step = local_steps(model_dir(wh, spec["name"]))[-1]
+        model = load_model(resolve(spec["name"], f"step{step}", wh), dtype=dtype, device=device)
+        rows = panel.to(device)
+        with torch.inference_mode():
+            if args.rows == "memorised":  # repeated to fill the largest batch
+                reference = torch.cat([hf_greedy(model, b[:, :p], g) for b in rows.split(256)])
+                rows = rows[(reference == rows[:, p:]).all(1)]
+                if not len(rows):
+                    print(f"{spec['name']}: no memorised rows", flush=True)
+                    continue
+                rows = rows.repeat(-(-max(batches) // len(rows)), 1)[: max(len(rows), max(batches))]
+            for batch in batches:
+                split = rows.split(batch)
+                runs = {
+                    "generate": lambda m=model, bs=split: [hf_greedy(m, b[:, :p], g) for b in bs],
+                    "memlake": lambda m=model, bs=split: [greedy_extract(m, b[:, :p], g) for b in bs],
+                    "targets": lambda m=model, bs=split: [
+                        greedy_extract(m, b[:, :p], g, targets=b[:, p:]) for b in bs
+                    ],
+                }
+                best = dict.fromkeys(runs, float("inf"))
                 outs = {name: fn() for name, fn in runs.items()}  # warm-up
                 for _ in range(args.repeats):
                     for name, fn in runs.items():
-                        seconds, outs[name] = timed(fn, device)
+                        seconds, outs[name] = timed(fn, device, clocks[args.clock])
                         best[name] = min(best[name], seconds)
-                    if not torch.equal(outs["memlake"], outs["generate"]):
-                        raise SystemExit(f"{spec['name']} batch {batch}: tokens differ from generate")
-            tokens = batch * args.gen_len
-            row = {
-                "scale": args.scale,
-                "model": spec["name"],
-                "params": n_params(model),
-                "device": str(device),
-                "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-                "threads": torch.get_num_threads(),
-                "batch": batch,
-                "prompt_len": args.prompt_len,
-                "gen_len": args.gen_len,
-                "identical_tokens": True,
-                "memlake_tok_s": tokens / best["memlake"],
-                "generate_tok_s": tokens / best["generate"],
-                "speedup": best["generate"] / best["memlake"],
-            }
-            if peak:
-                flops = extraction_flops(model, batch, args.prompt_len, args.gen_len)
-                row["mfu_memlake"] = flops / best["memlake"] / peak
-                row["mfu_generate"] = flops / best["generate"] / peak
-            results.append(row)
-            print(
-                f"{row['model']:9s} batch {batch:4d}  memlake {row['memlake_tok_s']:8.0f} tok/s  "
-                f"generate {row['generate_tok_s']:8.0f} tok/s  speedup {row['speedup']:.2f}, same tokens",
-                flush=True,
-            )
+                    for name in ("memlake", "targets"):
+                        if not all(map(torch.equal, outs[name], outs["generate"])):
+                            raise SystemExit(f"{spec['name']} batch {batch}: {name} tokens differ")
+                generated = torch.cat(outs["generate"])
+                tokens = generated.numel()
+                row = {
+                    "scale": args.scale,
+                    "model": spec["name"],
+                    "step": step,
+                    "params": n_params(model),
+                    "device": str(device),
+                    "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+                    "threads": torch.get_num_threads(),
+                    "clock": args.clock,
+                    "rows": args.rows,
+                    "n_rows": len(rows),
+                    "memorised": (generated == rows[:, p:]).all(1).float().mean().item(),
+                    "batch": batch,
+                    "prompt_len": p,
+                    "gen_len": g,
+                    "identical_tokens": True,
+                    **{f"{name}_tok_s": tokens / best[name] for name in RUNS},
+                    "speedup": best["generate"] / best["memlake"],
+                    "speedup_targets": best["generate"] / best["targets"],
+                }
+                if peak:
+                    flops = extraction_flops(model, len(rows), p, g)
+                    for name in RUNS:
+                        row[f"mfu_{name}"] = flops / best[name] / peak
+                results.append(row)
+                print(
+                    f"{row['model']:9s} batch {batch:4d}  {row['memorised']:6.1%} memorised  "
+                    f"generate {row['generate_tok_s']:8.0f} tok/s  memlake {row['memlake_tok_s']:8.0f} "
+                    f"({row['speedup']:.2f}x)  +targets {row['targets_tok_s']:8.0f} "
+                    f"({row['speedup_targets']:.2f}x), same tokens",
+                    flush=True,
+                )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
+    suffix += "" if args.rows == "panel" else f"_{args.rows}"
     (out / f"extraction{suffix}.json").write_text(json.dumps(results, indent=2))
     mfu = any("mfu_memlake" in r for r in results)
     print(
-        "\n| model | params | device | batch | prompt + gen | memlake tok/s | generate tok/s | speedup |"
-        + (" MFU memlake | MFU generate |" if mfu else "")
+        "\n| model | rows | memorised | batch | prompt + gen | generate tok/s | memlake tok/s | speed-up "
+        "| +targets tok/s | speed-up |" + (" MFU generate | MFU memlake | MFU +targets |" if mfu else "")
     )
-    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if mfu else ""))
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if mfu else ""))
     for r in results:
         line = (
-            f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['device']} {r['dtype']} | {r['batch']} | "
-            f"{r['prompt_len']} + {r['gen_len']} | {r['memlake_tok_s']:,.0f} | {r['generate_tok_s']:,.0f} | "
-            f"{r['speedup']:.2f} |"
+            f"| {r['model']} | {r['n_rows']:,} {r['rows']} | {r['memorised']:.1%} | {r['batch']} | "
+            f"{r['prompt_len']} + {r['gen_len']} | {r['generate_tok_s']:,.0f} | {r['memlake_tok_s']:,.0f} | "
+            f"{r['speedup']:.2f} | {r['targets_tok_s']:,.0f} | {r['speedup_targets']:.2f} |"
         )
         if mfu:
-            line += f" {r.get('mfu_memlake', float('nan')):.2%} | {r.get('mfu_generate', float('nan')):.2%} |"
+            line += "".join(f" {r.get(f'mfu_{name}', float('nan')):.2%} |" for name in RUNS)
         print(line)
 
 

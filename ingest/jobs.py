@@ -119,7 +119,7 @@ class Extraction(Job):
         from ingest.extraction import greedy_extract, match_fraction
 
         p, g = int(opts["prompt_len"]), int(opts["gen_len"])
-        generated = greedy_extract(model, batch[:, :p], g)
+        generated = greedy_extract(model, batch[:, :p], g, targets=batch[:, p : p + g])
         return {"generated": generated.cpu().numpy(),
                 "match_fraction": match_fraction(generated, batch[:, p : p + g]).cpu().numpy()}
 

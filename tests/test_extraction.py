@@ -119,3 +119,119 @@ def test_memorised_row_is_extracted():
     out = greedy_extract(model, row[:, :8], 8)
     assert model.training  # the caller's mode is restored
     assert match_fraction(out, row[:, 8:]).item() == 1.0
+
+
+# --------------------------------------------------------------------------- with targets (verified rows)
+
+
+def decoded_rows(monkeypatch) -> list[int]:
+    """Record how many rows each call decodes step by step (the rest were verified)."""
+    calls: list[int] = []
+    decode = extraction._decode
+
+    def spy(model, cache, token, *args):
+        calls.append(token.size(0))
+        return decode(model, cache, token, *args)
+
+    monkeypatch.setattr(extraction, "_decode", spy)
+    return calls
+
+
+def own_continuations(model, batch: int = 6, prompt_len: int = 10, gen_len: int = 12):
+    """Prompts the model reproduces itself (greedy runs from a short seed) and their greedy continuation."""
+    seed = prompts(batch, 3, seed=5)
+    seq = torch.cat([seed, hf_greedy(model, seed, prompt_len + gen_len - 3)], 1)
+    return seq[:, :prompt_len], seq[:, prompt_len : prompt_len + gen_len]
+
+
+@pytest.fixture(scope="module")
+def suite_panel(tiny_suite, tiny_cfg):
+    """suite-s of the tiny suite, trained on a further pass over every 16th panel row until it has
+    memorised most of them; the panel's rows and their `generate` continuations."""
+    from ingest.checkpoints import load_model, local_steps, resolve
+    from ingest.panel import load_panel
+
+    step = local_steps(tiny_suite.suite / "suite-s")[-1]
+    model = load_model(resolve("suite-s", f"step{step}", tiny_suite))
+    _, tokens = load_panel(tiny_suite, tiny_cfg["ingest"]["panel"], tiny_cfg["seed"])
+    rows = torch.from_numpy(tokens[:, :64])
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(40):  # the tiny suite itself memorises no 32-token continuation
+        loss = model(input_ids=rows[::16], labels=rows[::16]).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.inference_mode():
+        reference = hf_greedy(model, rows[:, :32], 32)
+    return model, rows, reference
+
+
+@pytest.mark.parametrize(("fast_path", "share"), [(True, 0.0), (False, 0.0), (True, extraction.VERIFY_SHARE)])
+def test_targets_give_generates_tokens_on_a_trained_suite_model(monkeypatch, suite_panel, fast_path, share):
+    model, rows, reference = suite_panel
+    memorised = (reference == rows[:, 32:]).all(1)
+    assert 0 < memorised.sum() < len(rows) // 2  # a mix, as in a real panel
+    monkeypatch.setattr(extraction, "_fast_path", lambda m: fast_path)
+    monkeypatch.setattr(extraction, "VERIFY_SHARE", share)  # 0: verify when any row looks memorised
+    calls = decoded_rows(monkeypatch)
+    out = torch.cat([greedy_extract(model, b[:, :32], 32, b[:, 32:]) for b in rows.split(64)])
+    assert torch.equal(out, reference)
+    if share:  # too few memorised rows per batch: decoded as without targets
+        assert sum(calls) == len(rows)
+    else:  # memorised rows were verified, not decoded
+        assert (~memorised).sum() <= sum(calls) <= len(rows) - memorised.sum() // 2
+
+
+def test_mostly_memorised_batch_is_verified(monkeypatch, suite_panel):
+    model, rows, reference = suite_panel
+    memorised = (reference == rows[:, 32:]).all(1)
+    batch = torch.cat([rows[memorised], rows[~memorised][:2]])
+    calls = decoded_rows(monkeypatch)
+    out = greedy_extract(model, batch[:, :32], 32, batch[:, 32:])
+    assert torch.equal(out, torch.cat([reference[memorised], reference[~memorised][:2]]))
+    assert 2 <= sum(calls) < len(batch) // 2
+
+
+def test_garbage_targets_are_decoded(monkeypatch, suite_panel):
+    model, rows, reference = suite_panel
+    monkeypatch.setattr(extraction, "VERIFY_SHARE", 0.0)
+    torch.manual_seed(4)
+    garbage = torch.randint(0, model.config.vocab_size, reference.shape)
+    assert torch.equal(greedy_extract(model, rows[:, :32], 32, garbage), reference)
+    # right first token, wrong after it: memorised rows look memorised, then fail verification
+    wrong_later = torch.cat([reference[:, :1], garbage[:, 1:]], 1)
+    calls = decoded_rows(monkeypatch)
+    assert torch.equal(greedy_extract(model, rows[:, :32], 32, wrong_later), reference)
+    assert calls == [len(rows)]
+
+
+def test_own_continuations_are_verified_in_one_forward(monkeypatch):
+    model = make_model()
+    ids, target = own_continuations(model)
+    calls = decoded_rows(monkeypatch)
+    assert torch.equal(greedy_extract(model, ids, 12, target), target)
+    assert calls == []  # every row finished with the verification, none was decoded
+
+
+def test_targets_edge_cases(monkeypatch, suite_panel):
+    model, rows, reference = suite_panel
+    memorised = (reference == rows[:, 32:]).all(1)
+    calls = decoded_rows(monkeypatch)
+    for i in (int(memorised.nonzero()[0]), int((~memorised).nonzero()[0])):  # batches of one
+        assert torch.equal(
+            greedy_extract(model, rows[i : i + 1, :32], 32, rows[i : i + 1, 32:]), reference[i : i + 1]
+        )
+    assert calls == [1]  # the memorised row was verified
+    assert torch.equal(greedy_extract(model, rows[:, :32], 1, rows[:, 32:33]), reference[:, :1])  # gen_len 1
+    # a one-token prompt has no prompt tokens to check; the target alone decides
+    one, calls[:] = rows[:, :1], []
+    assert torch.equal(greedy_extract(model, one, 8, hf_greedy(model, one, 8)), hf_greedy(model, one, 8))
+    assert calls == []
+    monkeypatch.setattr(extraction, "SYNC_PROMPT", 0)  # every row whose first token matches
+    monkeypatch.setattr(extraction, "VERIFY_SHARE", 0.0)
+    assert torch.equal(greedy_extract(model, rows[:, :32], 32, rows[:, 32:]), reference)
+    with pytest.raises(ValueError, match="targets"):
+        greedy_extract(model, rows[:, :32], 32, rows[:, 32:63])
