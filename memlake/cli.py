@@ -4,6 +4,8 @@ memlake suite corpus|train|list   build the embedded corpus and model suite
 memlake query "SQL"               read-only SQL over lake tables and marts
 memlake build                     dbt build (staging -> intermediate -> marts)
 memlake profiles fit|figures      DiD memorisation profiles into marts, and their figures
+memlake mitigate sweep|figures    mitigation methods on TinyMem and suite models, into the lake
+memlake taxonomy features         the taxonomy features of every instance (lake table instance_features)
 memlake demo                      every stage on the embedded default
 """
 
@@ -378,6 +380,150 @@ def profiles_figures(
         console.print(f"figure: {path}")
 
 
+# --------------------------------------------------------------------------- mitigation
+
+mitigate_app = typer.Typer(no_args_is_help=True, help="Mitigation: TinyMem and suite sweeps, figures.")
+app.add_typer(mitigate_app, name="mitigate")
+
+
+def _mitigate(
+    cfg,
+    wh: Warehouse,
+    study: str,
+    methods: str | None = None,
+    max_per_method: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[dict]:
+    from ingest.mitigation.methods import REGISTRY
+    from ingest.mitigation.studies import suite_study, tinymem_study
+    from ingest.mitigation.sweep import plan, sweep
+
+    m = cfg["mitigation"]
+    names = _split(methods, m["methods"])
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise MemlakeError(
+            f"unknown mitigation method {unknown[0]!r}: choose from {', '.join(sorted(REGISTRY))}"
+        )
+    try:
+        if study == "tinymem":
+            s = tinymem_study(wh, m["tinymem"])
+        else:  # a suite model name or a Hub id whose extraction rows are in the lake
+            # regularisers need a training set, ft_clean/ft_both clean counterparts: TinyMem only
+            names = [
+                n for n in names if REGISTRY[n].kind != "regulariser" and n not in ("ft_clean", "ft_both")
+            ]
+            s = suite_study(wh, m["suite"]["model"] if study == "suite" else study, m["suite"])
+    except (ValueError, KeyError) as e:
+        raise MemlakeError(f"mitigate: {e}") from None
+    runs = plan(
+        s.name, names, m["seeds"], max_per_method if max_per_method is not None else m["max_per_method"]
+    )
+
+    def report(row):
+        console.print(
+            f"mitigate: {row['study']} {row['method']} {row['hparams']}: mem {row['mem_before']:.1f} -> "
+            f"{row['mem_after']:.1f} %, acc {row['acc_before']:.1f} -> {row['acc_after']:.1f} %, "
+            f"{row['seconds']:.1f}s",
+            soft_wrap=True,
+        )
+
+    rows = sweep(wh, s, runs, rank=rank, world_size=world_size, config=cfg, on_run=report)
+    console.print(
+        f"mitigate: {s.name}: {len(rows)} runs written, {len(runs) // world_size - len(rows)} already done"
+    )
+    return rows
+
+
+@mitigate_app.command("sweep")
+def mitigate_sweep(
+    study: Annotated[
+        str, typer.Argument(help="tinymem, suite, or a model name with extraction rows.")
+    ] = "tinymem",
+    methods: ListOpt = None,
+    max_per_method: Annotated[
+        int | None, typer.Option(help="Grid points per method (default: config).")
+    ] = None,
+    rank: Annotated[int, typer.Option(help="This worker's index (shard the run list).")] = 0,
+    world_size: Annotated[int, typer.Option(help="Number of workers.")] = 1,
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
+    """Run mitigation methods over their grids; every run is a row in the mitigation_runs lake table."""
+    cfg, wh = _setup(config, set_, warehouse)
+    _mitigate(cfg, wh, study, methods, max_per_method, rank, world_size)
+
+
+@mitigate_app.command("figures")
+def mitigate_figures(warehouse: WarehouseOpt = None):
+    """Pareto plot per study, time cost and per-duplication-class effects of the best runs."""
+    from analysis.mitigation import draw
+
+    try:
+        paths = draw(Warehouse.at(warehouse))
+    except ValueError as e:
+        raise MemlakeError(str(e)) from None
+    for p in paths:
+        console.print(f"figure: {p}")
+
+
+# --------------------------------------------------------------------------- publish + report
+
+
+@app.command()
+def publish(
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="A set (instances, token_stats, sequence_panel, profiles, "
+            "taxonomy, mitigation_runs) or any table/mart."
+        ),
+    ],
+    repo: Annotated[str, typer.Option(help="Hub dataset repo, OWNER/NAME.")],
+    dry_run: Annotated[
+        bool, typer.Option(help="Stage the folder and print the file plan; upload nothing.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Staging folder (default warehouse/publish/<name>).")
+    ] = None,
+    license: Annotated[
+        str, typer.Option(help="Card licence id (default: other = PSF, the corpus's).")
+    ] = "other",
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    warehouse: WarehouseOpt = None,
+):
+    """Stage a Hugging Face dataset folder (Parquet shards + card) and upload it in one commit."""
+    from memlake.publish import check_repo, stage, upload
+
+    wh = Warehouse.at(warehouse)
+    check_repo(repo)
+    folder = out or wh.root / "publish" / name
+    files = stage(wh, name, folder, repo=repo, license=license)
+    for f in files:
+        console.print(f"  {f.path}  {f.bytes:,} B" + (f"  {f.rows:,} rows" if f.rows is not None else ""))
+    console.print(f"staged {len(files)} files in {folder}")
+    if dry_run:
+        console.print(f"dry run: nothing uploaded to datasets/{repo}")
+        return
+    console.print(f"uploaded: {upload(folder, repo, private=private)}")
+
+
+@app.command()
+def report(
+    out: Annotated[Path | None, typer.Option(help="Output folder (default warehouse/report).")] = None,
+    dbt_docs: Annotated[bool, typer.Option(help="Also run `dbt docs generate` and link it.")] = True,
+    warehouse: WarehouseOpt = None,
+):
+    """Write a static HTML report (figures, summaries, provenance) and print its path."""
+    from analysis.report import write_report
+
+    wh = Warehouse.at(warehouse)
+    index = write_report(wh, out or wh.root / "report", dbt_docs=dbt_docs)
+    console.print(f"report: {index}")
+
+
 # --------------------------------------------------------------------------- build
 
 
@@ -419,29 +565,138 @@ def demo(config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseO
     console.rule(f"memlake demo ({cfg['scale']}) -> {wh.root}")
     r = build_corpus(cfg, wh)
     configuration.save(cfg, wh.suite / "config.yaml")
-    console.print(f"[1/6] corpus: {r['rows']} instances{' (cached)' if r['skipped'] else ''}")
+    console.print(f"[1/9] corpus: {r['rows']} instances{' (cached)' if r['skipped'] else ''}")
     for m in train_suite(cfg, wh):
         note = "cached" if m.get("skipped") else f"{m['tokens_per_s']:.0f} tok/s, loss {m['final_loss']:.3f}"
-        console.print(f"[2/6] suite: {m['model']} ({note})")
-    console.print("[3/6] token statistics over every checkpoint")
+        console.print(f"[2/9] suite: {m['model']} ({note})")
+    console.print("[3/9] token statistics over every checkpoint")
     _ingest("token_stats", cfg, wh, None, "all", 1, "local", None)
-    console.print("[4/6] extraction over every checkpoint")
+    console.print("[4/9] extraction over every checkpoint")
     _ingest("extraction", cfg, wh, None, "all", 1, "local", None, dict(cfg["ingest"]["extraction"]))
-    code = dbt(["build", "--quiet"], wh)
+    console.print(f"[5/9] taxonomy features: {_taxonomy_features(cfg, wh)}")
+    code = dbt(["build", "--quiet", "--vars", json.dumps(_dbt_vars(cfg))], wh)
     if code:
         raise MemlakeError(f"dbt build failed (exit {code})")
-    console.print("[5/6] dbt build: ok")
+    console.print("[6/9] dbt build: ok")
     _profiles(cfg, wh)
     from analysis.profiles.figures import draw
 
     figures = draw(wh)
-    console.print(f"[6/6] profiles: fitted; {len(figures)} figures in {figures[0].parent}")
+    console.print(f"[7/9] profiles: fitted; {len(figures)} figures in {figures[0].parent}")
+    console.print("[8/9] taxonomy: " + _taxonomy_analyses(cfg, wh))
+    rows = _mitigate(cfg, wh, "tinymem") + _mitigate(cfg, wh, "suite")
+    from analysis.mitigation import draw as draw_mitigation
+
+    figures = draw_mitigation(wh)
+    console.print(f"[9/9] mitigation: {len(rows)} runs; {len(figures)} figures in {figures[0].parent}")
+    from analysis.report import write_report
+
+    index = write_report(wh, wh.root / "report")
     console.rule(f"done in {time.perf_counter() - t0:.0f}s")
     console.print(
         f"lake:        {wh.lake}\ncheckpoints: {wh.suite}\ntokenizer:   {wh.tokenizer}\n"
         f'catalog:     {wh.catalog}\ntry:         memlake query "select split, artifact, '
         'count(*) from instances group by all order by all"'
     )
+    console.print(f"report:      {index}", soft_wrap=True)
+
+
+def _dbt_vars(cfg) -> dict:
+    """dbt vars that follow the config: extraction setting and taxonomy thresholds."""
+    ex, tax = cfg["ingest"]["extraction"], cfg.get("taxonomy", {})
+    out = {"extraction_prompt_len": ex["prompt_len"], "extraction_gen_len": ex["gen_len"]}
+    out.update({k: tax[k] for k in ("nl_threshold", "code_threshold", "recitation_threshold") if k in tax})
+    return out
+
+
+# --------------------------------------------------------------------------- taxonomy
+
+taxonomy_app = typer.Typer(
+    no_args_is_help=True, help="Taxonomy of memorisation: recitation, reconstruction, recollection."
+)
+app.add_typer(taxonomy_app, name="taxonomy")
+
+
+def _taxonomy_features(cfg, wh: Warehouse, force: bool = False) -> str:
+    """Run the features job; a one-line summary of what it did."""
+    from ingest.features import build_features
+
+    r = build_features(cfg, wh, force=force)
+    if r["skipped"]:
+        return f"{r['rows']} instances (cached)"
+    secs = r["seconds"]
+    return (
+        f"{r['rows']} instances in {sum(secs.values()):.0f}s (embedding {secs['embedding']:.0f}s), "
+        f"code-vs-NL held-out accuracy {r['held_out_accuracy']:.3f}"
+    )
+
+
+@taxonomy_app.command("features")
+def taxonomy_features(
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+    force: Annotated[bool, typer.Option(help="Recompute even if up to date.")] = False,
+):
+    """Duplicates, token frequencies, templates, Huffman length, code-vs-NL and matches per instance."""
+    cfg, wh = _setup(config, set_, warehouse)
+    console.print(f"features: {_taxonomy_features(cfg, wh, force)} -> {wh.table('instance_features')}")
+
+
+def _taxonomy_analyses(cfg, wh: Warehouse, protocols: tuple[str, ...] = ("leakage_free", "published")) -> str:
+    """Shares, correlations, KL, both model protocols and the figures; a one-line summary."""
+    import analysis.taxonomy as tax
+
+    t = cfg["taxonomy"]
+    try:
+        shares = tax.run_shares(wh)["taxonomy_shares"]
+        tax.run_correlations(wh)
+        tax.run_kl(wh, n_bootstrap=t["kl_bootstrap"])
+        for protocol in protocols:
+            tax.run_models(wh, protocol=protocol, n_subsets=t["n_subsets"])
+        figures = tax.draw(wh)
+    except (ValueError, KeyError) as e:
+        raise MemlakeError(f"taxonomy: {e}") from None
+    last = shares.filter((shares["computation"] == "per_model") & shares["share"].is_not_nan())
+    last = last.filter(last["step"] == last["step"].max()) if len(last) else last
+    parts = [
+        f"{r['model']}@{r['step']} {r['category']} {r['share']:.0f}%"
+        for r in last.sort("model", "category").iter_rows(named=True)
+    ]
+    return f"{len(figures)} figures; memorised shares: " + (", ".join(parts) or "no memorised sequences")
+
+
+@taxonomy_app.command("fit")
+def taxonomy_fit(
+    protocol: Annotated[str, typer.Option(help="leakage_free, published or both.")] = "both",
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
+    """Shares, correlations, KL vs duplicates, baseline/taxonomic models and figures into marts."""
+    cfg, wh = _setup(config, set_, warehouse)
+    protocols = ("leakage_free", "published") if protocol == "both" else (protocol,)
+    console.print("taxonomy: " + _taxonomy_analyses(cfg, wh, protocols), soft_wrap=True)
+
+
+@taxonomy_app.command("search")
+def taxonomy_search(
+    start: Annotated[int, typer.Option(help="First candidate index of this shard.")] = 0,
+    end: Annotated[int | None, typer.Option(help="One past the last candidate (default: all 810).")] = None,
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
+    """The greedy taxonomic search over (feature, quantile) partitions; shardable and resumable."""
+    import analysis.taxonomy as tax
+
+    cfg, wh = _setup(config, set_, warehouse)
+    try:
+        tax.run_search(wh, start, end, n_subsets=cfg["taxonomy"]["n_subsets"])
+        best = tax.search_results(wh).head(3)
+    except (ValueError, KeyError) as e:
+        raise MemlakeError(f"taxonomy search: {e}") from None
+    console.print(best)
 
 
 def main() -> None:

@@ -74,6 +74,21 @@ def _split_values(t: pa.Table) -> str | None:
     return None
 
 
+def _matches_are_nested(t: pa.Table) -> str | None:
+    """Textual matches are a subset of semantic ones, and 0.9 matches a subset of 0.8 ones."""
+    for small, big in (
+        ("textual_matches_0_8", "semantic_matches_0_8"),
+        ("textual_matches_0_9", "semantic_matches_0_9"),
+        ("semantic_matches_0_9", "semantic_matches_0_8"),
+        ("textual_matches_0_9", "textual_matches_0_8"),
+    ):
+        bad = pc.greater(t[small], t[big])
+        if pc.any(bad).as_py():
+            i = pc.filter(t["instance_id"], bad)[0].as_py()
+            return f"column {small!r} exceeds {big!r} for instance_id {i}"
+    return None
+
+
 TOKENS = pa.list_(pa.int32())
 
 TABLES: dict[str, TableSpec] = {
@@ -154,28 +169,73 @@ TABLES: dict[str, TableSpec] = {
             partition_by=("model", "step", "prompt_len", "gen_len", "shard"),
         ),
         TableSpec(
+            name="instance_features",
+            grain="one row per instance: the taxonomy paper's model-free features of its sample "
+            "(tokens 0..prompt_len+k-1), computed against the whole training stream",
+            schema=pa.schema(
+                [
+                    ("instance_id", pa.int64()),
+                    ("text", pa.string()),  # decoded sample (prompt_len + k tokens)
+                    ("prompt_text", pa.string()),  # decoded first prompt_len tokens
+                    ("sequence_duplicates", pa.int64()),  # stream windows equal to the continuation
+                    ("whole_sequence_duplicates", pa.int64()),  # stream rows equal to the whole row
+                    ("max_frequency", pa.int64()),  # corpus token frequencies over the sample
+                    ("avg_frequency", pa.float64()),
+                    ("min_frequency", pa.int64()),
+                    ("median_frequency", pa.float64()),
+                    ("p25_frequency", pa.float64()),
+                    ("p75_frequency", pa.float64()),
+                    ("is_incrementing", pa.bool_()),
+                    ("is_repeating", pa.bool_()),  # only tested when not incrementing (as released)
+                    ("is_templating", pa.bool_()),
+                    ("huffman_coding_length", pa.float64()),  # bits per character
+                    ("nl_score", pa.float64()),  # P(natural language)
+                    ("semantic_matches_0_8", pa.int64()),  # representative rows, cosine >= 0.8
+                    ("semantic_matches_0_9", pa.int64()),
+                    ("textual_matches_0_8", pa.int64()),  # ... whose prompt is 1-19 edits away
+                    ("textual_matches_0_9", pa.int64()),
+                    ("in_representative_sample", pa.bool_()),
+                ]
+            ),
+            keys=("instance_id",),
+            checks=(_matches_are_nested,),
+        ),
+        TableSpec(
             name="mitigation_runs",
-            grain="one row per mitigation run",
+            grain="one row per mitigation run (method, hyper-parameters, seed) of a study",
             schema=pa.schema(
                 [
                     ("study", pa.string()),
                     ("run_id", pa.string()),
                     ("method", pa.string()),
+                    ("kind", pa.string()),  # regulariser / fine_tuning / neuron / weight / baseline
                     ("hparams", pa.string()),  # JSON
                     ("seed", pa.int64()),
                     ("model", pa.string()),
-                    ("checkpoint", pa.string()),
-                    ("memorised_before", pa.float64()),
-                    ("memorised_after", pa.float64()),
-                    ("accuracy_before", pa.float64()),
-                    ("accuracy_after", pa.float64()),
-                    ("perplexity_before", pa.float64()),
-                    ("perplexity_after", pa.float64()),
+                    ("step", pa.int64()),  # base checkpoint step (TinyMem: epochs)
+                    ("n_forget", pa.int64()),  # memorised sequences the method was asked to forget
+                    ("mem_before", pa.float64()),  # percent memorised before the edit
+                    ("mem_after", pa.float64()),
+                    ("clean_before", pa.float64()),  # percent giving the clean continuation (TinyMem)
+                    ("clean_after", pa.float64()),
+                    ("acc_before", pa.float64()),  # percent, clean test sets averaged
+                    ("acc_after", pa.float64()),
+                    ("ppl_before", pa.float64()),  # perplexity, clean tests / held-out rows
+                    ("ppl_after", pa.float64()),
                     ("seconds", pa.float64()),
+                    ("stats", pa.string()),  # JSON: method-specific (neurons removed, ...)
+                    ("mem_before_dup0", pa.float64()),
+                    ("mem_after_dup0", pa.float64()),
+                    ("mem_before_dup1", pa.float64()),
+                    ("mem_after_dup1", pa.float64()),
+                    ("mem_before_dup2", pa.float64()),
+                    ("mem_after_dup2", pa.float64()),
+                    ("mem_before_dup3", pa.float64()),
+                    ("mem_after_dup3", pa.float64()),
                 ]
             ),
             keys=("study", "run_id"),
-            partition_by=("study",),
+            partition_by=("study", "run_id"),  # one partition per run: sweeps resume run by run
         ),
     ]
 }
@@ -348,7 +408,7 @@ def write_partition(
             "grain": spec(table).grain,
             "partition": partition,
             "rows": t.num_rows,
-            "files": {DATA_FILE: _sha256(data_path)},
+            "files": {DATA_FILE: sha256(data_path)},
             "schema": [f"{f.name}: {f.type}" for f in t.schema],
             "config": dict(config or {}),
             "code_version": code_version(),
@@ -370,7 +430,8 @@ def write_partition(
     return final
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -423,7 +484,7 @@ def read_table(wh: Warehouse, table: str, columns: list[str] | None = None, veri
         path = d / DATA_FILE
         if verify:
             expected = manifest(d)["files"][DATA_FILE]
-            if _sha256(path) != expected:
+            if sha256(path) != expected:
                 raise MemlakeError(f"{path}: content hash does not match its manifest")
         try:
             file_schema = pq.read_schema(path)

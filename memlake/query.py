@@ -74,6 +74,15 @@ def frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
     return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
 
 
+def read(wh: Warehouse, sql: str, params: dict | None = None) -> pl.DataFrame:
+    """One query over a fresh read-only connection, as a polars frame."""
+    con = connect(wh)
+    try:
+        return frame(con, sql, params)
+    finally:
+        con.close()
+
+
 def _create_derived_views(con: duckdb.DuckDBPyConnection) -> None:
     """Views from analysis/views/*.sql whose inputs exist; passes until no view can be added."""
     pending = {p.stem: p.read_text() for p in sorted(VIEWS_DIR.glob("*.sql"))}

@@ -33,3 +33,22 @@ def tiny_suite(tiny_corpus, tiny_cfg):
 
     train_suite(tiny_cfg, tiny_corpus)
     return tiny_corpus
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tiny_suite, tmp_path_factory):
+    """`memlake demo --config tiny` over a copy of the session's corpus and suite (so it skips
+    straight to ingest): (warehouse, the command's stderr). Read-only for tests."""
+    import shutil
+    import subprocess
+    import sys
+
+    wh = Warehouse.at(tmp_path_factory.mktemp("wh-demo"))
+    for table in ("instances", "checkpoints"):
+        shutil.copytree(tiny_suite.table(table), wh.table(table))
+    shutil.copytree(tiny_suite.suite, wh.suite)
+    env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
+    cmd = [sys.executable, "-c", "from memlake.cli import main; main()", "demo", "--config", "tiny"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return wh, out.stderr

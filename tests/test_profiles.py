@@ -25,29 +25,21 @@ def memlake(args, wh):
 
 
 @pytest.fixture(scope="module")
-def demo(tiny_suite, tmp_path_factory):
-    """`memlake demo --config tiny` over a copy of the session's corpus and suite (so it skips
-    straight to ingest), returning the warehouse and the command's output."""
-    wh = Warehouse.at(tmp_path_factory.mktemp("wh-demo"))
-    for table in ("instances", "checkpoints"):
-        shutil.copytree(tiny_suite.table(table), wh.table(table))
-    shutil.copytree(tiny_suite.suite, wh.suite)
-    out = memlake(["demo", "--config", "tiny"], wh)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return wh, out.stderr
+def demo(tiny_demo, tmp_path_factory):
+    """A private copy of the session's demo warehouse (these tests add fits to it)."""
+    src, log = tiny_demo
+    wh = Warehouse.at(tmp_path_factory.mktemp("wh-profiles"))
+    shutil.copytree(src.root, wh.root, dirs_exist_ok=True)
+    return wh, log
 
 
 def sql(wh, text):
-    con = query.connect(wh)
-    try:
-        return query.frame(con, text)
-    finally:
-        con.close()
+    return query.read(wh, text)
 
 
 def test_demo_runs_every_stage_and_draws_the_figures(demo):
     wh, log = demo
-    assert "(cached)" in log and re.search(r"\[(\d)/\1\] profiles: fitted", log)
+    assert "report:" in log and "(cached)" in log and re.search(r"\[\d/\d\] profiles: fitted", log)
     pngs = sorted((wh.figures / "profiles").glob("*.png"))
     assert [p.stem for p in pngs] == sorted(
         f"{n}-sup_seq" for n in ("profile_heatmap", "instantaneous", "persistent", "residual", "correlation")

@@ -414,11 +414,7 @@ def warehouse(tmp_path_factory):
 
 
 def sql(wh, text):
-    con = query.connect(wh)
-    try:
-        return query.frame(con, text)
-    finally:
-        con.close()
+    return query.read(wh, text)
 
 
 def test_rows_read_the_marts_under_the_analyses_names(warehouse):

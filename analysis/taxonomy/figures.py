@@ -171,8 +171,9 @@ def model_metrics(metrics: pl.DataFrame) -> plt.Figure:
         part = metrics.filter(pl.col("metric") == name)
         for i, kind in enumerate(("baseline", "taxonomic")):
             rows = {r["group"]: r for r in part.filter(pl.col("model_kind") == kind).iter_rows(named=True)}
-            mean = [rows[g]["mean"] if g in rows else np.nan for g in groups]
-            std = [rows[g]["std"] if g in rows else np.nan for g in groups]
+            # a metric undefined for a group (one class in its test rows) is null: leave a gap
+            mean = [np.nan if rows.get(g, {}).get("mean") is None else rows[g]["mean"] for g in groups]
+            std = [np.nan if rows.get(g, {}).get("std") is None else rows[g]["std"] for g in groups]
             ax.bar(np.arange(len(groups)) + 0.4 * i, mean, width=0.4, yerr=std, color=f"C{i + 4}", label=kind)
         ax.set_xticks(np.arange(len(groups)) + 0.2, groups, rotation=30, fontsize=7)
         ax.set_title(name, fontsize=9)

@@ -4,23 +4,33 @@ with source as (
 
 renamed as (
     select
-        -- ids
         study,
         run_id,
-        -- run
         method,
+        kind,
         hparams,
         seed,
         model,
-        checkpoint,
-        -- before / after
-        memorised_before,
-        memorised_after,
-        accuracy_before,
-        accuracy_after,
-        perplexity_before,
-        perplexity_after,
-        seconds
+        step,
+        n_forget,
+        mem_before,
+        mem_after,
+        clean_before,
+        clean_after,
+        acc_before,
+        acc_after,
+        ppl_before,
+        ppl_after,
+        seconds,
+        stats,
+        mem_before_dup0,
+        mem_after_dup0,
+        mem_before_dup1,
+        mem_after_dup1,
+        mem_before_dup2,
+        mem_after_dup2,
+        mem_before_dup3,
+        mem_after_dup3
     from source
 )
 

@@ -1,0 +1,97 @@
+"""Mitigation figures from the SQL views: Pareto plot, time cost, per-duplication-class effects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from memlake.paths import Warehouse  # noqa: E402
+from memlake.query import connect, frame  # noqa: E402
+
+KIND_MARKERS = {"regulariser": "s", "fine_tuning": "D", "neuron": "^", "weight": "o", "baseline": "x"}
+
+
+def pareto(runs: pl.DataFrame, study: str) -> plt.Figure:
+    part = runs.filter(pl.col("study") == study)
+    fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+    methods = sorted(part["method"].unique())
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    for m in methods:
+        rows = part.filter(pl.col("method") == m)
+        marker = KIND_MARKERS.get(rows["kind"][0], "o")
+        ax.scatter(rows["mem_removed"], rows["acc_kept"], label=m, color=colors[m], marker=marker, alpha=0.8)
+    front = part.filter(pl.col("on_front")).sort("mem_removed")
+    ax.plot(front["mem_removed"], front["acc_kept"], color="black", lw=1, ls="--", label="Pareto front")
+    ax.axhline(100, color="grey", lw=0.8)
+    ax.set(
+        xlabel="memorisation removed (percentage points)", ylabel="accuracy kept (% of before)", title=study
+    )
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    return fig
+
+
+def time_cost(best: pl.DataFrame) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    studies = sorted(best["study"].unique())
+    methods = sorted(best["method"].unique())
+    width = 0.8 / max(len(studies), 1)
+    for i, s in enumerate(studies):
+        part = dict(best.filter(pl.col("study") == s).select("method", "seconds").iter_rows())
+        ax.bar(np.arange(len(methods)) + i * width, [part.get(m, np.nan) for m in methods], width, label=s)
+    ax.set_xticks(np.arange(len(methods)) + 0.4 - width / 2, methods, rotation=60, ha="right")
+    ax.set(yscale="log", ylabel="seconds (best run)", title="Time cost per method")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def dup_classes(best: pl.DataFrame) -> plt.Figure:
+    cols = [c for c in best.columns if c.startswith("mem_after_dup")]
+    present = [c for c in cols if best[c].null_count() < len(best)]
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    rows = best.sort("study", "method")
+    labels = [
+        f"{s}\n{m}" if len(rows["study"].unique()) > 1 else m
+        for s, m in rows.select("study", "method").iter_rows()
+    ]
+    width = 0.8 / max(len(present), 1)
+    for i, c in enumerate(present):
+        p = c.removeprefix("mem_after_dup")
+        removed = rows[f"mem_before_dup{p}"] - rows[c]
+        ax.bar(np.arange(len(rows)) + i * width, removed.fill_null(np.nan), width, label=f"10^{p} copies")
+    ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, labels, rotation=60, ha="right", fontsize=7)
+    ax.set(ylabel="memorisation removed (pp)", title="Effect per duplication class (best runs)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def draw(wh: Warehouse, out: Path | None = None) -> list[Path]:
+    """Every mitigation figure; PNGs under warehouse/figures/mitigation/."""
+    out = out or wh.figures / "mitigation"
+    con = connect(wh)
+    try:
+        have = {
+            v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
+        }
+        if "mitigation_pareto" not in have:
+            raise ValueError(f"no mitigation runs in {wh.root}: run `memlake mitigate sweep` first")
+        runs = frame(con, "select * from mitigation_pareto")
+        best = frame(con, "select * from mitigation_best_runs")
+    finally:
+        con.close()
+    out.mkdir(parents=True, exist_ok=True)
+    figs = {f"pareto-{s}": pareto(runs, s) for s in sorted(runs["study"].unique())}
+    figs["time_cost"] = time_cost(best)
+    figs["dup_classes"] = dup_classes(best)
+    paths = []
+    for name, fig in figs.items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

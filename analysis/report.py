@@ -1,0 +1,129 @@
+"""A static HTML report over the warehouse: figures from the marts, summary tables, provenance.
+
+`write_report(wh, out)` writes `out/index.html` with the figures copied beside it (PNG) and,
+optionally, `dbt docs generate` output in `out/dbt-docs/` linked from the page. The page marks
+itself once every image has loaded (`<body data-images="loaded/total">`), which the headless
+browser test reads.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+from pathlib import Path
+
+from memlake import lake, query
+from memlake.paths import Warehouse
+
+SECTIONS = {  # figures folder -> (title, the command that builds it)
+    "profiles": ("Memorisation profiles", "memlake profiles fit && memlake profiles figures"),
+    "taxonomy": ("Taxonomy of memorisation", "memlake taxonomy ..."),
+    "mitigation": ("Mitigation", "memlake mitigate ..."),
+}
+
+STYLE = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:520px;border:1px solid #eee}
+figcaption{font-size:.85em;color:#555}table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;font-size:.9em}.muted{color:#777}
+"""
+
+SCRIPT = """
+window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.images = ok + '/' + imgs.length;
+});
+"""
+
+
+def _table(columns: list[str], rows: list[tuple]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _summaries(wh: Warehouse) -> list[str]:
+    """Row counts of every table, checkpoints per model, and headline numbers where marts exist."""
+    con = query.connect(wh)
+    out = []
+    try:
+        views = sorted(
+            v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
+        )
+        counts = [(v, con.execute(f"select count(*) from {v}").fetchall()[0][0]) for v in views]
+        out.append("<h2>Tables</h2>" + _table(["table or view", "rows"], counts))
+        if "checkpoints" in views:
+            cols, rows = (
+                ["model", "checkpoints", "first step", "last step", "final train loss"],
+                con.execute(
+                    "select model, count(*), min(step), max(step), arg_max(train_loss, step) "
+                    "from checkpoints group by all order by all"
+                ).fetchall(),
+            )
+            out.append("<h2>Models</h2>" + _table(cols, rows))
+        if "profiles_instantaneous" in views:
+            rows = con.execute(
+                "select model, metric, count(*) as cohorts, avg(memorisation), sum(significant::int) "
+                "from profiles_instantaneous where units = 'all' and control_group = 'never_treated' "
+                "and base_period = 'varying' group by all order by all"
+            ).fetchall()
+            out.append(
+                "<h3>Instantaneous memorisation (mean over cohorts)</h3>"
+                + _table(["model", "metric", "cohorts", "mean memorisation", "significant"], rows)
+            )
+    finally:
+        con.close()
+    return out
+
+
+def write_report(wh: Warehouse, out: Path, *, dbt_docs: bool = True) -> Path:
+    """Write `out/index.html` (and figures/, dbt-docs/); return the index path."""
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [f"<h1>memlake report</h1><p class=muted>warehouse <code>{html.escape(str(wh.root))}</code>, "
+             f"code version <code>{html.escape(lake.code_version())}</code></p>"]  # fmt: skip
+    docs = out / "dbt-docs"
+    if dbt_docs and _dbt_docs(wh, docs):
+        parts.append('<p><a href="dbt-docs/index.html">dbt docs: every model, column and test</a></p>')
+    for folder, (title, command) in SECTIONS.items():
+        src = wh.figures / folder
+        pngs = sorted(src.glob("*.png")) if src.exists() else []
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if not pngs:
+            parts.append(f"<p class=muted>No figures yet: run <code>{html.escape(command)}</code>.</p>")
+            continue
+        dst = out / "figures" / folder
+        dst.mkdir(parents=True, exist_ok=True)
+        for png in pngs:
+            shutil.copy2(png, dst / png.name)
+            rel = f"figures/{folder}/{png.name}"
+            parts.append(
+                f'<figure><img src="{rel}" alt="{html.escape(png.stem)}">'
+                f"<figcaption>{html.escape(png.stem)}</figcaption></figure>"
+            )
+    parts += _summaries(wh)
+    config = wh.suite / "config.yaml"
+    if config.exists():
+        parts.append(f"<h2>Provenance</h2><pre>{html.escape(config.read_text())}</pre>")
+    page = (
+        "<!doctype html><html><head><meta charset=utf-8><title>memlake report</title>"
+        f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>" + "\n".join(parts) + "</body></html>"
+    )
+    index = out / "index.html"
+    index.write_text(page)
+    return index
+
+
+def _dbt_docs(wh: Warehouse, target: Path) -> bool:
+    """`dbt docs generate` into `target` (needs the catalog from `memlake build`)."""
+    if not wh.catalog.exists():
+        return False
+    from memlake.cli import dbt
+
+    code = dbt(["docs", "generate", "--quiet", "--target-path", str(target)], wh)
+    return code == 0 and (target / "index.html").exists()
