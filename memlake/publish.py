@@ -195,7 +195,7 @@ def dataset_card(name, repo, configs, schemas, files, provenance, license) -> st
 
 def upload(folder: Path, repo: str, *, token: str | None = None, private: bool = False) -> str:
     """One commit of the staged folder to the dataset repo (created if needed); returns its URL."""
-    from huggingface_hub import HfApi, get_token
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
     check_repo(repo)
     token = token or get_token()
@@ -205,10 +205,21 @@ def upload(folder: Path, repo: str, *, token: str | None = None, private: bool =
         )
     api = HfApi(token=token)
     api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
-    info = api.upload_folder(
-        folder_path=str(folder),
+    # One explicit commit of exactly the staged files (upload_folder may split large folders
+    # into several commits); the Hub checks the card's YAML when the commit lands.
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    if len(files) > 100:
+        raise MemlakeError(
+            f"{folder}: {len(files)} files exceed the Hub's 100 files per commit; raise the shard size"
+        )
+    operations = [
+        CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+        for p in files
+    ]
+    info = api.create_commit(
         repo_id=repo,
         repo_type="dataset",
+        operations=operations,
         commit_message=f"memlake publish {folder.name}",
     )
     return str(getattr(info, "commit_url", info))

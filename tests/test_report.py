@@ -37,7 +37,9 @@ def test_report_cli_without_dbt_docs(tiny_demo, tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     page = (tmp_path / "r" / "index.html").read_text()
-    assert "dbt-docs" not in page and "No figures yet" in page  # taxonomy/mitigation sections say how
+    assert 'href="dbt-docs' not in page and "No figures yet" not in page
+    for section in ("profiles", "taxonomy", "mitigation"):  # the demo drew every section's figures
+        assert f'src="figures/{section}/' in page
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
