@@ -9,6 +9,7 @@ keep; the issue asks for >= 0.9. The two alternate `--repeats` times and the fas
 kept, which damps noise from other processes. On CUDA, model FLOP utilisation is reported too.
 
     python bench/token_stats.py [--scale small] [--batch 64] [--batches 8] [--device cpu|cuda]
+    python bench/token_stats.py --device cuda --pythia 70m,160m,410m --batch 16   # 2,049-token rows
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ os.environ.setdefault("MEMLAKE_QUIET", "1")
 
 import torch  # noqa: E402
 
-from ingest.suite.model import build_model, n_params, pad_vocab  # noqa: E402
+from ingest.suite.model import PYTHIA_CONTEXT, PYTHIA_VOCAB, build_model, n_params, pad_vocab, pythia_specs  # noqa: E402
 from ingest.token_stats import to_inference, token_statistics  # noqa: E402
 from memlake import config  # noqa: E402
 
@@ -66,10 +67,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     ap.add_argument("--chunk", type=int, default=None, help="positions per LM-head chunk (default: auto)")
+    ap.add_argument("--pythia", default=None, help="Pythia shapes instead of the suite, e.g. 70m,160m")
     args = ap.parse_args()
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     cfg = config.load(args.scale)
     vocab, row_len = cfg["corpus"]["vocab_size"], cfg["corpus"]["row_len"]
+    specs = cfg["suite"]["models"]
+    if args.pythia:  # Pythia's stats cover 2,049-token rows (2,048 scored positions)
+        specs, vocab, row_len = pythia_specs(args.pythia), PYTHIA_VOCAB, PYTHIA_CONTEXT + 1
     device = torch.device(args.device)
     gen = torch.Generator().manual_seed(0)
     batches = [
@@ -84,9 +89,10 @@ def main() -> None:
         return lambda ids: token_statistics(model, ids, chunk=args.chunk)
 
     results = []
-    for spec in cfg["suite"]["models"]:
+    for spec in specs:
         torch.manual_seed(0)
-        model = to_inference(build_model(spec, vocab, row_len), device)
+        with device:  # initialise in place: a 1B model takes minutes to initialise on the CPU
+            model = to_inference(build_model(spec, vocab, row_len), device)
         runs = {"bare": bare(model), "memlake": ours(model)}
         best = {k: (float("inf"), float("inf")) for k in runs}
         with torch.inference_mode():
@@ -97,7 +103,7 @@ def main() -> None:
                     wall, cpu = timed(fn, batches, device)
                     best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
         row = {
-            "scale": args.scale,
+            "scale": "pythia" if args.pythia else args.scale,
             "model": spec["name"],
             "params": n_params(model),
             "vocab": pad_vocab(vocab),
@@ -127,6 +133,7 @@ def main() -> None:
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
+    suffix += "_pythia" if args.pythia else ""
     (out / f"token_stats{suffix}.json").write_text(json.dumps(results, indent=2))
     mfu = any("mfu_memlake" in r for r in results)
     print(

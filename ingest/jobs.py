@@ -177,11 +177,17 @@ def run_unit(unit: Unit, log=print) -> dict[str, Any]:
     sl = shard_slice(len(ids), unit.shard, unit.num_shards)
     ids, tokens = ids[sl], tokens[sl]
     job.check(tokens, opts)
+    size = opts.get("batch_size", "auto")
+    if size != "auto" and not (isinstance(size, int) and size >= 1):
+        raise MemlakeError(f"ingest.batch_size: expected a positive integer or 'auto', got {size!r}")
     device, dtype = inference_device()  # bf16 weights on a GPU, fp32 on CPU
     model = load_model(ref, dtype=dtype, device=device)
     _check_compatible(model, ref, tokens, wh)
     t0 = time.perf_counter()
-    cols = _batched(job, model, torch.from_numpy(tokens), opts, int(opts.get("batch_size", 64)), device, log)
+    batch_size = opts.get("batch_size", "auto")
+    if batch_size == "auto":
+        batch_size = auto_batch_size(model, tokens.shape[1], device)
+    cols = _batched(job, model, torch.from_numpy(tokens), opts, batch_size, device, log)
     seconds = time.perf_counter() - t0
     table = job.to_table(ids, cols, opts)
     provenance = {"job": unit.job, "model": unit.model, "revision": f"step{unit.step}",
@@ -213,6 +219,21 @@ def _vocab(path) -> dict[str, int]:
     import json
 
     return json.loads(open(path).read())["model"]["vocab"]
+
+
+def auto_batch_size(model, row_len: int, device: torch.device, free_bytes: int | None = None) -> int:
+    """Rows per forward for `batch_size: auto`: 64 on a CPU; on a GPU, the power of two whose
+    activations fit in half the free memory, next to one chunk of logits (`token_stats`), at most
+    1,024. Generous per row (24 bf16 values per hidden unit per position: QKV, the 4h MLP and the
+    residual stream of one layer at a time, inference frees the rest); an out-of-memory batch is
+    still halved and retried."""
+    if device.type != "cuda":
+        return 64
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    per_row = row_len * model.config.hidden_size * 24 * 2
+    rows = (free_bytes // 2 - 2**30) // per_row
+    return int(min(1024, 2 ** max(0, int(rows).bit_length() - 1))) if rows >= 1 else 1
 
 
 def _is_oom(e: BaseException) -> bool:

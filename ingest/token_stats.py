@@ -13,7 +13,9 @@ vocabulary rows included (Pythia: 50,304), in float32 whatever the weights' dtyp
 The full-vocabulary softmax is the cost: the transformer runs once, then the LM head is applied
 to a chunk of positions at a time and each chunk's float32 logits are reduced to three numbers
 per position and dropped, so the [B, T, V] float32 logits never exist at once (13 GB for one
-Pythia batch) and, on CPU, a chunk stays in cache between the passes over it.
+Pythia batch). On CPU, a chunk stays in cache between the vectorised passes of `reduce_logits`;
+on a GPU, where each pass would go to memory, a Triton kernel (`ingest/fused_stats.py`) reduces
+the model-dtype logits in one pass.
 """
 
 from __future__ import annotations
@@ -24,11 +26,18 @@ from contextlib import contextmanager
 
 import torch
 
+from ingest import fused_stats
+
 LN2 = math.log(2.0)
 LOG2E = 1.0 / LN2
 
-# Float32 logits per chunk: about 1 MiB on CPU (stays in L2 between passes), 128 MiB on GPU.
-_CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 25}
+# Logits per chunk. CPU: about 1 MiB of float32 (stays in L2 between passes), but at least
+# MIN_CPU_CHUNK positions, below which the LM-head matmul itself gets slow (Pythia's vocabulary).
+# GPU: 2^29 bf16 logits (1 GiB; 10.7k Pythia positions), read once by the fused kernel; large
+# chunks keep the head matmul efficient (bench/token_stats.py: 0.75 -> 0.87 of the bare forward
+# for pythia-70m going from 667 to 8,192 positions).
+_CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 29}
+MIN_CPU_CHUNK = 128
 
 
 def inference_device(device: str | torch.device | None = None) -> tuple[torch.device, torch.dtype]:
@@ -61,6 +70,8 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 def default_chunk(vocab: int, device: torch.device) -> int:
     """Positions per LM-head chunk for a vocabulary of `vocab` on `device`."""
+    if device.type == "cpu":
+        return max(MIN_CPU_CHUNK, _CHUNK_ELEMENTS["cpu"] // vocab)
     return max(1, _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS["cuda"]) // vocab)
 
 
@@ -74,7 +85,7 @@ def token_statistics(model, input_ids: torch.Tensor, *, chunk: int | None = None
 
     `model` is a Hugging Face causal LM whose logits are `get_output_embeddings()` applied to
     `base_model`'s last hidden state (GPT-NeoX/Pythia, GPT-2, Llama, ...). `chunk` is the number
-    of positions projected at once (default: about 1 MiB of float32 logits on CPU, 128 MiB on GPU);
+    of positions projected at once (default: `default_chunk`);
     the result does not depend on it. Returns float32/int32/float32 tensors of shape [B, T-1] on
     the model's device.
     """
@@ -99,10 +110,14 @@ def token_statistics(model, input_ids: torch.Tensor, *, chunk: int | None = None
             "rank": torch.empty(batch * scored, dtype=torch.int32, device=device),
             "entropy": torch.empty(batch * scored, dtype=torch.float32, device=device),
         }
+        fused = fused_stats.available(device)
         for start in range(0, batch * scored, step):
             stop = min(start + step, batch * scored)
-            logits = head(hidden[start:stop]).float()
-            sup, rank, ent = reduce_logits(logits, targets[start:stop])
+            logits = head(hidden[start:stop])
+            if fused:  # one pass over the model-dtype logits, float32 in registers
+                sup, rank, ent = fused_stats.reduce_logits_fused(logits, targets[start:stop])
+            else:
+                sup, rank, ent = reduce_logits(logits.float(), targets[start:stop])
             out["surprisal"][start:stop] = sup
             out["rank"][start:stop] = rank
             out["entropy"][start:stop] = ent

@@ -4,6 +4,10 @@ os.environ["MEMLAKE_QUIET"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Triton (if installed) interprets kernels on CPU tensors, so the GPU path's fused kernel is tested
+# here; it is read when Triton is imported, hence before anything else. Nothing runs a kernel
+# unless a test opts in (MEMLAKE_FUSED_STATS=1, see ingest/fused_stats.py).
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 

@@ -235,3 +235,34 @@ def test_targets_edge_cases(monkeypatch, suite_panel):
     assert torch.equal(greedy_extract(model, rows[:, :32], 32, rows[:, 32:]), reference)
     with pytest.raises(ValueError, match="targets"):
         greedy_extract(model, rows[:, :32], 32, rows[:, 32:63])
+
+
+def test_graphed_decode_buffers_are_reused_across_batches():
+    """`_GraphedDecode` (replayed eagerly here: CUDA graphs need a GPU) reloads its static buffers
+    for each batch, so a second, different batch decodes like a fresh decoder would."""
+    model = make_model()
+    runner = None
+    for seed in (1, 2, 3):
+        ids = prompts(batch=5, length=7, seed=seed)
+        with torch.inference_mode():
+            cache = DynamicCache()
+            hidden = model.base_model(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
+            first = first_argmax(model.get_output_embeddings()(hidden[:, -1]))
+            if runner is None:
+                runner = extraction._GraphedDecode(model, cache, first, 7, 9, capture=False)
+            rest = runner(cache, first)
+        assert torch.equal(torch.cat([first[:, None], rest], 1), hf_greedy(model, ids, 10))
+
+
+def test_near_ties_are_decoded_not_verified(monkeypatch):
+    """A target token that wins by less than rounding noise does not count as verified."""
+    model = make_model()
+    ids = prompts(batch=4, length=8)
+    own = hf_greedy(model, ids, 6)
+    with torch.inference_mode():
+        cache = DynamicCache()
+        model.base_model(input_ids=ids, past_key_values=cache, use_cache=True)
+        rows = torch.arange(4)
+        assert extraction._verified(model, cache, rows, own).all()
+        monkeypatch.setattr(extraction, "TIE_EPS", 1e9)  # every margin is "within rounding"
+        assert not extraction._verified(model, cache, rows, own).any()

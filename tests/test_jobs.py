@@ -137,6 +137,22 @@ def test_bad_input_errors(tiny_suite, tmp_path):
     with pytest.raises(MemlakeError, match="rows of 64 tokens exceed model short's context of 32"):
         run_unit(plan("token_stats", str(tmp_path / "short"), "step0", tiny_suite, 1, OPTS)[0])
     assert not (tiny_suite.table("token_stats") / "model=toy").exists()
+    with pytest.raises(MemlakeError, match="batch_size: expected a positive integer or 'auto', got 'big'"):
+        run_unit(plan("token_stats", "suite-xs", "step0", tiny_suite, 1, {**OPTS, "batch_size": "big"})[0])
+
+
+def test_auto_batch_size_fits_the_device():
+    from ingest.jobs import auto_batch_size
+    from ingest.suite.model import PYTHIA_SHAPES, build_model
+
+    assert auto_batch_size(None, 2049, torch.device("cpu")) == 64
+    pythia_1b = type("M", (), {"config": type("C", (), {"hidden_size": PYTHIA_SHAPES["1b"]["hidden_size"]})})
+    gib = 2**30
+    rows = auto_batch_size(pythia_1b, 2049, torch.device("cuda"), free_bytes=78 * gib)  # an idle H100
+    assert rows == 128 and rows * 2049 * 2048 * 48 < 39 * gib  # a power of two, in half the memory
+    assert auto_batch_size(pythia_1b, 2049, torch.device("cuda"), free_bytes=gib) == 1  # floor: 1 row
+    tiny = build_model({"hidden_size": 16, "layers": 1, "heads": 2}, 64, 64)
+    assert auto_batch_size(tiny, 64, torch.device("cuda"), free_bytes=78 * gib) == 1024  # the cap
 
 
 def test_out_of_memory_batch_is_retried_smaller(tiny_suite, monkeypatch, tmp_path):

@@ -140,4 +140,48 @@ def test_device_helpers(model):
     moved = to_inference(model, "cpu")
     assert not moved.training and next(moved.parameters()).dtype == torch.float32
     assert default_chunk(2048, torch.device("cpu")) == 128
-    assert default_chunk(10**9, torch.device("cpu")) == 1
+    assert default_chunk(10**9, torch.device("cuda")) == 1
+
+
+# The GPU path's fused kernel, run on CPU tensors by Triton's interpreter.
+@pytest.fixture
+def interpret(monkeypatch):
+    pytest.importorskip("triton", reason="triton not installed: the fused GPU kernel is untested here")
+    monkeypatch.setenv("MEMLAKE_FUSED_STATS", "1")  # conftest set TRITON_INTERPRET=1 at start-up
+    from ingest import fused_stats
+
+    assert fused_stats.available(torch.device("cpu"))
+    return fused_stats
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernel_matches_the_torch_reduction(interpret, dtype):
+    from ingest.token_stats import reduce_logits
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = interpret.BLOCK + 300  # a partial last block
+    logits = (torch.randn(9, vocab, generator=gen) * 4).to(dtype)
+    targets = torch.randint(0, vocab, (9,), generator=gen)
+    logits[0] = logits[0, targets[0]]  # every entry ties with the truth: rank 0, uniform
+    logits[1, :50] = logits[1, targets[1]]  # 50 twins of the truth: not counted
+    logits[2, targets[2]] = logits[2].max() + 30  # a peaked row: surprisal ~0
+    fused = interpret.reduce_logits_fused(logits, targets)
+    plain = reduce_logits(logits.float(), targets)
+    for a, b in zip(fused, plain):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-6)
+    assert fused[1][0] == 0 and fused[1][1] == (logits[1].float() > logits[1, targets[1]].float()).sum()
+    torch.testing.assert_close(fused[2][0], torch.tensor(math.log(vocab)))
+
+
+def test_token_statistics_on_the_fused_path_match_the_definition(interpret, reference, ids):
+    model, refs = reference
+    stats = token_statistics(model, ids)  # available(cpu) under the interpreter: the kernel runs
+    assert_matches(stats, refs)
+
+
+def test_default_chunk_keeps_the_head_matmul_large_on_cpu():
+    from ingest.token_stats import MIN_CPU_CHUNK
+
+    assert default_chunk(50_304, torch.device("cpu")) == MIN_CPU_CHUNK  # not 5 positions
+    assert default_chunk(256, torch.device("cpu")) == 1024
+    assert default_chunk(50_304, torch.device("cuda")) > 8_000

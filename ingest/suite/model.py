@@ -40,3 +40,26 @@ def build_model(spec: dict[str, Any], vocab_size: int, context: int) -> GPTNeoXF
 
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# Published Pythia shapes (Biderman et al. 2023, table 1): same architecture as the suite, so
+# benchmarks can time the GPU path at real sizes with random weights (the Hub is not reachable).
+PYTHIA_VOCAB, PYTHIA_CONTEXT = 50_277, 2048
+PYTHIA_SHAPES = {
+    "70m": {"hidden_size": 512, "layers": 6, "heads": 8},
+    "160m": {"hidden_size": 768, "layers": 12, "heads": 12},
+    "410m": {"hidden_size": 1024, "layers": 24, "heads": 16},
+    "1b": {"hidden_size": 2048, "layers": 16, "heads": 8},
+    "1.4b": {"hidden_size": 2048, "layers": 24, "heads": 16},
+    "2.8b": {"hidden_size": 2560, "layers": 32, "heads": 32},
+}
+
+
+def pythia_specs(sizes: str) -> list[dict[str, Any]]:
+    """Suite-style model specs for comma-separated Pythia sizes, e.g. "70m,160m"."""
+    specs = []
+    for size in sizes.split(","):
+        if size not in PYTHIA_SHAPES:
+            raise ValueError(f"unknown Pythia size {size!r}; known: {', '.join(PYTHIA_SHAPES)}")
+        specs.append({"name": f"pythia-{size}-shape", **PYTHIA_SHAPES[size]})
+    return specs
