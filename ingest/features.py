@@ -14,13 +14,20 @@ from the warehouse and writes one partition:
 - `sequence_duplicates` counts the stream's k-token windows (never crossing rows) equal to the
   sample's continuation, tokens prompt_len..prompt_len+k-1; a training row finds itself.
   `whole_sequence_duplicates` counts stream rows equal to the whole instance row;
+- `frequencies` lists the corpus frequency of each sample token, in order (the released list
+  column); the six `*_frequency` statistics summarise it;
+- `text` / `prompt_text` are decoded with the tokenizer that made the token ids: the warehouse
+  tokenizer by default, the one the `instances` manifest records (Hub imports record Pythia's
+  GPT-NeoX-20B tokenizer), or any local folder / Hub id passed as `tokenizer`
+  (`memlake taxonomy features --tokenizer`); a token id beyond its vocabulary is an error naming
+  the id;
 - the *representative sample* (the semantic / textual match corpus, the paper's 5 M random
   rows) is `taxonomy.representative_sample` training rows drawn with the config seed; an
   instance never matches itself, but does match its duplicates (other instance ids).
 
-A partition that is complete for the same inputs (config, instances file, data order) is
-skipped; different inputs rebuild it, `force` always does. The manifest records the inputs,
-the code-vs-NL classifier's held-out accuracy and the seconds each step took.
+A partition that is complete for the same inputs (config, instances file, data order, tokenizer,
+contract columns) is skipped; different inputs rebuild it, `force` always does. The manifest
+records the inputs, the code-vs-NL classifier's held-out accuracy and the seconds each step took.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from memlake.paths import Warehouse
 from memlake.progress import progress
 from transforms import code_nl, huffman, semantic
 from transforms.duplicates import continuation_duplicate_counts, sequence_duplicate_counts
-from transforms.frequencies import frequency_stats, token_counts
+from transforms.frequencies import frequency_stats, sequence_frequencies, token_counts
 from transforms.templating import templating_flags
 
 TABLE = "instance_features"
@@ -62,19 +69,30 @@ def settings(cfg: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def build_features(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> dict[str, Any]:
-    """Compute and write `instance_features` for the warehouse's instances; skip if up to date."""
+def build_features(
+    cfg: dict[str, Any], wh: Warehouse, *, force: bool = False, tokenizer: str | None = None
+) -> dict[str, Any]:
+    """Compute and write `instance_features` for the warehouse's instances; skip if up to date.
+
+    tokenizer: the tokenizer that made the instances' token ids, a local folder or a Hub id,
+        loaded with `AutoTokenizer.from_pretrained` (decodes `text` / `prompt_text`; its vocabulary
+        bounds the ids). Default: the one the `instances` manifest records (Hub imports record
+        Pythia's), else the warehouse tokenizer (`suite/tokenizer`, the embedded corpus's).
+    """
     s = settings(cfg)
     seed = int(cfg["seed"])
     if not lake.is_complete(wh, "instances", {}):
         raise MemlakeError(f"no instances under {wh.table('instances')}: run `memlake suite corpus` first")
     order_path = wh.suite / "data_order.npy"
+    tokenizer_source = tokenizer_of(wh, tokenizer)
     inputs = {
         "seed": seed,
         "taxonomy": s,
         "instances_sha256": lake.manifest(wh.table("instances"))["files"][lake.DATA_FILE],
         "data_order_sha256": lake.sha256(order_path) if order_path.exists() else None,
         "code_nl_recipe": code_nl.RECIPE,
+        "tokenizer": _tokenizer_key(wh, tokenizer_source),
+        "columns": lake.spec(TABLE).schema.names,  # a contract change rebuilds an older partition
     }
     if lake.is_complete(wh, TABLE, {}) and not force:
         have = lake.manifest(wh.table(TABLE))
@@ -105,13 +123,16 @@ def build_features(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -
             raise MemlakeError(f"{wh.table('instances')}: no training rows (split = 'train')")
         order = _data_order(order_path, len(train))
         sample = rows[:, :sample_len]
-        tokenizer = _tokenizer(wh)
+        tokenizer = _tokenizer(wh, tokenizer_source)
         vocab = max(len(tokenizer), 1)
         if int(rows.max(initial=0)) >= vocab or int(rows.min(initial=0)) < 0:
-            bad = int(ids[((rows >= vocab) | (rows < 0)).any(axis=1)][0])
+            outside = (rows >= vocab) | (rows < 0)
+            row = int(np.flatnonzero(outside.any(axis=1))[0])
+            value = int(rows[row][outside[row]][0])
             raise MemlakeError(
-                f"instances column 'tokens': instance_id {bad} has a token id outside the warehouse "
-                f"tokenizer's vocabulary of {vocab} ({wh.tokenizer})"
+                f"instances column 'tokens': token id {value} (instance_id {int(ids[row])}) is outside "
+                f"the vocabulary of tokenizer {tokenizer_source} (ids 0..{vocab - 1}); pass the "
+                "tokenizer that made the instances (--tokenizer)"
             )
         text = tokenizer.batch_decode(sample.tolist(), clean_up_tokenization_spaces=False)
         prompt_text = tokenizer.batch_decode(
@@ -134,7 +155,12 @@ def build_features(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -
         lap("duplicates")
 
         bar.update(task, advance=1, description="features: token frequencies")
-        cols.update(frequency_stats(sample, token_counts(stream(), vocab)))
+        counts = token_counts(stream(), vocab)
+        cols.update(frequency_stats(sample, counts))
+        cols["frequencies"] = pa.ListArray.from_arrays(
+            np.arange(0, sample.size + 1, sample_len, dtype=np.int32),
+            pa.array(sequence_frequencies(sample, counts).reshape(-1), pa.int64()),
+        )
         lap("frequencies")
 
         bar.update(task, advance=1, description="features: templating, Huffman")
@@ -171,6 +197,7 @@ def build_features(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -
         table = pa.table({f.name: cols[f.name] for f in lake.spec(TABLE).schema})
         manifest_config = {
             "inputs": inputs,
+            "tokenizer": tokenizer_source,
             "stream": {
                 "source": str(order_path) if order_path.exists() else "every training row once",
                 "rows": int(len(order)),
@@ -268,15 +295,36 @@ def _data_order(path: Path, n_train: int) -> np.ndarray:
     return order.astype(np.int64)
 
 
-def _tokenizer(wh: Warehouse):
+def tokenizer_of(wh: Warehouse, explicit: str | None = None) -> str:
+    """The tokenizer to decode the instances with: `explicit`, else the one the `instances`
+    manifest records (`config.tokenizer`, written by Hub imports), else the warehouse tokenizer."""
+    if explicit:
+        return str(explicit)
+    recorded = lake.manifest(wh.table("instances")).get("config", {}).get("tokenizer")
+    return str(recorded) if recorded else str(wh.tokenizer)
+
+
+def _tokenizer_key(wh: Warehouse, source: str) -> dict[str, str | None]:
+    """What identifies a tokenizer for the skip check: its name ('warehouse' for the warehouse's
+    own, wherever the warehouse lives), and for a local folder the hash of its `tokenizer.json`
+    (a Hub id is taken as it is)."""
+    path = Path(source) / "tokenizer.json"
+    name = "warehouse" if source == str(wh.tokenizer) else source
+    return {"source": name, "sha256": lake.sha256(path) if path.is_file() else None}
+
+
+def _tokenizer(wh: Warehouse, source: str | None = None):
+    """`AutoTokenizer.from_pretrained(source)`: a local folder or a Hub id (the real loading path)."""
     from transformers import AutoTokenizer
 
-    if not (wh.tokenizer / "tokenizer_config.json").exists():
+    source = str(wh.tokenizer) if source is None else source
+    if source == str(wh.tokenizer) and not (wh.tokenizer / "tokenizer_config.json").exists():
         raise MemlakeError(f"no tokenizer at {wh.tokenizer}: run `memlake suite corpus` first")
     try:
-        return AutoTokenizer.from_pretrained(str(wh.tokenizer))
-    except (OSError, ValueError) as e:
-        raise MemlakeError(f"tokenizer {wh.tokenizer}: cannot load ({str(e).splitlines()[0]})") from None
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as e:  # OSError, ValueError, HTTP and offline errors: one line whatever the type
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MemlakeError(f"tokenizer {source}: cannot load ({first})") from None
 
 
 def _jsonable(x: Any) -> Any:

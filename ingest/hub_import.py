@@ -40,6 +40,9 @@ PYTHIA_FINAL_STEP = 143_000
 PROMPT_LEN = 32
 GEN_LEN = 32
 READ_BATCH_ROWS = 1024  # a stats-raw row holds 3 x 2048 values: ~25 MB per batch
+# The tokenizer of every Pythia model (GPT-NeoX-20B's); the pile subset's token ids are its ids.
+# Recorded in the instances manifest (`config.tokenizer`) so later jobs decode with it.
+PYTHIA_TOKENIZER = "EleutherAI/pythia-70m-deduped"
 
 HUB_REPOS = {
     "pile-deduped-subset": "pietrolesci/pile-deduped-subset",
@@ -179,12 +182,16 @@ def _model(scheme: str, size: str) -> str:
 # --------------------------------------------------------------------------- importers
 
 
-def import_pile_deduped_subset(source: str, wh: Warehouse, *, revision: str | None = None) -> ImportSummary:
+def import_pile_deduped_subset(
+    source: str, wh: Warehouse, *, revision: str | None = None, tokenizer: str = PYTHIA_TOKENIZER
+) -> ImportSummary:
     """`pietrolesci/pile-deduped-subset` -> `instances` (one partition).
 
     Train rows are rows of Pythia's preshuffled training stream: batch = seq_idx // 1024 and
     cohort (DiD treatment time) = the first checkpoint after that batch, 1000 * (seq_idx //
     1_024_000 + 1). Validation rows (seq_idx = -100 - i) were never trained on: no cohort.
+    `tokenizer` (a Hub id or local folder; Pythia's by default) is recorded in the manifest as the
+    tokenizer of the token ids, and `memlake taxonomy features` decodes with it.
     """
     kind = "pile-deduped-subset"
     out = ImportSummary(kind, "instances")
@@ -228,7 +235,8 @@ def import_pile_deduped_subset(source: str, wh: Warehouse, *, revision: str | No
                     }
                 )
             )
-    config = _provenance(kind, source, revision, files=[str(p.relative_to(root)) for p in files])
+    files_read = [str(p.relative_to(root)) for p in files]
+    config = _provenance(kind, source, revision, tokenizer=str(tokenizer), files=files_read)
     out.rows = _write(wh, "instances", pieces, {}, config, root)
     out.written = 1
     return out

@@ -5,6 +5,8 @@ memlake query "SQL"               read-only SQL over lake tables and marts
 memlake build                     dbt build (staging -> intermediate -> marts)
 memlake profiles fit|figures      DiD memorisation profiles into marts, and their figures
 memlake mitigate sweep|figures    mitigation methods on TinyMem and suite models, into the lake
+memlake mitigate landscape        filter-normalised loss landscapes: unedited, good and bad edit
+memlake mitigate study            the TinyMem backdoor comparison (config mitigation.study)
 memlake taxonomy features         the taxonomy features of every instance (lake table instance_features)
 memlake demo                      every stage on the embedded default
 """
@@ -436,6 +438,20 @@ def _mitigate(
     return rows
 
 
+VariantOpt = Annotated[
+    str | None,
+    typer.Option(help="TinyMem variant: math | language (the corpus's instances rows); default: config."),
+]
+
+
+def _variant(cfg, variant: str | None) -> None:
+    """Set mitigation.tinymem.variant from the command line (checked before torch is imported)."""
+    if variant is not None:
+        if variant not in ("math", "language"):
+            raise MemlakeError(f"tinymem variant must be one of ('math', 'language'), got {variant!r}")
+        cfg["mitigation"]["tinymem"]["variant"] = variant
+
+
 @mitigate_app.command("sweep")
 def mitigate_sweep(
     study: Annotated[
@@ -447,26 +463,124 @@ def mitigate_sweep(
     ] = None,
     rank: Annotated[int, typer.Option(help="This worker's index (shard the run list).")] = 0,
     world_size: Annotated[int, typer.Option(help="Number of workers.")] = 1,
+    variant: VariantOpt = None,
     config: ConfigOpt = "small",
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
 ):
     """Run mitigation methods over their grids; every run is a row in the mitigation_runs lake table."""
     cfg, wh = _setup(config, set_, warehouse)
+    _variant(cfg, variant)
     _mitigate(cfg, wh, study, methods, max_per_method, rank, world_size)
+
+
+@mitigate_app.command("study")
+def mitigate_study(
+    max_per_method: Annotated[
+        int | None, typer.Option(help="Grid points per method (default: the study section).")
+    ] = None,
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
+    """The TinyMem backdoor comparison of the mitigation paper (config `mitigation.study`): a better
+    trained base model under its own name, the study's methods over their grids, then the best run
+    per method from the mitigation_best_runs view and the figures."""
+    cfg, wh = _setup(config, set_, warehouse)
+    m = cfg["mitigation"]
+    spec = m.get("study")
+    if not spec:
+        raise MemlakeError("mitigate study: the config has no mitigation.study section")
+    m["tinymem"] = {**m["tinymem"], **spec["tinymem"]}
+    limit = spec.get("max_per_method") if max_per_method is None else max_per_method
+    _mitigate(cfg, wh, "tinymem", ",".join(spec["methods"]), limit)
+    from analysis.mitigation import draw
+    from memlake.query import read
+
+    best = read(
+        wh,
+        "select method, hparams, mem_before, mem_after, acc_before, acc_after, seconds "
+        "from mitigation_best_runs where study = $study order by mem_after, acc_after desc",
+        {"study": m["tinymem"]["name"]},
+    )
+    console.print("| method | hparams | mem before → after % | acc before → after % | seconds |")
+    for r in best.iter_rows(named=True):
+        console.print(
+            f"| {r['method']} | {r['hparams']} | {r['mem_before']:.1f} → {r['mem_after']:.1f} | "
+            f"{r['acc_before']:.2f} → {r['acc_after']:.2f} | {r['seconds']:.1f} |",
+            soft_wrap=True,
+        )
+    for p in draw(wh):
+        console.print(f"figure: {p}")
 
 
 @mitigate_app.command("figures")
 def mitigate_figures(warehouse: WarehouseOpt = None):
     """Pareto plot per study, time cost and per-duplication-class effects of the best runs."""
     from analysis.mitigation import draw
+    from analysis.mitigation.landscape import draw as draw_landscapes
 
     try:
-        paths = draw(Warehouse.at(warehouse))
+        paths = draw(Warehouse.at(warehouse)) + draw_landscapes(Warehouse.at(warehouse))
     except ValueError as e:
         raise MemlakeError(str(e)) from None
     for p in paths:
         console.print(f"figure: {p}")
+
+
+def _landscape(cfg, wh: Warehouse, study: str, points: int | None = None, radius: float | None = None) -> str:
+    """Loss landscapes of a study's unedited model, good and bad edit into the mitigation_landscape
+    mart and a figure; a one-line summary."""
+    m = cfg["mitigation"]
+    n = m["landscape"]["points"] if points is None else points
+    r = m["landscape"]["radius"] if radius is None else radius
+    if n < 2 or not r > 0:  # before torch is even imported
+        raise MemlakeError(f"mitigate landscape: need points >= 2 and radius > 0, got points={n}, radius={r}")
+    from analysis.mitigation.landscape import landscape
+    from ingest.mitigation.studies import suite_study, tinymem_study
+
+    def report(r):
+        console.print(
+            f"landscape: {r['study']} {r['edit']} ({r['method'] or 'base model'} {r['hparams']}, from "
+            f"{r['source']}): forget loss {r['forget_loss_centre']:.3f} at the centre, "
+            f"{r['forget_loss_rim']:.3f} on the rim; retain loss {r['retain_loss_centre']:.3f}, "
+            f"{r['retain_loss_rim']:.3f}; {r['surface_seconds']:.1f}s",
+            soft_wrap=True,
+        )
+
+    try:
+        if study == "tinymem":
+            s = tinymem_study(wh, m["tinymem"])
+        else:
+            s = suite_study(wh, m["suite"]["model"] if study == "suite" else study, m["suite"])
+        rows, path = landscape(
+            wh, s, m["landscape"], points=points, radius=radius, seed=m["seeds"][0], on_edit=report
+        )
+    except (ValueError, KeyError) as e:
+        raise MemlakeError(f"mitigate landscape: {e}") from None
+    n = rows["points"][0]
+    return f"landscape of {s.name} (3 models x {n}x{n} points) -> {path}"
+
+
+@mitigate_app.command("landscape")
+def mitigate_landscape(
+    study: Annotated[
+        str, typer.Argument(help="tinymem, suite, or a model name with extraction rows.")
+    ] = "tinymem",
+    points: Annotated[int | None, typer.Option(help="Grid points per axis (default: config).")] = None,
+    radius: Annotated[
+        float | None, typer.Option(help="alpha, beta in [-radius, radius] (default: config).")
+    ] = None,
+    variant: VariantOpt = None,
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
+    """Filter-normalised random-plane loss landscape (Li et al. 2018) of the unedited model, a good
+    and a bad edit (re-run from mitigation_runs, else from the config's landscape section)."""
+    cfg, wh = _setup(config, set_, warehouse)
+    _variant(cfg, variant)
+    console.print(_landscape(cfg, wh, study, points, radius), soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- publish + report
@@ -585,10 +699,14 @@ def demo(config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseO
     console.print(f"[7/9] profiles: fitted; {len(figures)} figures in {figures[0].parent}")
     console.print("[8/9] taxonomy: " + _taxonomy_analyses(cfg, wh))
     rows = _mitigate(cfg, wh, "tinymem") + _mitigate(cfg, wh, "suite")
+    landscape = _landscape(cfg, wh, "tinymem")
     from analysis.mitigation import draw as draw_mitigation
 
     figures = draw_mitigation(wh)
-    console.print(f"[9/9] mitigation: {len(rows)} runs; {len(figures)} figures in {figures[0].parent}")
+    console.print(
+        f"[9/9] mitigation: {len(rows)} runs; {len(figures)} figures in {figures[0].parent}; {landscape}",
+        soft_wrap=True,
+    )
     from analysis.report import write_report
 
     index = write_report(wh, wh.root / "report")
@@ -617,11 +735,11 @@ taxonomy_app = typer.Typer(
 app.add_typer(taxonomy_app, name="taxonomy")
 
 
-def _taxonomy_features(cfg, wh: Warehouse, force: bool = False) -> str:
+def _taxonomy_features(cfg, wh: Warehouse, force: bool = False, tokenizer: str | None = None) -> str:
     """Run the features job; a one-line summary of what it did."""
     from ingest.features import build_features
 
-    r = build_features(cfg, wh, force=force)
+    r = build_features(cfg, wh, force=force, tokenizer=tokenizer)
     if r["skipped"]:
         return f"{r['rows']} instances (cached)"
     secs = r["seconds"]
@@ -637,10 +755,18 @@ def taxonomy_features(
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
     force: Annotated[bool, typer.Option(help="Recompute even if up to date.")] = False,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="Tokenizer that made the instances (local folder or Hub id; default: the one the "
+            "instances record, e.g. Pythia's for Hub imports, else the warehouse tokenizer)."
+        ),
+    ] = None,
 ):
     """Duplicates, token frequencies, templates, Huffman length, code-vs-NL and matches per instance."""
     cfg, wh = _setup(config, set_, warehouse)
-    console.print(f"features: {_taxonomy_features(cfg, wh, force)} -> {wh.table('instance_features')}")
+    summary = _taxonomy_features(cfg, wh, force, tokenizer)
+    console.print(f"features: {summary} -> {wh.table('instance_features')}")
 
 
 def _taxonomy_analyses(cfg, wh: Warehouse, protocols: tuple[str, ...] = ("leakage_free", "published")) -> str:
@@ -653,7 +779,7 @@ def _taxonomy_analyses(cfg, wh: Warehouse, protocols: tuple[str, ...] = ("leakag
         tax.run_correlations(wh)
         tax.run_kl(wh, n_bootstrap=t["kl_bootstrap"])
         for protocol in protocols:
-            tax.run_models(wh, protocol=protocol, n_subsets=t["n_subsets"])
+            fits = tax.run_models(wh, protocol=protocol, n_subsets=t["n_subsets"])
         figures = tax.draw(wh)
     except (ValueError, KeyError) as e:
         raise MemlakeError(f"taxonomy: {e}") from None
@@ -663,7 +789,13 @@ def _taxonomy_analyses(cfg, wh: Warehouse, protocols: tuple[str, ...] = ("leakag
         f"{r['model']}@{r['step']} {r['category']} {r['share']:.0f}%"
         for r in last.sort("model", "category").iter_rows(named=True)
     ]
-    return f"{len(figures)} figures; memorised shares: " + (", ".join(parts) or "no memorised sequences")
+    from analysis.taxonomy.model import final_tests_summary
+
+    return (
+        f"{len(figures)} figures; memorised shares: "
+        + (", ".join(parts) or "no memorised sequences")
+        + f"; tests (taxonomy_model_tests): {final_tests_summary(fits)}"
+    )
 
 
 @taxonomy_app.command("fit")

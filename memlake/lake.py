@@ -185,6 +185,7 @@ TABLES: dict[str, TableSpec] = {
                     ("median_frequency", pa.float64()),
                     ("p25_frequency", pa.float64()),
                     ("p75_frequency", pa.float64()),
+                    ("frequencies", pa.list_(pa.int64())),  # per sample token, in order
                     ("is_incrementing", pa.bool_()),
                     ("is_repeating", pa.bool_()),  # only tested when not incrementing (as released)
                     ("is_templating", pa.bool_()),

@@ -101,6 +101,7 @@ def test_frequencies_are_the_stream_token_counts(built):
         assert row["avg_frequency"] == pytest.approx(f.mean())
         assert row["median_frequency"] == pytest.approx(np.median(f))
         assert row["p25_frequency"] == np.quantile(f, 0.25, method="inverted_cdf")
+        assert row["frequencies"] == f.tolist()  # the list column, per sample token in order
 
 
 def test_planted_templates_are_flagged_and_natural_rows_are_not(built):
@@ -330,6 +331,7 @@ def test_sequence_features_and_published_parity_view(stages):
         "median_frequency",
         "p25_frequency",
         "p75_frequency",
+        "frequencies",
         "nl_scores",
         "0_8_snowclones",
         "0_9_snowclones",
@@ -342,6 +344,12 @@ def test_sequence_features_and_published_parity_view(stages):
         "sequence_perplexity",
     ]
     assert len(pub) == len(seq) and (pub["tokens"].list.len() == 64).all()
+    assert (pub["frequencies"].list.len() == 64).all()
+    assert (pub["frequencies"].list.max() == pub["max_frequency"]).all()
+    assert (pub["frequencies"].list.min() == pub["min_frequency"]).all()
+    keys = ["model", "step", "instance_id"]
+    same = pub.rename({"sequence_id": "instance_id"}).join(seq, on=keys, suffix="_seq")
+    assert len(same) == len(seq) and (same["frequencies"] == same["frequencies_seq"]).all()
     assert np.allclose(pub["prompt_perplexity"] * pub["generation_perplexity"], pub["sequence_perplexity"])
     assert (pub["0_8_templates"] <= pub["0_8_snowclones"]).all()
 
@@ -361,3 +369,162 @@ def test_threshold_ablation_is_a_dbt_var(stages, tmp_path):
     finally:  # the other tests read the default mart
         assert memlake(["build", "--select", "taxonomy", *paths], wh).returncode == 0
     assert sql(wh, count)["n"].item() == before
+
+
+# --------------------------------------------------------------------------- Hub-imported instances
+
+
+def _stdlib_text(chars: int = 120_000) -> str:
+    """Standard-library sources, enough for a tokenizer and ~a dozen 2049-token rows."""
+    import argparse
+    import json
+    import textwrap
+    from pathlib import Path
+
+    paths = [
+        Path(textwrap.__file__),
+        Path(argparse.__file__),
+        *sorted(Path(json.__file__).parent.glob("*.py")),
+    ]
+    return "".join(p.read_text() for p in paths)[:chars]
+
+
+@pytest.fixture(scope="module")
+def hub_tokenizer(tmp_path_factory):
+    """A tokenizer folder in the Hub's format (tokenizer.json + tokenizer_config.json +
+    special_tokens_map.json): a byte-level BPE trained here, saved with `save_pretrained`. Not the
+    warehouse tokenizer: a different vocabulary, as Pythia's is for Hub-imported instances."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator([_stdlib_text()], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+    folder = tmp_path_factory.mktemp("hub-tokenizer") / "tiny-neox-like"
+    fast.save_pretrained(folder)
+    return folder
+
+
+def _pile_files(root, rows: dict[str, list[list[int]]], ids: dict[str, list[int]]):
+    """`pietrolesci/pile-deduped-subset`'s layout and schema (data/<split>-00000-of-00001.parquet)."""
+    from tests.test_hub_import import PILE_SCHEMA, _write
+
+    for split in rows:
+        cols = {"input_ids": rows[split], "seq_idx": ids[split]}
+        _write(root / "data" / f"{split}-00000-of-00001.parquet", cols, PILE_SCHEMA)
+    return root
+
+
+@pytest.fixture(scope="module")
+def hub_warehouse(hub_tokenizer, built, tmp_path_factory):
+    """Pile-subset instances (2049-token rows of the local tokenizer's ids, one row duplicated)
+    imported by `ingest.hub_import`, plus the features fixture's cached code-vs-NL classifier."""
+    from transformers import AutoTokenizer
+
+    from ingest.hub_import import import_dataset
+
+    ids = AutoTokenizer.from_pretrained(hub_tokenizer)(_stdlib_text())["input_ids"]
+    rows = [ids[i : i + 2049] for i in range(0, len(ids) - 2049, 2049)][:12]
+    assert len(rows) == 12
+    train, validation = rows[:9] + [rows[1]], rows[9:]  # seq 4000 repeats seq 10
+    seq = {"train": [0, 10, 20, 1024, 2048, 3000, 3001, 3002, 3003, 4000], "validation": [-100, -101, -102]}
+    root = _pile_files(
+        tmp_path_factory.mktemp("pile-subset"), {"train": train, "validation": validation}, seq
+    )
+    wh = Warehouse.at(tmp_path_factory.mktemp("wh-hub"))
+    import_dataset("pile-deduped-subset", str(root), wh)
+    shutil.copytree(built[0].root / "models", wh.root / "models")
+    return wh, root
+
+
+def test_hub_instances_record_pythia_and_decode_with_the_given_tokenizer(
+    hub_warehouse, hub_tokenizer, tiny_cfg, tmp_path
+):
+    from transformers import AutoTokenizer
+
+    from ingest.hub_import import PYTHIA_TOKENIZER
+
+    wh, _ = hub_warehouse
+    assert feat.tokenizer_of(wh) == PYTHIA_TOKENIZER  # what the import recorded
+    assert feat.tokenizer_of(wh, str(hub_tokenizer)) == str(hub_tokenizer)
+    result = build_features(tiny_cfg, wh, tokenizer=str(hub_tokenizer))
+    assert not result["skipped"] and result["stream_rows"] == 10
+    m = lake.manifest(wh.table("instance_features"))
+    assert m["config"]["tokenizer"] == str(hub_tokenizer)
+    assert m["config"]["inputs"]["tokenizer"]["sha256"] == lake.sha256(hub_tokenizer / "tokenizer.json")
+    frame = pl.from_arrow(lake.read_table(wh, "instances")).join(
+        pl.from_arrow(lake.read_table(wh, "instance_features")), on="instance_id"
+    )
+    tok = AutoTokenizer.from_pretrained(hub_tokenizer)
+    counts = np.bincount(np.array(frame.filter(pl.col("split") == "train")["tokens"].to_list()).ravel())
+    for row in frame.iter_rows(named=True):
+        assert row["text"] == tok.decode(row["tokens"][:64], clean_up_tokenization_spaces=False)
+        assert row["prompt_text"] == tok.decode(row["tokens"][:32], clean_up_tokenization_spaces=False)
+        assert row["frequencies"] == counts[row["tokens"][:64]].tolist()
+    assert "def " in "".join(frame["text"])  # real source text, not the warehouse tokenizer's reading
+    dup = frame.filter(pl.col("instance_id").is_in([10, 4000]))
+    assert (dup["sequence_duplicates"] == 2).all() and (dup["whole_sequence_duplicates"] == 2).all()
+    assert build_features(tiny_cfg, wh, tokenizer=str(hub_tokenizer))["skipped"]
+    # a tokenizer recorded by the import is the default (same tokenizer: same inputs, skipped)
+    other = Warehouse.at(tmp_path / "wh")
+    from ingest.hub_import import import_dataset
+
+    import_dataset("pile-deduped-subset", str(hub_warehouse[1]), other, tokenizer=str(hub_tokenizer))
+    shutil.copytree(wh.root / "models", other.root / "models")
+    shutil.copytree(wh.table("instance_features"), other.table("instance_features"))
+    assert feat.tokenizer_of(other) == str(hub_tokenizer)
+    assert build_features(tiny_cfg, other)["skipped"]  # same tokenizer, same inputs
+
+
+def test_vocabulary_mismatch_and_unloadable_tokenizer_are_one_line_errors(
+    hub_tokenizer, built, tiny_cfg, tmp_path
+):
+    from tests.test_hub_import import _row
+
+    root = _pile_files(tmp_path / "pile", {"train": [_row(s) for s in (0, 1, 2)]}, {"train": [0, 1, 2]})
+    wh = Warehouse.at(tmp_path / "wh")
+    from ingest.hub_import import import_dataset
+
+    import_dataset("pile-deduped-subset", str(root), wh)
+    out = memlake(["taxonomy", "features", "--config", "tiny", "--tokenizer", str(hub_tokenizer)], wh)
+    assert out.returncode == 2
+    # _row(0) = 0, 1, 2, ...: the first id beyond the 400-id vocabulary is 400, in instance 0
+    line = (
+        "error: instances column 'tokens': token id 400 (instance_id 0) is outside the vocabulary "
+        f"of tokenizer {hub_tokenizer} (ids 0..399)"
+    )
+    assert out.stderr.replace("\n", "").startswith(line), out.stderr
+    assert "Traceback" not in out.stderr
+    with pytest.raises(MemlakeError, match=r"^tokenizer .*no-such-tokenizer: cannot load \(") as err:
+        build_features(tiny_cfg, wh, tokenizer=str(tmp_path / "no-such-tokenizer"))
+    assert "\n" not in str(err.value)
+    assert not wh.table("instance_features").exists()
+
+
+# --------------------------------------------------------------------------- the tiny demo
+
+
+def test_tiny_demo_taxonomy_puts_planted_artifacts_in_their_categories(tiny_demo):
+    """`memlake demo --config tiny`: every planted duplicate with more copies than the recitation
+    threshold is recitation in every panel cell, incrementing rows are reconstruction (unless
+    their own continuation recurs > threshold times, which the rule order makes recitation), and
+    the model tests are in their mart and on the demo's taxonomy line."""
+    wh, log = tiny_demo
+    tax = sql(wh, "select * from taxonomy")
+    threshold = int(tax["recitation_threshold"][0])
+    dup = tax.filter((pl.col("artifact") == "duplicate") & (pl.col("copies") > threshold))
+    assert dup["instance_id"].n_unique() >= 4 and (dup["category"] == "recitation").all()
+    assert (tax.filter(pl.col("category") == "recitation")["sequence_duplicates"] > threshold).all()
+    inc = tax.filter(pl.col("artifact") == "incrementing")
+    assert inc["instance_id"].n_unique() >= 8
+    assert (inc.filter(pl.col("sequence_duplicates") <= threshold)["category"] == "reconstruction").all()
+    assert (inc["category"] == "reconstruction").mean() >= 0.9
+    tests = sql(wh, "select * from taxonomy_model_tests where test = 'lrt'")
+    pairs = sql(wh, "select count(distinct (model, step)) as n from taxonomy")["n"][0]
+    assert len(tests) == 2 * pairs  # one LRT per (model, step) and protocol
+    assert "tests (taxonomy_model_tests): " in log.replace("\n", "")

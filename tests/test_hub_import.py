@@ -73,6 +73,8 @@ def test_pile_subset_to_instances(pile_dir, wh):
     )
     assert r["tokens"] == _row(1024)
     assert lake.manifest(wh.table("instances"))["config"]["import"] == "pile-deduped-subset"
+    # the token ids are Pythia's: the features job decodes with the recorded tokenizer
+    assert lake.manifest(wh.table("instances"))["config"]["tokenizer"] == "EleutherAI/pythia-70m-deduped"
 
 
 def test_pile_subset_reimport_is_idempotent(pile_dir, wh):

@@ -118,3 +118,22 @@ def test_cli_errors(tmp_path):
     out = subprocess.run(MEMLAKE + ["mitigate", "sweep", "suite", "--config", "tiny"], capture_output=True,
                          text=True, env=env)  # fmt: skip
     assert out.returncode == 2 and "extraction" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_study_command_sweeps_a_named_study_and_prints_the_comparison(tmp_path):
+    env = {**os.environ, "MEMLAKE_WAREHOUSE": str(tmp_path)}
+    cmd = MEMLAKE + ["mitigate", "study", "--config", "tiny"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    table = [line for line in out.stderr.splitlines() if line.startswith("| ")]  # the console is stderr
+    assert table[0].startswith("| method |") and {r.split(" | ")[0][2:] for r in table[1:]} == {
+        "balanced_subnet",
+        "subnet",
+    }
+    runs = lake.read_table(Warehouse.at(tmp_path), "mitigation_runs").to_pylist()
+    assert {r["study"] for r in runs} == {"tinymem-study"} and len(runs) == 2
+    assert all(r["mem_before"] > 0 for r in runs)
+    # its own base model, beside (not instead of) the default TinyMem study's
+    assert (tmp_path / "mitigation" / "tinymem-study" / "base").is_dir()
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and "0 runs written, 2 already done" in again.stderr

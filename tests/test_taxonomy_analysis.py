@@ -456,6 +456,10 @@ def test_runs_write_the_marts_and_draw_the_figures(warehouse):
     assert metrics.group_by("protocol").len().sort("protocol")["len"].to_list() == [48, 48]
     assert {"model", "step", "split", "protocol", "ece_bins", "mean", "std"} <= set(metrics.columns)
     assert sql(wh, "select distinct step from taxonomy_model_weights")["step"].dtype == pl.Int64
+    lrt = sql(wh, "select * from taxonomy_model_tests where test = 'lrt' order by protocol")
+    assert lrt["protocol"].to_list() == ["leakage_free", "published"] and (lrt["df"] > 0).all()
+    assert (lrt["p_value"] < 1e-3).all()  # the planted category interaction
+    assert lrt["statistic"][0] == pytest.approx(lrt["statistic"][1])  # same training rows
     assert set(sql(wh, "select distinct method from taxonomy_kl")["method"]) == {"histogram", "vector"}
 
     first = run_search(

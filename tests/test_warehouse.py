@@ -294,6 +294,7 @@ def test_sources_match_the_lake_contract():
         "float": "float",
         "bool": "boolean",
         "list<item: int32>": "integer[]",
+        "list<item: int64>": "bigint[]",
         "list<item: float>": "float[]",
     }
     tables = {t["name"]: t for t in sources["sources"][0]["tables"]}

@@ -4,7 +4,7 @@
     run_shares(wh)                              # taxonomy_shares, taxonomy_code_nl, taxonomy_p_memorised
     run_correlations(wh)                        # taxonomy_correlations
     run_kl(wh)                                  # taxonomy_kl
-    run_models(wh, protocol="leakage_free")     # taxonomy_model_metrics, taxonomy_model_weights
+    run_models(wh, protocol="leakage_free")     # taxonomy_model_metrics, _weights, _tests (LRT, Wald)
     run_search(wh, 0, 810, shard_size=90)       # taxonomy_search (one file per shard, resumable)
     draw(wh)                                    # PNGs under wh.figures / "taxonomy"
 
@@ -177,7 +177,8 @@ def run_models(
     ece_bins: int = 5,
     seed: int = SEED,
 ) -> dict[tuple[str, int], ModelResult]:
-    """Baseline and taxonomic LRs per (model, step): metrics (mean +- std over subsets) and weights."""
+    """Baseline and taxonomic LRs per (model, step): metrics (mean +- std over subsets), weights,
+    and the LRT / Wald tests of the taxonomic model against the baseline (`model.model_tests`)."""
     results = {}
     for m, s, rows in _pairs_and_rows(wh, model, step, split, perplexity):
         res = fit_models(rows, protocol, n_subsets=n_subsets, ece_bins=ece_bins, seed=seed)
@@ -191,6 +192,7 @@ def run_models(
         key = marts.file_key(*keys.values())
         marts.write(wh, "taxonomy_model_metrics", key, _keyed(res.metrics, **keys, ece_bins=ece_bins))
         marts.write(wh, "taxonomy_model_weights", key, _keyed(res.weights, **keys))
+        marts.write(wh, "taxonomy_model_tests", key, _keyed(res.tests, **keys))
         results[m, s] = res
     return results
 

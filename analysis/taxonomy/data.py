@@ -12,7 +12,7 @@ import polars as pl
 
 from memlake import query
 
-SKIPPED = ("text", "prompt_text", "tokens")  # heavy and unused by the analyses
+SKIPPED = ("text", "prompt_text", "tokens", "frequencies")  # heavy and unused by the analyses
 
 # analysis name -> mart column, per perplexity variant: `sequence_features` holds the per-window
 # perplexities (prompt_ / continuation_ / sequence_perplexity) and the paper's shared-denominator

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ingest.mitigation.methods import SequenceSet
 from ingest.mitigation.sweep import N_DUP_CLASSES, Study
-from ingest.mitigation.tinymem.data import math_data
+from ingest.mitigation.tinymem.data import TinyMemData, corpus_rows, language_data, math_data
 from ingest.mitigation.tinymem.metrics import evaluate as tm_evaluate
 from ingest.mitigation.tinymem.metrics import forget_retain
 from ingest.mitigation.tinymem.model import tinymem_model
@@ -23,23 +23,62 @@ from memlake import lake
 from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
 
+VARIANTS = ("math", "language")
+
+
+def variant_config(c: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the configured variant: `math` (default) uses the tinymem section as is;
+    `language` overrides it with the `language:` subsection (corpus rows, prompt/window, epochs)."""
+    variant = c.get("variant") or "math"
+    if variant not in VARIANTS:
+        raise ValueError(f"tinymem variant must be one of {VARIANTS}, got {variant!r}")
+    return {**c, **(c.get("language") or {}), "variant": variant} if variant == "language" else c
+
 
 def tinymem_name(c: dict[str, Any]) -> str:
+    if c.get("name"):  # a named study (`mitigate study`): its own base model and lake partition
+        return str(c["name"])
+    c = variant_config(c)
+    if c.get("variant") == "language":  # its own lake partition: runs of the two variants never mix
+        return f"tinymem-language-{c['artifact']}-{c['n_layer']}l"
     return f"tinymem-{c['task']}-{c['artifact']}-{c['n_layer']}l"
+
+
+def tinymem_data(wh: Warehouse, c: dict[str, Any]) -> TinyMemData:
+    """Math sequences, or (variant language) the warehouse corpus's clean `instances` rows: a seeded
+    `n_rows` subset of the training split, with `n_test` never-trained validation rows as the test set."""
+    c = variant_config(c)
+    if c.get("variant") != "language":
+        return math_data(
+            c["task"], artifact=c["artifact"], num_7=c["num_7"], num_extra=c["num_extra"], n_test=c["n_test"],
+            n_noise=c["n_noise"], dup_classes=c["dup_classes"], length=c["length"], max_ctx=c["max_ctx"],
+            prompt_len=c["prompt_len"], k=c["k"], seed=c["seed"],
+        )  # fmt: skip
+    try:
+        rows, vocab_size = corpus_rows(wh, "train")
+        test, _ = corpus_rows(wh, "validation")
+    except MemlakeError as e:
+        raise MemlakeError(
+            f"the TinyMem language variant trains on the corpus: run `memlake suite corpus` first ({e})"
+        ) from None
+    if c.get("n_rows") and c["n_rows"] < rows.shape[0]:
+        pick = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(c["seed"]))
+        rows = rows[pick[: c["n_rows"]].sort().values]
+    return language_data(
+        rows, vocab_size, artifact=c["artifact"], test_tokens=test[: c["n_test"]], n_noise=c["n_noise"],
+        dup_classes=c["dup_classes"], prompt_len=c["prompt_len"], k=c["k"], seed=c["seed"],
+    )  # fmt: skip
 
 
 def tinymem_study(wh: Warehouse, c: dict[str, Any]) -> Study:
     """Build the data, train (or resume) the base model under warehouse/mitigation/<name>/."""
     name = tinymem_name(c)
-    data = math_data(
-        c["task"], artifact=c["artifact"], num_7=c["num_7"], num_extra=c["num_extra"], n_test=c["n_test"],
-        n_noise=c["n_noise"], dup_classes=c["dup_classes"], length=c["length"], max_ctx=c["max_ctx"],
-        prompt_len=c["prompt_len"], k=c["k"], seed=c["seed"],
-    )  # fmt: skip
+    c = variant_config(c)
+    data = tinymem_data(wh, c)
     out = wh.root / "mitigation" / name / "base"
 
     def fresh(seed: int):
-        return tinymem_model(c["n_layer"], data.vocab_size, n_positions=c["max_ctx"], seed=seed)
+        return tinymem_model(c["n_layer"], data.vocab_size, n_positions=data.train.shape[1], seed=seed)
 
     done = checkpoints(out)
     if not done or done[-1][0] < c["epochs"]:

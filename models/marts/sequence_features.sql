@@ -51,6 +51,7 @@ joined as (
         features.median_frequency,
         features.p25_frequency,
         features.p75_frequency,
+        features.frequencies,
         -- templates
         features.is_incrementing,
         features.is_repeating,

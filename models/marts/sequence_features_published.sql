@@ -31,6 +31,7 @@ published as (
         features.median_frequency,
         features.p25_frequency,
         features.p75_frequency,
+        features.frequencies,
         features.nl_score as nl_scores,
         features.semantic_matches_0_8 as "0_8_snowclones",
         features.semantic_matches_0_9 as "0_9_snowclones",

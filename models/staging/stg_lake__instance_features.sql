@@ -19,6 +19,7 @@ renamed as (
         median_frequency,
         p25_frequency,
         p75_frequency,
+        frequencies,
         -- reconstruction: templates
         is_incrementing,
         is_repeating,
