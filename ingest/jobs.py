@@ -165,6 +165,9 @@ def available_steps(model: str, wh: Warehouse) -> list[int] | None:
 
 def run_unit(unit: Unit, log=print) -> dict[str, Any]:
     """Run one unit; skip it if its partition is complete. Returns a small summary."""
+    size = unit.opts.get("batch_size", "auto")  # checked first: a bad setting fails even on a re-run
+    if size != "auto" and not (isinstance(size, int) and size >= 1):
+        raise MemlakeError(f"ingest.batch_size: expected a positive integer or 'auto', got {size!r}")
     wh = Warehouse.at(unit.warehouse)
     job = JOBS[unit.job]()
     ref = resolve(unit.model, f"step{unit.step}", wh)
@@ -177,9 +180,6 @@ def run_unit(unit: Unit, log=print) -> dict[str, Any]:
     sl = shard_slice(len(ids), unit.shard, unit.num_shards)
     ids, tokens = ids[sl], tokens[sl]
     job.check(tokens, opts)
-    size = opts.get("batch_size", "auto")
-    if size != "auto" and not (isinstance(size, int) and size >= 1):
-        raise MemlakeError(f"ingest.batch_size: expected a positive integer or 'auto', got {size!r}")
     device, dtype = inference_device()  # bf16 weights on a GPU, fp32 on CPU
     model = load_model(ref, dtype=dtype, device=device)
     _check_compatible(model, ref, tokens, wh)
