@@ -280,12 +280,12 @@ class _GraphedDecode:
             self._capture()
 
     def _capture(self) -> None:
-        token = self.token
-        side = torch.cuda.Stream(token.device)  # warm up off the capturing stream (cuBLAS handles)
-        side.wait_stream(torch.cuda.current_stream(token.device))
+        device = self.token.device
+        side = torch.cuda.Stream(device)  # warm up off the capturing stream (cuBLAS handles)
+        side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             self._loop()
-        torch.cuda.current_stream(token.device).wait_stream(side)
+        torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self._loop()

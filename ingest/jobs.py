@@ -184,9 +184,7 @@ def run_unit(unit: Unit, log=print) -> dict[str, Any]:
     model = load_model(ref, dtype=dtype, device=device)
     _check_compatible(model, ref, tokens, wh)
     t0 = time.perf_counter()
-    batch_size = opts.get("batch_size", "auto")
-    if batch_size == "auto":
-        batch_size = auto_batch_size(model, tokens.shape[1], device)
+    batch_size = auto_batch_size(model, tokens.shape[1], device) if size == "auto" else size
     cols = _batched(job, model, torch.from_numpy(tokens), opts, batch_size, device, log)
     seconds = time.perf_counter() - t0
     table = job.to_table(ids, cols, opts)
