@@ -24,10 +24,11 @@ decoding needs:
     the tokens after a divergence, and the slowest row sets the number of rounds anyway;
   - decoding keeps the keys/values in buffers preallocated for the whole continuation instead of
     a cache that is re-concatenated every step;
-  - for GPT-NeoX (Pythia and the suite) a decode step calls the layer's own submodules and
-    attention function directly, skipping the per-call machinery of `generate` and of the model's
-    forward (mask building, output capture, logits processors, stopping criteria), which costs
-    as much as the arithmetic for small models. Other architectures decode through their forward.
+  - for GPT-NeoX (Pythia and the suite) a decode step calls the functional ops on the layers'
+    own weights, with the model's rotary cos/sin computed once per position, skipping the
+    per-call machinery of `generate` and of the model's forward (mask building, module calls,
+    output capture, logits processors, stopping criteria), which costs as much as the arithmetic
+    for small models. Other architectures decode through their forward.
 
 Decoded tokens are identical to `generate`'s because every number is computed by the same kernels
 on the same shapes (fewer rows once verified rows leave the batch; row results do not depend on
@@ -45,6 +46,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 
 from ingest.token_stats import eval_mode, model_device
@@ -204,8 +206,12 @@ class _NeoXDecoder:
     """One-token decode steps of a GPT-NeoX stack over preallocated key/value buffers.
 
     Mirrors `GPTNeoXModel.forward` / `GPTNeoXLayer.forward` / `GPTNeoXAttention.forward` op for
-    op (tests compare the tokens with `generate`), minus masks (a single query attends to every
-    cached position), dropout (eval) and output bookkeeping.
+    op (tests compare the hidden states bitwise and the tokens with `generate`), minus masks (a
+    single query attends to every cached position), dropout (eval) and output bookkeeping. The
+    arithmetic is the same aten calls on the same shapes; what goes is the Python around them,
+    a third of a small model's step on a CPU: layers call the functional ops on weights fetched
+    once instead of going through `nn.Module.__call__`, and each position's rotary cos/sin, from
+    the model's own rotary module, is computed once per model rather than once per step.
     """
 
     def __init__(self, base, cache, max_len: int):
@@ -213,6 +219,9 @@ class _NeoXDecoder:
         self.attend = _neox.ALL_ATTENTION_FUNCTIONS.get_interface(
             base.config._attn_implementation, _neox.eager_attention_forward
         )
+        self.sdpa = base.config._attn_implementation == "sdpa"
+        self.layers = [_LayerWeights(layer) for layer in base.layers]
+        self.rotary = _rotary_table(base)
         self.keys, self.values = [], []
         for layer_kv in cache:
             k = layer_kv[0]
@@ -228,29 +237,89 @@ class _NeoXDecoder:
 
     def __call__(self, token: torch.Tensor, position: int) -> torch.Tensor:
         """Final-normed hidden state [B, 1, H] of `token` [B] placed at `position`."""
-        base = self.base
+        base, batch = self.base, token.size(0)
         x = base.embed_in(token[:, None])
-        position_ids = torch.full((1, 1), position, device=x.device)
-        cos, sin = base.rotary_emb(x, position_ids)
-        for layer, keys, values in zip(base.layers, self.keys, self.values):
-            att = layer.attention
-            qkv = att.query_key_value(layer.input_layernorm(x))
-            qkv = qkv.view(x.size(0), 1, -1, 3 * att.head_size).transpose(1, 2)
+        cos, sin = self.rotary(position, x)
+        for w, keys, values in zip(self.layers, self.keys, self.values):
+            qkv = F.linear(F.layer_norm(x, *w.ln1), w.qkv_w, w.qkv_b)
+            qkv = qkv.view(batch, 1, -1, 3 * w.head_size).transpose(1, 2)
             q, k, v = qkv.chunk(3, dim=-1)
-            q, k = _neox.apply_rotary_pos_emb(q, k, cos, sin)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             keys[:, :, position : position + 1] = k
             values[:, :, position : position + 1] = v
             seen = slice(0, position + 1)
-            a, _ = self.attend(
-                att, q, keys[:, :, seen], values[:, :, seen], None, scaling=att.scaling, dropout=0.0
-            )
-            a = att.dense(a.reshape(x.size(0), 1, -1).contiguous())
-            if layer.use_parallel_residual:
-                x = layer.mlp(layer.post_attention_layernorm(x)) + a + x
+            if self.sdpa:  # what `sdpa_attention_forward` calls for one query, without its wrapping
+                a = F.scaled_dot_product_attention(q, keys[:, :, seen], values[:, :, seen], scale=w.scaling)
+            else:
+                a, _ = self.attend(
+                    w.attention, q, keys[:, :, seen], values[:, :, seen], None, scaling=w.scaling, dropout=0.0
+                )
+            # [B, heads, 1, head] and [B, 1, heads, head] order the elements alike for one query
+            a = F.linear(a.reshape(batch, 1, -1).contiguous(), w.dense_w, w.dense_b)
+            if w.parallel:
+                h = F.linear(F.layer_norm(x, *w.ln2), w.up_w, w.up_b)
+                x = F.linear(w.act(h), w.down_w, w.down_b) + a + x
             else:
                 a = a + x
-                x = layer.mlp(layer.post_attention_layernorm(a)) + a
+                h = F.linear(F.layer_norm(a, *w.ln2), w.up_w, w.up_b)
+                x = F.linear(w.act(h), w.down_w, w.down_b) + a
         return base.final_layer_norm(x)
+
+
+class _LayerWeights:
+    """One GPT-NeoX layer's parameters and settings, read once for the functional decode step."""
+
+    def __init__(self, layer):
+        att, mlp = layer.attention, layer.mlp
+        self.attention, self.head_size, self.scaling = att, att.head_size, att.scaling
+        self.ln1 = _layer_norm_args(layer.input_layernorm)
+        self.ln2 = _layer_norm_args(layer.post_attention_layernorm)
+        self.qkv_w, self.qkv_b = att.query_key_value.weight, att.query_key_value.bias
+        self.dense_w, self.dense_b = att.dense.weight, att.dense.bias
+        self.up_w, self.up_b = mlp.dense_h_to_4h.weight, mlp.dense_h_to_4h.bias
+        self.down_w, self.down_b = mlp.dense_4h_to_h.weight, mlp.dense_4h_to_h.bias
+        self.act = mlp.act
+        self.parallel = layer.use_parallel_residual
+
+
+def _layer_norm_args(norm) -> tuple:
+    return norm.normalized_shape, norm.weight, norm.bias, norm.eps
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`apply_rotary_pos_emb` for one tensor; `cos`/`sin` already unsqueezed to [1, 1, 1, rot]."""
+    rot = cos.shape[-1]
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    return torch.cat([x_rot * cos + _neox.rotate_half(x_rot) * sin, x_pass], dim=-1)
+
+
+class _RotaryTable:
+    """Each position's (cos, sin) from the model's rotary module, computed on first use and kept.
+
+    The module is called for one position at a time, exactly as a decode step of the model's
+    forward calls it, so the values are bitwise those of the forward.
+    """
+
+    def __init__(self, rotary, keep: bool = True):
+        self.rotary, self.keep, self.table = rotary, keep, {}
+
+    def __call__(self, position: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (position, x.device, x.dtype)
+        hit = self.table.get(key)
+        if hit is None:
+            cos, sin = self.rotary(x, torch.full((1, 1), position, device=x.device))
+            hit = cos[:, None], sin[:, None]
+            if self.keep:
+                self.table[key] = hit
+        return hit
+
+
+def _rotary_table(base) -> _RotaryTable:
+    # Kept on the model, for every batch; a rope that depends on more than the position (like
+    # "dynamic", which rescales with the sequence length) is recomputed every step instead.
+    if getattr(base.rotary_emb, "rope_type", "default") != "default":
+        return _RotaryTable(base.rotary_emb, keep=False)
+    return base.__dict__.setdefault("_memlake_rotary_table", _RotaryTable(base.rotary_emb))
 
 
 # CUDA graphs for the decode loop (MEMLAKE_CUDA_GRAPHS=0 turns them off).

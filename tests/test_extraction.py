@@ -48,9 +48,13 @@ def test_fast_path_is_taken_for_gpt_neox():
     assert extraction._fast_path(make_model())
 
 
-def test_decode_step_reproduces_the_model_forward_bitwise():
-    model, ids = make_model(), prompts(batch=4, length=6)
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("parallel_residual", [True, False])
+def test_decode_step_reproduces_the_model_forward_bitwise(attention, parallel_residual):
+    model, ids = make_model(parallel_residual), prompts(batch=4, length=6)
+    model.set_attn_implementation(attention)
     base = model.base_model
+    assert base.config._attn_implementation == attention
     with torch.inference_mode():
         cache = DynamicCache()
         base(input_ids=ids, past_key_values=cache, use_cache=True)
