@@ -15,6 +15,7 @@ model memorised, repeated to fill a batch (the best case for +targets). On CUDA,
 utilisation is reported too.
 
     python bench/extraction.py [--scale small] [--batches 64] [--rows panel|memorised] [--clock wall|cpu]
+                               [--kernels]
     python bench/extraction.py --device cuda --pythia 70m,410m --batches 64,256 [--rows memorised]
 
 `--pythia` times Pythia shapes with random weights on random prompts instead of the trained suite
@@ -49,6 +50,17 @@ from memlake.paths import Warehouse  # noqa: E402
 # Dense bf16 peak per GPU (vendor datasheets, SXM parts), for MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
 RUNS = ("generate", "memlake", "targets")
+# The CPU kernels of a decode's arithmetic: the linear layers and LM head, attention, GELU, layer
+# norm. Token identity with `generate` means running these same kernels on the same shapes, so
+# generate's time in them (`--kernels`) bounds the speed-up of any such decoder from above.
+ARITHMETIC = {
+    "aten::addmm",
+    "aten::mm",
+    "aten::bmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::gelu",
+    "aten::native_layer_norm",
+}
 
 
 def extraction_flops(model, batch: int, prompt_len: int, gen_len: int) -> float:
@@ -75,6 +87,15 @@ def hf_greedy(model, prompts: torch.Tensor, gen_len: int) -> torch.Tensor:
     return out[:, prompts.size(1) :]
 
 
+def kernel_seconds(fn) -> float:
+    """CPU seconds `fn` spends inside the ARITHMETIC kernels (torch profiler, self time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in ARITHMETIC) / 1e6
+
+
 def timed(fn, device: torch.device, clock=time.perf_counter) -> tuple[float, list[torch.Tensor]]:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -99,6 +120,11 @@ def main() -> None:
     ap.add_argument("--pythia", default=None, help="Pythia shapes, random weights, e.g. 70m,160m")
     ap.add_argument("--n-rows", type=int, default=1024, help="random prompts per model with --pythia")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    ap.add_argument(
+        "--kernels",
+        action="store_true",
+        help="CPU: also profile the time each decoder spends in the arithmetic kernels they share",
+    )
     ap.add_argument(
         "--clock",
         choices=("wall", "cpu"),
@@ -195,6 +221,12 @@ def main() -> None:
                     "speedup": best["generate"] / best["memlake"],
                     "speedup_targets": best["generate"] / best["targets"],
                 }
+                if args.kernels and device.type == "cpu":
+                    for name in ("generate", "memlake"):
+                        row[f"{name}_kernel_s"] = kernel_seconds(runs[name])
+                    # generate's time over its own arithmetic: the most a decoder that runs the same
+                    # kernels could gain (the profiler adds little to kernels of 0.1 ms and more)
+                    row["ceiling"] = best["generate"] / row["generate_kernel_s"]
                 if peak:
                     flops = extraction_flops(model, len(rows), p, g)
                     for name in RUNS:
@@ -208,6 +240,13 @@ def main() -> None:
                     + ("same tokens" if row["identical_tokens"] else f"ROWS DIFFER FROM GENERATE: {differ}"),
                     flush=True,
                 )
+                if "ceiling" in row:
+                    print(
+                        f"{'':9s} arithmetic kernels: generate {row['generate_kernel_s']:.3f} s, memlake "
+                        f"{row['memlake_kernel_s']:.3f} s of {best['generate']:.3f} / "
+                        f"{best['memlake']:.3f} s -> ceiling {row['ceiling']:.2f}x",
+                        flush=True,
+                    )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     suffix = "" if device.type == "cpu" else f"_{device.type}"
@@ -215,6 +254,17 @@ def main() -> None:
     suffix += "" if args.rows == "panel" else f"_{args.rows}"
     (out / f"extraction{suffix}.json").write_text(json.dumps(results, indent=2))
     mfu = any("mfu_memlake" in r for r in results)
+    if any("ceiling" in r for r in results):
+        print("\n| model | rows | generate s | its kernels | memlake s | its kernels | ceiling | speed-up |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in results:
+            tokens = r["n_rows"] * r["gen_len"]
+            print(
+                f"| {r['model']} | {r['n_rows']:,} {r['rows']} | {tokens / r['generate_tok_s']:.2f} | "
+                f"{r['generate_kernel_s']:.2f} | {tokens / r['memlake_tok_s']:.2f} | "
+                f"{r['memlake_kernel_s']:.2f} | "
+                f"{r['ceiling']:.2f} | {r['speedup']:.2f} |"
+            )
     print(
         "\n| model | rows | memorised | batch | prompt + gen | generate tok/s | memlake tok/s | speed-up "
         "| +targets tok/s | speed-up |" + (" MFU generate | MFU memlake | MFU +targets |" if mfu else "")

@@ -126,7 +126,10 @@ def _verified(model, cache, rows: torch.Tensor, targets: torch.Tensor) -> torch.
     `cache` holds every row's prompt, after which the greedy token is already the target's first
     for `rows`; one forward over the rest, teacher-forced on the target, checks the others.
     """
-    own = DynamicCache([(kv[0][rows], kv[1][rows]) for kv in cache])  # `cache` stays for decoding
+    # `cache` stays for decoding: the forward appends to new tensors (concatenation), so every row's
+    # keys/values can be shared as they are, and a subset is copied out
+    whole = len(rows) == next(iter(cache))[0].size(0)
+    own = DynamicCache([(kv[0], kv[1]) if whole else (kv[0][rows], kv[1][rows]) for kv in cache])
     fed = targets[:, :-1]
     hidden = model.base_model(input_ids=fed, past_key_values=own, use_cache=True).last_hidden_state
     logits = model.get_output_embeddings()(hidden)

@@ -210,6 +210,12 @@ def test_garbage_targets_are_decoded(monkeypatch, suite_panel):
     calls = decoded_rows(monkeypatch)
     assert torch.equal(greedy_extract(model, rows[:, :32], 32, wrong_later), reference)
     assert calls == [len(rows)]
+    # every row a candidate (the verifying forward shares the prompt cache), half of them verified
+    half = (torch.arange(len(rows)) % 2 == 0)[:, None]
+    calls.clear()
+    mixed = torch.where(half, reference, wrong_later)
+    assert torch.equal(greedy_extract(model, rows[:, :32], 32, mixed), reference)
+    assert calls == [len(rows) // 2]
 
 
 def test_own_continuations_are_verified_in_one_forward(monkeypatch):
