@@ -76,6 +76,33 @@ def test_matches_unbatched_unchunked_definition_for_any_chunk(reference, ids):
         torch.testing.assert_close(part["entropy"], whole["entropy"], atol=1e-6, rtol=0)
 
 
+class _ScaledHead(torch.nn.Module):
+    """An LM head that is not a plain `nn.Linear` (statistics take the generic projection)."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.linear = linear
+        self.weight = linear.weight
+
+    def forward(self, x):
+        return self.linear(x) * 0.5
+
+
+@pytest.mark.parametrize("head_kind", ["bias", "module"])
+def test_heads_with_a_bias_or_of_another_kind_match_the_definition(model, ids, head_kind):
+    linear = model.get_output_embeddings()
+    if head_kind == "bias":
+        head = torch.nn.Linear(linear.in_features, linear.out_features, bias=True)
+        with torch.no_grad():
+            head.weight.copy_(linear.weight)
+            head.bias.normal_()
+    else:
+        head = _ScaledHead(linear)
+    model.set_output_embeddings(head)
+    assert model.get_output_embeddings() is head
+    assert_matches(token_statistics(model, ids, chunk=7), [direct(model, row) for row in ids])
+
+
 def test_rank_counts_only_strictly_greater_logits(model, ids):
     head = model.get_output_embeddings().weight
     with torch.no_grad():
