@@ -35,6 +35,7 @@ from pathlib import Path
 os.environ.setdefault("MEMLAKE_QUIET", "1")
 
 import torch  # noqa: E402
+from token_stats import peak_flops  # noqa: E402  (bench/token_stats.py, beside this script)
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ingest.checkpoints import load_model, local_steps, resolve  # noqa: E402
@@ -47,8 +48,6 @@ from ingest.token_stats import inference_device, to_inference  # noqa: E402
 from memlake import config  # noqa: E402
 from memlake.paths import Warehouse  # noqa: E402
 
-# Dense bf16 peak per GPU (vendor datasheets, SXM parts), for MFU.
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
 RUNS = ("generate", "memlake", "targets")
 # The CPU kernels of a decode's arithmetic: the linear layers and LM head, attention, GELU, layer
 # norm. Token identity with `generate` means running these same kernels on the same shapes, so
@@ -151,10 +150,7 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     device = torch.device(args.device)
     _, dtype = inference_device(device)
-    peak = None
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+    peak = peak_flops(device)
 
     clocks = {"wall": time.perf_counter, "cpu": time.process_time}
     results = []
