@@ -22,6 +22,7 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check memlake ingest transforms analysis tests bench
+	$(VENV)/bin/ruff format --check memlake ingest transforms analysis tests bench
 
 test: lint
 	$(VENV)/bin/pytest

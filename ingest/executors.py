@@ -50,9 +50,16 @@ def run_local(units: list[Unit], **_) -> list[dict[str, Any]]:
 
 
 @register("slurm")
-def run_slurm(units: list[Unit], folder: str | Path | None = None, cluster: str | None = None,
-              partition: str | None = None, timeout_min: int = 60, gpus_per_task: int = 1,
-              array_parallelism: int = 16, **_) -> list[dict[str, Any]]:
+def run_slurm(
+    units: list[Unit],
+    folder: str | Path | None = None,
+    cluster: str | None = None,
+    partition: str | None = None,
+    timeout_min: int = 60,
+    gpus_per_task: int = 1,
+    array_parallelism: int = 16,
+    **_,
+) -> list[dict[str, Any]]:
     try:
         import submitit
     except ImportError:
@@ -70,8 +77,9 @@ def run_slurm(units: list[Unit], folder: str | Path | None = None, cluster: str 
 
 
 @register("ray")
-def run_ray(units: list[Unit], address: str | None = None, num_gpus: float = 0,
-            num_cpus: int | None = None, **_) -> list[dict[str, Any]]:
+def run_ray(
+    units: list[Unit], address: str | None = None, num_gpus: float = 0, num_cpus: int | None = None, **_
+) -> list[dict[str, Any]]:
     try:
         import ray
     except ImportError:

@@ -92,12 +92,14 @@ class TokenStats(Job):
         return {k: v.cpu().numpy() for k, v in out.items()}
 
     def to_table(self, ids, cols, opts):
-        return pa.table({
-            "instance_id": pa.array(ids, pa.int64()),
-            "surprisal": _lists(cols["surprisal"].astype(np.float32), pa.float32()),
-            "rank": _lists(cols["rank"].astype(np.int32), pa.int32()),
-            "entropy": _lists(cols["entropy"].astype(np.float32), pa.float32()),
-        })
+        return pa.table(
+            {
+                "instance_id": pa.array(ids, pa.int64()),
+                "surprisal": _lists(cols["surprisal"].astype(np.float32), pa.float32()),
+                "rank": _lists(cols["rank"].astype(np.int32), pa.int32()),
+                "entropy": _lists(cols["entropy"].astype(np.float32), pa.float32()),
+            }
+        )
 
 
 @register("extraction")
@@ -106,38 +108,54 @@ class Extraction(Job):
 
     def partition(self, unit, ref):
         o = unit.opts
-        return {"model": ref.name, "step": unit.step, "prompt_len": int(o["prompt_len"]),
-                "gen_len": int(o["gen_len"]), "shard": unit.shard}
+        return {
+            "model": ref.name,
+            "step": unit.step,
+            "prompt_len": int(o["prompt_len"]),
+            "gen_len": int(o["gen_len"]),
+            "shard": unit.shard,
+        }
 
     def check(self, tokens, opts):
         need = int(opts["prompt_len"]) + int(opts["gen_len"])
         if tokens.shape[1] < need:
-            raise MemlakeError(f"extraction: prompt_len + gen_len = {need} exceeds the instances' "
-                               f"length {tokens.shape[1]}")
+            raise MemlakeError(
+                f"extraction: prompt_len + gen_len = {need} exceeds the instances' length {tokens.shape[1]}"
+            )
 
     def compute(self, model, batch, opts):
         from ingest.extraction import greedy_extract, match_fraction
 
         p, g = int(opts["prompt_len"]), int(opts["gen_len"])
         generated = greedy_extract(model, batch[:, :p], g, targets=batch[:, p : p + g])
-        return {"generated": generated.cpu().numpy(),
-                "match_fraction": match_fraction(generated, batch[:, p : p + g]).cpu().numpy()}
+        return {
+            "generated": generated.cpu().numpy(),
+            "match_fraction": match_fraction(generated, batch[:, p : p + g]).cpu().numpy(),
+        }
 
     def to_table(self, ids, cols, opts):
         frac = cols["match_fraction"].astype(np.float32)
-        return pa.table({
-            "instance_id": pa.array(ids, pa.int64()),
-            "generated": _lists(cols["generated"].astype(np.int32), pa.int32()),
-            "match_fraction": frac,
-            "memorised": frac == 1.0,
-        })
+        return pa.table(
+            {
+                "instance_id": pa.array(ids, pa.int64()),
+                "generated": _lists(cols["generated"].astype(np.int32), pa.int32()),
+                "match_fraction": frac,
+                "memorised": frac == 1.0,
+            }
+        )
 
 
 # --------------------------------------------------------------------------- planning
 
 
-def plan(job: str, model: str, revisions: str, wh: Warehouse, num_shards: int = 1,
-         options: dict[str, Any] | None = None) -> list[Unit]:
+def plan(
+    job: str,
+    model: str,
+    revisions: str,
+    wh: Warehouse,
+    num_shards: int = 1,
+    options: dict[str, Any] | None = None,
+) -> list[Unit]:
     if job not in JOBS:
         raise MemlakeError(f"unknown job {job!r} (known: {sorted(JOBS)})")
     available = available_steps(model, wh)
@@ -145,11 +163,12 @@ def plan(job: str, model: str, revisions: str, wh: Warehouse, num_shards: int = 
     if available is not None:
         missing = [s for s in steps if s not in available]
         if missing:
-            raise MemlakeError(f"model {model!r}: revision(s) {[f'step{s}' for s in missing][:5]} "
-                               f"not found (have step{available[0]}..step{available[-1]})")
+            raise MemlakeError(
+                f"model {model!r}: revision(s) {[f'step{s}' for s in missing][:5]} "
+                f"not found (have step{available[0]}..step{available[-1]})"
+            )
     opts = tuple(sorted((options or {}).items()))
-    return [Unit(job, model, s, k, num_shards, str(wh.root), opts)
-            for s in steps for k in range(num_shards)]
+    return [Unit(job, model, s, k, num_shards, str(wh.root), opts) for s in steps for k in range(num_shards)]
 
 
 def available_steps(model: str, wh: Warehouse) -> list[int] | None:
@@ -188,29 +207,47 @@ def run_unit(unit: Unit, log=print) -> dict[str, Any]:
     cols = _batched(job, model, torch.from_numpy(tokens), opts, batch_size, device, log)
     seconds = time.perf_counter() - t0
     table = job.to_table(ids, cols, opts)
-    provenance = {"job": unit.job, "model": unit.model, "revision": f"step{unit.step}",
-                  "shard": unit.shard, "num_shards": unit.num_shards, "device": str(device),
-                  "dtype": str(dtype), "seconds": round(seconds, 3), **{k: v for k, v in opts.items()}}
+    provenance = {
+        "job": unit.job,
+        "model": unit.model,
+        "revision": f"step{unit.step}",
+        "shard": unit.shard,
+        "num_shards": unit.num_shards,
+        "device": str(device),
+        "dtype": str(dtype),
+        "seconds": round(seconds, 3),
+        **{k: v for k, v in opts.items()},
+    }
     lake.write_partition(wh, job.table, table, part, config=provenance)
-    return {"unit": unit, "skipped": False, "rows": table.num_rows, "seconds": seconds,
-            "tokens": int(tokens.size)}
+    return {
+        "unit": unit,
+        "skipped": False,
+        "rows": table.num_rows,
+        "seconds": seconds,
+        "tokens": int(tokens.size),
+    }
 
 
 def _check_compatible(model, ref: ModelRef, tokens: np.ndarray, wh: Warehouse) -> None:
     cfg = model.config
     vocab = cfg.vocab_size
     if tokens.size and int(tokens.max()) >= vocab:
-        raise MemlakeError(f"instances: token id {int(tokens.max())} is out of range for model "
-                           f"{ref.name} (vocabulary {vocab})")
+        raise MemlakeError(
+            f"instances: token id {int(tokens.max())} is out of range for model "
+            f"{ref.name} (vocabulary {vocab})"
+        )
     context = getattr(cfg, "max_position_embeddings", None)
     if context and tokens.shape[1] > context:
-        raise MemlakeError(f"instances: rows of {tokens.shape[1]} tokens exceed model {ref.name}'s "
-                           f"context of {context}")
+        raise MemlakeError(
+            f"instances: rows of {tokens.shape[1]} tokens exceed model {ref.name}'s context of {context}"
+        )
     if ref.is_local and (wh.tokenizer / "tokenizer.json").exists():
         mine = os.path.join(ref.location, "tokenizer.json")
         if os.path.exists(mine) and _vocab(mine) != _vocab(wh.tokenizer / "tokenizer.json"):
-            raise MemlakeError(f"tokenizer of {ref.location} does not match the warehouse tokenizer "
-                               f"{wh.tokenizer} that built the instances")
+            raise MemlakeError(
+                f"tokenizer of {ref.location} does not match the warehouse tokenizer "
+                f"{wh.tokenizer} that built the instances"
+            )
 
 
 def _vocab(path) -> dict[str, int]:

@@ -94,8 +94,19 @@ def test_extraction_rows_equal_a_direct_greedy_decode(tiny_suite):
 def test_killed_job_resumes_without_duplicates(tiny_suite, tmp_path):
     wh = Warehouse.at(tmp_path)
     _copy_suite(tiny_suite, wh)
-    cmd = [sys.executable, "-c", "from memlake.cli import main; main()", "ingest", "token-stats",
-           "-m", "suite-xs", "--config", "tiny", "--shards", "3"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from memlake.cli import main; main()",
+        "ingest",
+        "token-stats",
+        "-m",
+        "suite-xs",
+        "--config",
+        "tiny",
+        "--shards",
+        "3",
+    ]
     env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -122,8 +133,11 @@ def test_bad_input_errors(tiny_suite, tmp_path):
     with pytest.raises(MemlakeError, match="unknown job"):
         plan("nope", "suite-xs", "step0", tiny_suite, 1, OPTS)
     with pytest.raises(MemlakeError, match="exceeds the instances' length 64"):
-        run_unit(plan("extraction", "suite-xs", "step0", tiny_suite, 1,
-                      {**OPTS, "prompt_len": 40, "gen_len": 40})[0])
+        run_unit(
+            plan("extraction", "suite-xs", "step0", tiny_suite, 1, {**OPTS, "prompt_len": 40, "gen_len": 40})[
+                0
+            ]
+        )
     # a model with a smaller vocabulary than the instances' token ids
     from ingest.suite.model import build_model
 

@@ -127,7 +127,8 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
         n_by = {split: int(c[f"n_{split}"]) for split in rows_by}
         for source in ("prose", "code"):
             want = {
-                split: round(n * float(c["prose_fraction"])) if source == "prose"
+                split: round(n * float(c["prose_fraction"]))
+                if source == "prose"
                 else n - round(n * float(c["prose_fraction"]))
                 for split, n in n_by.items()
             }
