@@ -11,7 +11,7 @@ a mix of memorised planted duplicates and rows that are not memorised), time
               batch looks memorised;
 and count the rows whose tokens differ from generate's (0 everywhere so far). They alternate
 `--repeats` times and the fastest of each is kept. `--rows memorised` keeps only the rows the
-model memorised, repeated to fill a batch (the best case for +targets). On CUDA, model FLOP
+model memorised, repeated to fill whole batches (the best case for +targets). On CUDA, model FLOP
 utilisation is reported too.
 
     python bench/extraction.py [--scale small] [--batches 64] [--rows panel|memorised] [--clock wall|cpu]
@@ -168,13 +168,15 @@ def main() -> None:
             if args.pythia and args.rows == "memorised":  # rows the model recites: its own greedy text
                 own = [hf_greedy(model, b[:, :1], p + g - 1) for b in rows.split(256)]
                 rows = torch.cat([rows[:, :1], torch.cat(own)], 1)
-            if args.rows == "memorised":  # repeated to fill the largest batch
+            if args.rows == "memorised":  # repeated to fill whole batches of the largest size
                 reference = torch.cat([hf_greedy(model, b[:, :p], g) for b in rows.split(256)])
                 rows = rows[(reference == rows[:, p:]).all(1)]
                 if not len(rows):
                     print(f"{spec['name']}: no memorised rows", flush=True)
                     continue
-                rows = rows.repeat(-(-max(batches) // len(rows)), 1)[: max(len(rows), max(batches))]
+                # (a part-filled last batch would time per-batch fixed costs over a few rows)
+                whole = -(-len(rows) // max(batches)) * max(batches)
+                rows = rows.repeat(-(-whole // len(rows)), 1)[:whole]
             for batch in batches:
                 split = rows.split(batch)
                 runs = {

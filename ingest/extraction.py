@@ -136,11 +136,13 @@ def _verified(model, cache, rows: torch.Tensor, targets: torch.Tensor) -> torch.
     pred = first_argmax(logits.flatten(0, 1)).view_as(fed)
     ok = (pred == targets[:, 1:]).all(1)
     if ok.any():  # a verified token must also win by more than rounding noise
-        z, best = logits[ok].float(), pred[ok][..., None]
-        top = z.gather(-1, best)
-        runner_up = z.scatter(-1, best, float("-inf")).amax(-1, keepdim=True)
+        # over every row, in place: copying [R, G, V] logits to select rows cost more than the
+        # forward on a CPU, and the logits are not needed after
+        best = pred[..., None]
+        top = logits.gather(-1, best).float()
+        runner_up = logits.scatter_(-1, best, float("-inf")).amax(-1, keepdim=True).float()
         tol = TIE_EPS * torch.finfo(logits.dtype).eps * top.abs().clamp(min=1.0)
-        ok[ok.clone()] = (top - runner_up > tol).flatten(1).all(1)
+        ok &= (top - runner_up > tol).flatten(1).all(1)
     return ok
 
 
