@@ -214,7 +214,7 @@ class _NeoXDecoder:
     op (tests compare the hidden states bitwise and the tokens with `generate`), minus masks (a
     single query attends to every cached position), dropout (eval) and output bookkeeping. The
     arithmetic is the same aten calls on the same shapes; what goes is the Python around them,
-    a third of a small model's step on a CPU: layers call the functional ops on weights fetched
+    much of a small model's step on a CPU: layers call the functional ops on weights fetched
     once instead of going through `nn.Module.__call__`, and each position's rotary cos/sin, from
     the model's own rotary module, is computed once per model rather than once per step.
     """
