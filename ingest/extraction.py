@@ -249,7 +249,7 @@ class _NeoXDecoder:
             qkv = F.linear(F.layer_norm(x, *w.ln1), w.qkv_w, w.qkv_b)
             qkv = qkv.view(batch, 1, -1, 3 * w.head_size).transpose(1, 2)
             q, k, v = qkv.chunk(3, dim=-1)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            q, k = _neox.apply_rotary_pos_emb(q, k, cos, sin)
             keys[:, :, position : position + 1] = k
             values[:, :, position : position + 1] = v
             seen = slice(0, position + 1)
@@ -291,13 +291,6 @@ def _layer_norm_args(norm) -> tuple:
     return norm.normalized_shape, norm.weight, norm.bias, norm.eps
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """`apply_rotary_pos_emb` for one tensor; `cos`/`sin` already unsqueezed to [1, 1, 1, rot]."""
-    rot = cos.shape[-1]
-    x_rot, x_pass = x[..., :rot], x[..., rot:]
-    return torch.cat([x_rot * cos + _neox.rotate_half(x_rot) * sin, x_pass], dim=-1)
-
-
 class _RotaryTable:
     """Each position's (cos, sin) from the model's rotary module, computed on first use and kept.
 
@@ -312,8 +305,7 @@ class _RotaryTable:
         key = (position, x.device, x.dtype)
         hit = self.table.get(key)
         if hit is None:
-            cos, sin = self.rotary(x, torch.full((1, 1), position, device=x.device))
-            hit = cos[:, None], sin[:, None]
+            hit = self.rotary(x, torch.full((1, 1), position, device=x.device))
             if self.keep:
                 self.table[key] = hit
         return hit

@@ -136,11 +136,10 @@ def project(head: torch.nn.Module, hidden: torch.Tensor, *, out: torch.Tensor) -
     A fresh [N, V] tensor per chunk costs as much as the matmul on some machines (a large
     allocation is mapped anew, and every page faults on first write).
     """
-    weight, bias = getattr(head, "weight", None), getattr(head, "bias", None)
-    if type(head) is torch.nn.Linear and weight.dtype == out.dtype == hidden.dtype:
-        if bias is None:
-            return torch.mm(hidden, weight.t(), out=out)
-        return torch.addmm(bias, hidden, weight.t(), out=out)
+    if type(head) is torch.nn.Linear and head.weight.dtype == out.dtype == hidden.dtype:
+        if head.bias is None:
+            return torch.mm(hidden, head.weight.t(), out=out)
+        return torch.addmm(head.bias, hidden, head.weight.t(), out=out)
     return out.copy_(head(hidden))
 
 
