@@ -276,3 +276,17 @@ def test_near_ties_are_decoded_not_verified(monkeypatch):
         assert extraction._verified(model, cache, rows, own).all()
         monkeypatch.setattr(extraction, "TIE_EPS", 1e9)  # every margin is "within rounding"
         assert not extraction._verified(model, cache, rows, own).any()
+
+
+def test_decode_buffers_are_reused_across_batches_and_shapes():
+    """The CPU decoder keeps its key/value block on the model between batches: a batch decoded in
+    a block another batch wrote (and one of a new shape) gives generate's tokens."""
+    model = make_model()
+    pool = model.base_model.__dict__
+    blocks = []
+    for seed, batch in ((1, 6), (2, 6), (3, 4), (4, 6)):
+        ids = prompts(batch=batch, length=7, seed=seed)
+        assert torch.equal(greedy_extract(model, ids, 9), hf_greedy(model, ids, 9))
+        blocks.append({k: v.data_ptr() for k, v in pool["_memlake_kv_buffers"].items()})
+    assert blocks[0] == blocks[1]  # same shape: the same block, not a new one
+    assert len(blocks[2]) == 2 and set(blocks[0].items()) <= set(blocks[3].items())
