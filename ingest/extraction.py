@@ -157,7 +157,9 @@ def _decode(model, cache, token: torch.Tensor, prompt_len: int, steps: int) -> t
         return graphs[key](cache, token)
     head = model.get_output_embeddings()
     out = torch.empty(token.size(0), steps, dtype=torch.long, device=token.device)
-    step = _NeoXDecoder(model.base_model, cache, prompt_len + steps + 1, reuse=True) if _fast_path(model) else None
+    step = None
+    if _fast_path(model):
+        step = _NeoXDecoder(model.base_model, cache, prompt_len + steps + 1, reuse=True)
     for i in range(steps):
         if step is not None:
             hidden = step(token, prompt_len + i)
