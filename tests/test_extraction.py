@@ -290,3 +290,13 @@ def test_decode_buffers_are_reused_across_batches_and_shapes():
         blocks.append({k: v.data_ptr() for k, v in pool["_memlake_kv_buffers"].items()})
     assert blocks[0] == blocks[1]  # same shape: the same block, not a new one
     assert len(blocks[2]) == 2 and set(blocks[0].items()) <= set(blocks[3].items())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: bench/device_check.sh")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_graphed_decode_gives_generates_tokens_on_gpu(dtype):
+    model = make_model().to("cuda", dtype)
+    ids = prompts(batch=16).cuda()
+    for _ in range(2):  # captured, then replayed for a second batch of the same shape
+        assert torch.equal(greedy_extract(model, ids, 16), hf_greedy(model, ids, 16))
+        ids = ids.roll(1, 0)

@@ -212,3 +212,40 @@ def test_default_chunk_keeps_the_head_matmul_large_on_cpu():
     assert default_chunk(50_304, torch.device("cpu")) == MIN_CPU_CHUNK  # not 5 positions
     assert default_chunk(256, torch.device("cpu")) == 1024
     assert default_chunk(50_304, torch.device("cuda")) > 8_000
+
+
+def test_overlap_flag_is_off_without_cuda(monkeypatch):
+    from ingest.token_stats import _side_stream
+
+    monkeypatch.setenv("MEMLAKE_STATS_OVERLAP", "1")
+    assert _side_stream(torch.device("cpu")) is None  # streams are CUDA's: CPU runs serially
+
+
+# On a GPU only (CI has none; bench/device_check.sh runs these with compiled Triton kernels).
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU: bench/device_check.sh"
+)
+
+
+@needs_cuda
+def test_overlapped_reduction_equals_the_serial_one_on_gpu(monkeypatch):
+    pytest.importorskip("triton")
+    if __import__("os").environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("set TRITON_INTERPRET=0 to run the compiled kernel")
+    torch.manual_seed(0)
+    model = to_inference(build_model({"hidden_size": 128, "layers": 2, "heads": 4}, 50_304, 512), "cuda")
+    ids = torch.randint(0, 50_304, (8, 513), device="cuda")
+    runs = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("MEMLAKE_STATS_OVERLAP", flag)
+        runs[flag] = token_statistics(model, ids, chunk=300)  # 14 chunks, the last one short
+    for key in runs["0"]:
+        assert torch.equal(runs["0"][key], runs["1"][key]), key
+    # and the definition, over the same bf16 logits in float32
+    with torch.inference_mode():
+        hidden = model.base_model(input_ids=ids).last_hidden_state[:, :-1]
+        logits = model.get_output_embeddings()(hidden).float()
+    logp = torch.log_softmax(logits, -1)
+    true = ids[:, 1:, None]
+    torch.testing.assert_close(runs["1"]["surprisal"], -logp.gather(-1, true)[..., 0], atol=1e-4, rtol=0)
+    assert (runs["1"]["rank"] == (logits > logits.gather(-1, true)).sum(-1)).float().mean() > 0.99

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU checks, as one short run on a lent device machine (its image has torch, transformers,
+# triton, pytest, pyarrow and pyyaml; nothing is installed). From the repo root:
+#     bash bench/device_check.sh            # results under $OUT (default bench/results/device)
+# 1. the GPU-only tests (compiled Triton kernels, CUDA streams);
+# 2. token statistics vs the bare forward at Pythia shapes, the fused reduction serial and on a
+#    second stream beside the head matmul (MEMLAKE_STATS_OVERLAP), at three chunk sizes;
+# 3. extraction vs generate at the 70m shape.
+# About 3-4 minutes on an H100/H200 (the model builds and Triton compiles are most of it).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-bench/results/device}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 MEMLAKE_QUIET=1
+log="$out/device_check.log"
+{
+  nvidia-smi -L
+  python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', \
+transformers.__version__, 'triton', triton.__version__)"
+  echo "== GPU tests"
+  python3 -m pytest -q -p no:cacheprovider tests/test_token_stats.py tests/test_extraction.py -k gpu
+  echo "== token statistics (16 x 2,049 tokens)"
+  for overlap in 0 1; do
+    for chunk in 2668 5336 ""; do  # 2^27, 2^28 and (default) 2^29 bf16 logits per chunk
+      echo "-- MEMLAKE_STATS_OVERLAP=$overlap chunk=${chunk:-default}"
+      MEMLAKE_STATS_OVERLAP=$overlap python3 bench/token_stats.py --device cuda --pythia 70m,160m \
+        --batch 16 --batches 4 --repeats 5 ${chunk:+--chunk $chunk} | grep -v '^|'
+    done
+  done
+  echo "== extraction (70m shape, batch 64 and 256)"
+  python3 bench/extraction.py --device cuda --pythia 70m --batches 64,256 --n-rows 512 --repeats 2 \
+    | grep -v '^|'
+} 2>&1 | tee "$log"
+cp bench/results/*.json "$out"/ 2>/dev/null || true
