@@ -3,8 +3,9 @@
 # triton, pytest, pyarrow and pyyaml; nothing is installed). From the repo root:
 #     bash bench/device_check.sh            # results under $OUT (default bench/results/device)
 # 1. the GPU-only tests (compiled Triton kernels, CUDA streams);
-# 2. token statistics vs the bare forward at Pythia shapes, the fused reduction serial and on a
-#    second stream beside the head matmul (MEMLAKE_STATS_OVERLAP), at three chunk sizes;
+# 2. token statistics vs the bare forward at Pythia shapes: the fused reduction serial and on a
+#    second stream beside the head matmul (MEMLAKE_STATS_OVERLAP), at three chunk sizes; then
+#    the head folded into the reduction (MEMLAKE_FUSED_HEAD) at a few tile shapes;
 # 3. extraction vs generate at the 70m shape.
 # About 3-4 minutes on an H100/H200 (the model builds and Triton compiles are most of it).
 set -uo pipefail
@@ -26,6 +27,11 @@ transformers.__version__, 'triton', triton.__version__)"
       MEMLAKE_STATS_OVERLAP=$overlap python3 bench/token_stats.py --device cuda --pythia 70m,160m \
         --batch 16 --batches 4 --repeats 5 ${chunk:+--chunk $chunk} | grep -v '^|'
     done
+  done
+  for tiles in '{}' '{"BLOCK_N": 256}' '{"BLOCK_M": 64, "num_warps": 4}' '{"num_stages": 4}'; do
+    echo "-- MEMLAKE_FUSED_HEAD=1 MEMLAKE_HEAD_TILES=$tiles"
+    MEMLAKE_FUSED_HEAD=1 MEMLAKE_HEAD_TILES="$tiles" python3 bench/token_stats.py --device cuda \
+      --pythia 70m,160m --batch 16 --batches 4 --repeats 5 | grep -v '^|'
   done
   echo "== extraction (70m shape, batch 64 and 256)"
   python3 bench/extraction.py --device cuda --pythia 70m --batches 64,256 --n-rows 512 --repeats 2 \

@@ -13,7 +13,15 @@ registers and keeps an online softmax (Milakov & Gimelshein 2018):
 
     surprisal = log s + m - z_true,  entropy = log s - w / s,  rank = r
 
-the same definitions as the torch reduction (equal to ~1e-6 relative). Triton is optional: without
+the same definitions as the torch reduction (equal to ~1e-6 relative).
+
+`head_stats` goes one step further (`MEMLAKE_FUSED_HEAD=1`): it computes the head matmul itself,
+tile by tile, and folds each logit tile into the same online softmax while it is in registers,
+so the logits are never written or read (the Pythia-70m gap: at 0.87 of the bare forward, the
+one read of the logits is 13 % of a forward whose head is a third of its FLOPs). Each tile is
+rounded to bf16 as a bf16 head's output would be, and the truth's logit comes from the same
+arithmetic (a diagonal of the row tile times its targets' weight rows), so rank ties resolve as
+in the unfused path. Triton is optional: without
 it, or on a CPU, `token_stats` uses the torch reduction. Under `TRITON_INTERPRET=1` the kernel
 runs on CPU tensors through Triton's interpreter, which is how the tests check it without a GPU
 (tests/conftest.py sets it before anything imports Triton).
@@ -22,6 +30,7 @@ runs on CPU tensors through Triton's interpreter, which is how the tests check i
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import torch
@@ -79,6 +88,155 @@ def _kernel():
         tl.store(rank + row, r)
 
     return stats_kernel
+
+
+# Fused head + reduction: tile sizes (positions x vocabulary x hidden) and the launch shape; on
+# the GPU these are starting points for bench/device_check.sh, not yet tuned on a device.
+HEAD_TILES = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3}
+# Vocabulary splits per row tile: enough programs to fill the GPU when there are few row tiles.
+MIN_PROGRAMS = 512
+
+
+@functools.cache
+def _head_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def head_stats_kernel(
+        hidden, weight, targets, true_out, m_out, s_out, w_out, r_out,
+        n_rows, vocab, dim, span,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROUND: tl.constexpr,
+        PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    ):  # fmt: skip
+        # Programs next to each other share a vocabulary span (and so the weight rows it reads).
+        n_tiles = tl.cdiv(n_rows, BLOCK_M)
+        pid = tl.program_id(0)
+        tile, split = pid % n_tiles, pid // n_tiles
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < n_rows
+        target = tl.load(targets + rows, mask=row_ok, other=0)
+        ks = tl.arange(0, BLOCK_K)
+        # The truth's logit by the same arithmetic as the tiles' entries: the row tile times its
+        # own targets' weight rows, [BLOCK_M, BLOCK_M], whose diagonal is each row's true logit.
+        acc = tl.zeros((BLOCK_M, BLOCK_M), tl.float32)
+        for k in range(0, dim, BLOCK_K):
+            k_ok = (k + ks) < dim
+            a = tl.load(
+                hidden + rows[:, None].to(tl.int64) * dim + (k + ks)[None, :],
+                mask=row_ok[:, None] & k_ok[None, :], other=0.0,
+            )  # fmt: skip
+            b = tl.load(
+                weight + target[None, :].to(tl.int64) * dim + (k + ks)[:, None],
+                mask=row_ok[None, :] & k_ok[:, None], other=0.0,
+            )  # fmt: skip
+            if UPCAST:  # exact: bf16 -> float32, and float32 products of bf16 values are exact
+                a, b = a.to(tl.float32), b.to(tl.float32)
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if ROUND:  # float32 -> nearest bf16 (ties to even), by integer arithmetic: a cast's
+            # rounding mode is not honoured by Triton's interpreter, which truncates (the tests)
+            bits = acc.to(tl.uint32, bitcast=True)
+            acc = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)
+        diagonal = tl.arange(0, BLOCK_M)[:, None] == tl.arange(0, BLOCK_M)[None, :]
+        true = tl.sum(tl.where(diagonal, acc, 0.0), 1)
+        m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+        s = tl.zeros((BLOCK_M,), tl.float32)
+        w = tl.zeros((BLOCK_M,), tl.float32)
+        r = tl.zeros((BLOCK_M,), tl.int32)
+        for start in range(split * span, tl.minimum(split * span + span, vocab), BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N)
+            col_ok = cols < vocab
+            acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
+            for k in range(0, dim, BLOCK_K):
+                k_ok = (k + ks) < dim
+                a = tl.load(
+                    hidden + rows[:, None].to(tl.int64) * dim + (k + ks)[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :], other=0.0,
+                )  # fmt: skip
+                b = tl.load(
+                    weight + cols[None, :].to(tl.int64) * dim + (k + ks)[:, None],
+                    mask=col_ok[None, :] & k_ok[:, None], other=0.0,
+                )  # fmt: skip
+                if UPCAST:
+                    a, b = a.to(tl.float32), b.to(tl.float32)
+                acc = tl.dot(a, b, acc, input_precision=PRECISION)
+            if ROUND:  # the logits a bf16 head would write, read back in float32 (as above)
+                bits = acc.to(tl.uint32, bitcast=True)
+                acc = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)
+            z = tl.where(col_ok[None, :], acc, float("-inf"))
+            # strictly greater than the truth (its own column excluded all the same)
+            r += tl.sum(((z > true[:, None]) & (cols[None, :] != target[:, None])).to(tl.int32), 1)
+            m_new = tl.maximum(m, tl.max(z, 1))
+            shift = tl.where(col_ok[None, :], z - m_new[:, None], 0.0)
+            e = tl.where(col_ok[None, :], tl.exp(shift), 0.0)
+            scale = tl.where(m == float("-inf"), 0.0, tl.exp(m - m_new))
+            w = scale * (w + tl.where(m == float("-inf"), 0.0, m - m_new) * s) + tl.sum(e * shift, 1)
+            s = scale * s + tl.sum(e, 1)
+            m = m_new
+        if split == 0:
+            tl.store(true_out + rows, true, mask=row_ok)
+        out = split * n_rows + rows
+        tl.store(m_out + out, m, mask=row_ok)
+        tl.store(s_out + out, s, mask=row_ok)
+        tl.store(w_out + out, w, mask=row_ok)
+        tl.store(r_out + out, r, mask=row_ok)
+
+    return head_stats_kernel
+
+
+def head_fusable(head: torch.nn.Module) -> bool:
+    """Whether `token_stats` folds the LM head into the reduction (`head_stats`): asked for with
+    `MEMLAKE_FUSED_HEAD=1` (off by default until bench/device_check.sh measures it against the
+    head matmul + `reduce_logits_fused`), for a bias-free linear head."""
+    return (
+        os.environ.get("MEMLAKE_FUSED_HEAD", "0") == "1"
+        and type(head) is torch.nn.Linear
+        and head.bias is None
+    )
+
+
+def head_stats(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, tiles: dict | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(surprisal, rank, entropy) of `hidden` [N, H] @ `weight` [V, H]^T against `targets` [N],
+    without writing the [N, V] logits: each program multiplies a tile of positions by a span of
+    the vocabulary and folds the logit tiles into an online softmax as they come out of the
+    matmul, and the spans' partial states are merged here. The logits are those a head of the
+    weights' dtype writes (float32 accumulation, rounded to bf16 for bf16 weights), so the numbers
+    are the unfused path's to rounding. `tiles` overrides HEAD_TILES (tests, tuning).
+    """
+    # MEMLAKE_HEAD_TILES='{"BLOCK_N": 256, ...}' for tuning runs (bench/device_check.sh)
+    tiles = {**HEAD_TILES, **json.loads(os.environ.get("MEMLAKE_HEAD_TILES") or "{}"), **(tiles or {})}
+    hidden, weight = hidden.contiguous(), weight.contiguous()
+    n, dim = hidden.shape
+    vocab = weight.shape[0]
+    true = torch.empty(n, dtype=torch.float32, device=hidden.device)
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    n_tiles = -(-n // tiles["BLOCK_M"])
+    splits = max(1, min(-(-MIN_PROGRAMS // n_tiles), vocab // (4 * tiles["BLOCK_N"]) or 1))
+    span = -(-vocab // (splits * tiles["BLOCK_N"])) * tiles["BLOCK_N"]
+    splits = -(-vocab // span)
+    parts = torch.empty(3, splits, n, dtype=torch.float32, device=hidden.device)
+    ranks = torch.empty(splits, n, dtype=torch.int32, device=hidden.device)
+    if n:
+        _head_kernel()[(n_tiles * splits,)](
+            hidden, weight, targets.contiguous(), true, parts[0], parts[1], parts[2], ranks,
+            n, vocab, dim, span,
+            BLOCK_M=tiles["BLOCK_M"], BLOCK_N=tiles["BLOCK_N"], BLOCK_K=tiles["BLOCK_K"],
+            ROUND=weight.dtype == torch.bfloat16,
+            # float32 inputs: no TF32 rounding. Triton's interpreter (tests) multiplies bf16 blocks
+            # wrongly, so there they are upcast first, which the float32 "ieee" product keeps exact.
+            PRECISION="ieee" if weight.dtype == torch.float32 or interpreted else "tf32",
+            UPCAST=interpreted and weight.dtype != torch.float32,
+            num_warps=tiles["num_warps"], num_stages=tiles["num_stages"],
+        )  # fmt: skip
+    m, s, w = parts
+    peak = m.amax(0)
+    scale = torch.exp(m - peak)
+    total = (scale * s).sum(0)
+    weighted = (scale * (w + (m - peak) * s)).sum(0)
+    log_total = total.log()
+    return log_total + peak - true, ranks.sum(0, dtype=torch.int32), log_total - weighted / total
 
 
 def reduce_logits_fused(

@@ -112,6 +112,10 @@ def token_statistics(model, input_ids: torch.Tensor, *, chunk: int | None = None
             "entropy": torch.empty(batch * scored, dtype=torch.float32, device=device),
         }
         fused = fused_stats.available(device)
+        if fused and fused_stats.head_fusable(head):  # no logits at all: one launch for the batch
+            sup, rank, ent = fused_stats.head_stats(hidden, head.weight, targets)
+            out = {"surprisal": sup, "rank": rank, "entropy": ent}
+            return {k: v.view(batch, scored) for k, v in out.items()}
         side = _side_stream(device) if fused else None
         buffers = None  # float32 logits + 2 work buffers, allocated once, reused by every chunk
         for start in range(0, batch * scored, step):

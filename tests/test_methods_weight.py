@@ -28,7 +28,8 @@ WEIGHT_METHODS = ("greedy", "durable", "durable_aggregate", "second_order", "sub
 HPARAMS = {
     "greedy": {"ratio": 0.003},
     "durable": {"ratio": 0.02},
-    "durable_aggregate": {"ratio": 0.02},
+    # the global top-k lands mostly outside the MLPs here: 0.02 zeroes only ~40 MLP weights
+    "durable_aggregate": {"ratio": 0.1},
     "second_order": {"ratio": 0.02},
     "subnet": {"ratio": 0.3, "epochs": 20},
     "balanced_subnet": {"ratio": 0.3, "epochs": 20},
@@ -102,9 +103,11 @@ def memorised():
     torch.manual_seed(0)
     model = _gpt2()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    # Forget and retain weighted equally, so 4 rows memorise quickly; stopping at 80 steps (forget
-    # loss ~0.04) rather than at ~0 keeps the forget gradient informative for the scored methods.
-    for _ in range(80):
+    # Forget and retain weighted equally, so 4 rows memorise quickly; stopping once the forget
+    # loss is under 0.05, rather than at ~0, keeps its gradient informative for the scored
+    # methods. (A fixed step count stopped at 0.04 with one transformers release and at 0.008,
+    # where durable's scores no longer find the memorising weights, with a later one.)
+    for _ in range(300):
         loss = (
             sequence_loss(model, retain.tokens, None).mean()
             + sequence_loss(model, forget.tokens, None).mean()
@@ -112,9 +115,13 @@ def memorised():
         opt.zero_grad()
         loss.backward()
         opt.step()
+        model.eval()
+        f, r = _losses(model, forget, retain)
+        model.train()
+        if f < 0.05 and r < 0.5:
+            break
     model.eval()
-    f, r = _losses(model, forget, retain)
-    assert f < 0.1 and r < 0.5, (f, r)
+    assert f < 0.05 and r < 0.5, (f, r)
     return model, forget, retain
 
 
@@ -199,7 +206,8 @@ def test_zeroes_only_mlp_weights_exact_count(memorised, edited, name):
     if expected is not None:
         assert total == expected
     else:
-        assert 0 < total <= stats["selected"] == n_selected(0.02, sum(p.numel() for p in model.parameters()))
+        n_params = sum(p.numel() for p in model.parameters())
+        assert 0 < total <= stats["selected"] == n_selected(HPARAMS[name]["ratio"], n_params)
     assert stats["seconds"] > 0 and stats["iterations"] >= 1
 
 

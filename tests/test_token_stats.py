@@ -249,3 +249,63 @@ def test_overlapped_reduction_equals_the_serial_one_on_gpu(monkeypatch):
     true = ids[:, 1:, None]
     torch.testing.assert_close(runs["1"]["surprisal"], -logp.gather(-1, true)[..., 0], atol=1e-4, rtol=0)
     assert (runs["1"]["rank"] == (logits > logits.gather(-1, true)).sum(-1)).float().mean() > 0.99
+
+
+SMALL_TILES = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 16, "num_warps": 1, "num_stages": 1}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_head_matches_the_head_then_the_reduction(interpret, monkeypatch, dtype):
+    """Head matmul and statistics in one kernel (interpreted): the numbers of projecting, then
+    reducing, with partial tiles on every axis and several vocabulary spans merged."""
+    from ingest.token_stats import reduce_logits
+
+    gen = torch.Generator().manual_seed(0)
+    n, dim, vocab = 37, 40, 300
+    hidden = torch.randn(n, dim, generator=gen).to(dtype)
+    weight = (torch.randn(vocab, dim, generator=gen) / 3).to(dtype)
+    targets = torch.randint(0, vocab, (n,), generator=gen)
+    weight[7] = weight[targets[0]]  # an exact twin of row 0's truth: a tie, not counted
+    weight[targets[1]] = hidden[1] * 4  # row 1: a peaked truth, rank 0
+    # the logits a head of this dtype writes: exact products, float32 sums, rounded to the dtype
+    ref = reduce_logits((hidden.float() @ weight.float().t()).to(dtype).float(), targets)
+    for splits in (1, 3):  # 3 row tiles of 16: 1 or 3 spans of the vocabulary
+        monkeypatch.setattr(interpret, "MIN_PROGRAMS", splits * 3)
+        fused = interpret.head_stats(hidden, weight, targets, SMALL_TILES)
+        torch.testing.assert_close(fused[0], ref[0], atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(fused[2], ref[2], atol=1e-5, rtol=1e-6)
+        agree = (fused[1] == ref[1]).float().mean()
+        assert agree == 1 if dtype == torch.float32 else agree > 0.9  # bf16: last-bit ties may move
+        assert fused[1][1] == 0
+
+
+def test_token_statistics_on_the_fused_head_match_the_definition(interpret, monkeypatch, reference, ids):
+    from ingest import fused_stats
+
+    monkeypatch.setenv("MEMLAKE_FUSED_HEAD", "1")
+    monkeypatch.setattr(fused_stats, "HEAD_TILES", SMALL_TILES)
+    calls, real = [], fused_stats.head_stats
+    monkeypatch.setattr(fused_stats, "head_stats", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    model, refs = reference
+    assert_matches(token_statistics(model, ids), refs)
+    assert calls == [(4 * 19, 32)]  # every scored position in one launch, no logits projected
+
+
+@needs_cuda
+def test_fused_head_matches_the_unfused_path_on_gpu(monkeypatch):
+    pytest.importorskip("triton")
+    if __import__("os").environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("set TRITON_INTERPRET=0 to run the compiled kernel")
+    torch.manual_seed(0)
+    model = to_inference(build_model({"hidden_size": 512, "layers": 2, "heads": 8}, 50_304, 512), "cuda")
+    ids = torch.randint(0, 50_304, (8, 513), device="cuda")
+    runs = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("MEMLAKE_FUSED_HEAD", flag)
+        runs[flag] = token_statistics(model, ids)
+    # bf16 logits from two matmuls (cuBLAS and the kernel's tiles) differ where their float32 sums
+    # round to neighbouring bf16 values: rarely, and then by one bf16 step
+    for key in ("surprisal", "entropy"):
+        diff = (runs["0"][key] - runs["1"][key]).abs()
+        assert (diff < 1e-4).float().mean() > 0.99 and diff.max() < 0.1, key
+    assert (runs["0"]["rank"] == runs["1"]["rank"]).float().mean() > 0.99
