@@ -227,14 +227,20 @@ needs_cuda = pytest.mark.skipif(
 )
 
 
-@needs_cuda
-def test_overlapped_reduction_equals_the_serial_one_on_gpu(monkeypatch):
+def gpu_model_and_rows(hidden: int):
+    """A bf16 model of Pythia's vocabulary on the GPU and 8 random rows of 513 tokens, for tests
+    that need compiled Triton kernels (TRITON_INTERPRET=0, as bench/device_check.sh sets)."""
     pytest.importorskip("triton")
     if __import__("os").environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("set TRITON_INTERPRET=0 to run the compiled kernel")
     torch.manual_seed(0)
-    model = to_inference(build_model({"hidden_size": 128, "layers": 2, "heads": 4}, 50_304, 512), "cuda")
-    ids = torch.randint(0, 50_304, (8, 513), device="cuda")
+    model = build_model({"hidden_size": hidden, "layers": 2, "heads": 4}, 50_304, 512)
+    return to_inference(model, "cuda"), torch.randint(0, 50_304, (8, 513), device="cuda")
+
+
+@needs_cuda
+def test_overlapped_reduction_equals_the_serial_one_on_gpu(monkeypatch):
+    model, ids = gpu_model_and_rows(128)
     runs = {}
     for flag in ("0", "1"):
         monkeypatch.setenv("MEMLAKE_STATS_OVERLAP", flag)
@@ -293,12 +299,7 @@ def test_token_statistics_on_the_fused_head_match_the_definition(interpret, monk
 
 @needs_cuda
 def test_fused_head_matches_the_unfused_path_on_gpu(monkeypatch):
-    pytest.importorskip("triton")
-    if __import__("os").environ.get("TRITON_INTERPRET") == "1":
-        pytest.skip("set TRITON_INTERPRET=0 to run the compiled kernel")
-    torch.manual_seed(0)
-    model = to_inference(build_model({"hidden_size": 512, "layers": 2, "heads": 8}, 50_304, 512), "cuda")
-    ids = torch.randint(0, 50_304, (8, 513), device="cuda")
+    model, ids = gpu_model_and_rows(512)  # Pythia-70m's width
     runs = {}
     for flag in ("0", "1"):
         monkeypatch.setenv("MEMLAKE_FUSED_HEAD", flag)
