@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from ingest.hf_compat import with_cache
 from ingest.token_stats import eval_mode, model_device
 
 try:  # GPT-NeoX's own building blocks, so the fast decode step reproduces its forward exactly
@@ -91,7 +92,9 @@ def greedy_extract(
     out = torch.empty(batch, gen_len, dtype=torch.long, device=device)
     with eval_mode(model):
         cache = DynamicCache()
-        hidden = model.base_model(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
+        hidden = model.base_model(
+            input_ids=ids, use_cache=True, **with_cache(model.base_model, cache)
+        ).last_hidden_state
         out[:, 0] = first_argmax(head(hidden[:, -1:])[:, -1])
         todo = torch.arange(batch, device=device)  # rows to decode
         # (with CUDA graphs decoding costs less than verifying: the targets are not needed)
@@ -132,7 +135,9 @@ def _verified(model, cache, rows: torch.Tensor, targets: torch.Tensor) -> torch.
     whole = len(rows) == next(iter(cache))[0].size(0)
     own = DynamicCache([(kv[0], kv[1]) if whole else (kv[0][rows], kv[1][rows]) for kv in cache])
     fed = targets[:, :-1]
-    hidden = model.base_model(input_ids=fed, past_key_values=own, use_cache=True).last_hidden_state
+    hidden = model.base_model(
+        input_ids=fed, use_cache=True, **with_cache(model.base_model, own)
+    ).last_hidden_state
     logits = model.get_output_embeddings()(hidden)
     pred = first_argmax(logits.flatten(0, 1)).view_as(fed)
     ok = (pred == targets[:, 1:]).all(1)
@@ -165,7 +170,7 @@ def _decode(model, cache, token: torch.Tensor, prompt_len: int, steps: int) -> t
             hidden = step(token, prompt_len + i)
         else:
             hidden = model.base_model(
-                input_ids=token[:, None], past_key_values=cache, use_cache=True
+                input_ids=token[:, None], use_cache=True, **with_cache(model.base_model, cache)
             ).last_hidden_state
         token = first_argmax(head(hidden)[:, -1])
         out[:, i] = token

@@ -4,6 +4,7 @@ from transformers import DynamicCache
 
 from ingest import extraction
 from ingest.extraction import _NeoXDecoder, first_argmax, greedy_extract, match_fraction
+from ingest.hf_compat import with_cache
 from ingest.suite.model import build_model
 
 VOCAB = 256
@@ -57,11 +58,13 @@ def test_decode_step_reproduces_the_model_forward_bitwise(attention, parallel_re
     assert base.config._attn_implementation == attention
     with torch.inference_mode():
         cache = DynamicCache()
-        base(input_ids=ids, past_key_values=cache, use_cache=True)
+        base(input_ids=ids, use_cache=True, **with_cache(base, cache))
         step = _NeoXDecoder(base, cache, max_len=12)
         for position, token in enumerate(prompts(batch=4, length=3, seed=2).T, start=6):
             ours = step(token, position)
-            theirs = base(input_ids=token[:, None], past_key_values=cache, use_cache=True).last_hidden_state
+            theirs = base(
+                input_ids=token[:, None], use_cache=True, **with_cache(base, cache)
+            ).last_hidden_state
             assert torch.equal(ours, theirs)
 
 
@@ -256,7 +259,9 @@ def test_graphed_decode_buffers_are_reused_across_batches():
         ids = prompts(batch=5, length=7, seed=seed)
         with torch.inference_mode():
             cache = DynamicCache()
-            hidden = model.base_model(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
+            hidden = model.base_model(
+                input_ids=ids, use_cache=True, **with_cache(model.base_model, cache)
+            ).last_hidden_state
             first = first_argmax(model.get_output_embeddings()(hidden[:, -1]))
             if runner is None:
                 runner = extraction._GraphedDecode(model, cache, first, 7, 9, capture=False)
@@ -271,7 +276,7 @@ def test_near_ties_are_decoded_not_verified(monkeypatch):
     own = hf_greedy(model, ids, 6)
     with torch.inference_mode():
         cache = DynamicCache()
-        model.base_model(input_ids=ids, past_key_values=cache, use_cache=True)
+        model.base_model(input_ids=ids, use_cache=True, **with_cache(model.base_model, cache))
         rows = torch.arange(4)
         assert extraction._verified(model, cache, rows, own).all()
         monkeypatch.setattr(extraction, "TIE_EPS", 1e9)  # every margin is "within rounding"

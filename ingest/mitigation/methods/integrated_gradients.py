@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ingest.hf_compat import output_cache, with_cache
 from ingest.mitigation.arch import mlps, neuron_hook
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
 from ingest.mitigation.methods.neurons import (
@@ -42,7 +43,7 @@ def prefix_pass(model: nn.Module, tokens: torch.Tensor):
         acts[layer] = act.detach()
 
     with neuron_hook(model, keep):
-        cache = model(input_ids=tokens, use_cache=True).past_key_values
+        cache = output_cache(model(input_ids=tokens, use_cache=True))
     return [acts[layer] for layer in sorted(acts)], cache
 
 
@@ -75,7 +76,8 @@ def group_ig(model: nn.Module, tokens: torch.Tensor, mask: torch.Tensor, steps: 
                 return out
 
             with neuron_hook(model, write):
-                logits = model(input_ids=inp, past_key_values=cache, use_cache=True).logits[:, -1].float()
+                out = model(input_ids=inp, use_cache=True, **with_cache(model, cache))
+                logits = out.logits[:, -1].float()
             cache.crop(-1)  # drop the probe token the forward appended
             prob = logits.softmax(-1).gather(1, target).sum()
             (grad,) = torch.autograd.grad(prob, scaled)

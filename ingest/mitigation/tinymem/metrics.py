@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ingest.hf_compat import output_cache, with_cache
 from ingest.mitigation.methods.base import SequenceSet
 from ingest.mitigation.tinymem.data import TinyMemData
 
@@ -37,7 +38,7 @@ def greedy_generate(model: nn.Module, prompts: torch.Tensor, n: int) -> torch.Te
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         seq.append(nxt)
         if i + 1 < n:
-            out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+            out = model(input_ids=nxt, use_cache=True, **with_cache(model, output_cache(out)))
     model.train(was_training)
     return torch.cat(seq, 1)
 
