@@ -15,7 +15,10 @@ to a chunk of positions at a time and each chunk's float32 logits are reduced to
 per position and dropped, so the [B, T, V] float32 logits never exist at once (13 GB for one
 Pythia batch). On CPU, a chunk stays in cache between the vectorised passes of `reduce_logits`;
 on a GPU, where each pass would go to memory, a Triton kernel (`ingest/fused_stats.py`) reduces
-the model-dtype logits in one pass.
+the model-dtype logits in one pass. Two GPU variants wait for a measurement on a device
+(bench/device_check.sh) and are off by default: that reduction on a second stream beside the next
+chunk's head matmul (`MEMLAKE_STATS_OVERLAP=1`), and the head folded into the kernel so that no
+logits are written at all (`MEMLAKE_FUSED_HEAD=1`).
 """
 
 from __future__ import annotations
@@ -106,16 +109,15 @@ def token_statistics(model, input_ids: torch.Tensor, *, chunk: int | None = None
         step = chunk or default_chunk(head.weight.shape[0], device)
         if step < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
+        fused = fused_stats.available(device)
+        if fused and fused_stats.head_fusable(head):  # no logits at all: one launch for the batch
+            stats = fused_stats.head_stats(hidden, head.weight, targets)
+            return {k: v.view(batch, scored) for k, v in zip(("surprisal", "rank", "entropy"), stats)}
         out = {
             "surprisal": torch.empty(batch * scored, dtype=torch.float32, device=device),
             "rank": torch.empty(batch * scored, dtype=torch.int32, device=device),
             "entropy": torch.empty(batch * scored, dtype=torch.float32, device=device),
         }
-        fused = fused_stats.available(device)
-        if fused and fused_stats.head_fusable(head):  # no logits at all: one launch for the batch
-            sup, rank, ent = fused_stats.head_stats(hidden, head.weight, targets)
-            out = {"surprisal": sup, "rank": rank, "entropy": ent}
-            return {k: v.view(batch, scored) for k, v in out.items()}
         side = _side_stream(device) if fused else None
         buffers = None  # float32 logits + 2 work buffers, allocated once, reused by every chunk
         for start in range(0, batch * scored, step):
