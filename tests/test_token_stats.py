@@ -1,4 +1,5 @@
 import math
+import os
 
 import pytest
 import torch
@@ -231,7 +232,7 @@ def gpu_model_and_rows(hidden: int):
     """A bf16 model of Pythia's vocabulary on the GPU and 8 random rows of 513 tokens, for tests
     that need compiled Triton kernels (TRITON_INTERPRET=0, as bench/device_check.sh sets)."""
     pytest.importorskip("triton")
-    if __import__("os").environ.get("TRITON_INTERPRET") == "1":
+    if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("set TRITON_INTERPRET=0 to run the compiled kernel")
     torch.manual_seed(0)
     model = build_model({"hidden_size": hidden, "layers": 2, "heads": 4}, 50_304, 512)
