@@ -215,6 +215,7 @@ def run_unit(unit: Unit, log=print) -> dict[str, Any]:
         "num_shards": unit.num_shards,
         "device": str(device),
         "dtype": str(dtype),
+        "threads": torch.get_num_threads(),
         "seconds": round(seconds, 3),
         **{k: v for k, v in opts.items()},
     }

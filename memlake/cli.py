@@ -134,7 +134,7 @@ ExecOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--exec-opt",
-        help="Executor option k=v (slurm: cluster, partition, timeout_min, "
+        help="Executor option k=v (local: workers; slurm: cluster, partition, timeout_min, "
         "array_parallelism; ray: address, num_gpus).",
     ),
 ]

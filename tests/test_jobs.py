@@ -1,5 +1,6 @@
 """Scoring jobs end to end on the tiny suite: partitions, resumption, executors, bad input."""
 
+import json
 import os
 import signal
 import subprocess
@@ -199,6 +200,65 @@ def test_slurm_executor_through_submitit_local(tiny_suite, tmp_path):
     results = execute(units, "slurm", cluster="local", folder=str(tmp_path / "slurm"))
     assert [r["rows"] for r in results] == [len(load_panel(wh, PANEL, 1)[0])] * 2
     assert len(lake.partitions(wh, "token_stats")) == 2
+
+
+def test_local_workers_write_the_same_partitions(tiny_suite, tmp_path):
+    """Two worker processes, one core each, write what one process writes."""
+    one, two = Warehouse.at(tmp_path / "one"), Warehouse.at(tmp_path / "two")
+    opts = {**OPTS, "prompt_len": 32, "gen_len": 32}
+    jobs = ("token_stats", "extraction")
+    units = {}
+    for wh in (one, two):
+        _copy_suite(tiny_suite, wh)
+        units[wh] = [u for job in jobs for u in plan(job, "suite-xs", "step0,step64", wh, 1, opts)]
+    execute(units[one], "local")
+    results = execute(units[two], "local", workers=2)
+    assert [r["unit"] for r in results] == units[two] and not any(r["skipped"] for r in results)
+    key = ["step", "instance_id"]
+    for job, floats, exact in (
+        ("token_stats", ("surprisal", "entropy"), ("rank",)),
+        ("extraction", ("match_fraction",), ("generated", "memorised")),
+    ):
+        a = pl.from_arrow(lake.read_table(one, job)).sort(key)
+        b = pl.from_arrow(lake.read_table(two, job)).sort(key)
+        assert a.select(key).equals(b.select(key)) and len(a) == 2 * len(load_panel(one, PANEL, 1)[0])
+        for col in floats:
+            np.testing.assert_allclose(np.stack(a[col].to_numpy()), np.stack(b[col].to_numpy()), atol=1e-5)
+        assert a.select(exact).equals(b.select(exact))
+    manifests = [json.loads((p / lake.MANIFEST).read_text()) for p in lake.partitions(two, "extraction")]
+    assert {m["config"]["threads"] for m in manifests} == {max(1, len(os.sched_getaffinity(0)) // 2)}
+
+
+def test_local_workers_report_a_failing_unit(tiny_suite, tmp_path):
+    wh = Warehouse.at(tmp_path)
+    _copy_suite(tiny_suite, wh)
+    units = plan("token_stats", "suite-xs", "step0,step16", wh, 1, {**OPTS, "batch_size": "big"})
+    with pytest.raises(MemlakeError, match="batch_size: expected a positive integer or 'auto', got 'big'"):
+        execute(units, "local", workers=2)
+    assert not lake.partitions(wh, "token_stats")
+    with pytest.raises(MemlakeError, match="workers must be a positive integer, got 0"):
+        execute(units, "local", workers=0)
+
+
+def test_each_worker_gets_its_gpu_or_its_cores(monkeypatch):
+    import multiprocessing
+
+    from ingest.executors import _start_worker
+
+    slots = multiprocessing.get_context("spawn").Queue()
+    for i in range(3):
+        slots.put(i)
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    try:
+        seen = []
+        for _ in range(3):
+            _start_worker(slots, 3, ["4", "6"])
+            seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+        assert seen == ["4", "6", "4"]  # worker i: GPU i mod n
+        assert torch.get_num_threads() == max(1, len(os.sched_getaffinity(0)) // 3)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_ray_executor(tiny_suite, tmp_path):
