@@ -77,10 +77,17 @@ def resolve(model: str, revision: str | int | None = None, wh: Warehouse | None 
         m = _STEP.match(path.name)
         name = path.parent.name if m else path.name
         return ModelRef(name, int(m.group(1)) if m else None, str(path), None)
-    if _HUB_ID.match(model) and not path.exists():
+    from ingest.hub_suites import family_hub_id, registered
+
+    # A Hub model by its lake key (registered, or a known family member) or by its Hub id.
+    reg = registered(wh, model)
+    hub_id = reg["hub_id"] if reg else family_hub_id(model) or model
+    if _HUB_ID.match(hub_id) and not Path(hub_id).expanduser().exists():
         rev = str(revision) if revision is not None else "main"
         step = parse_step(rev) if _STEP.match(rev) else None
-        return ModelRef(model.split("/")[-1], step, model, rev)
+        if reg and step is not None and step not in reg["steps"]:
+            raise MemlakeError(f"model {hub_id}: revision {rev} not found (has {_span(reg['steps'])})")
+        return ModelRef(hub_id.split("/")[-1], step, hub_id, rev)
     raise MemlakeError(f"model {model!r}: not a suite model, a local checkpoint folder or a Hub id")
 
 

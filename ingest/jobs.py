@@ -8,6 +8,8 @@ plan again, and any executor (local loop, Slurm array, Ray) can run units in any
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import time
 from abc import ABC, abstractmethod
@@ -165,18 +167,24 @@ def plan(
         if missing:
             raise MemlakeError(
                 f"model {model!r}: revision(s) {[f'step{s}' for s in missing][:5]} "
-                f"not found (have step{available[0]}..step{available[-1]})"
+                f"not found (has {len(available)} revisions, step{available[0]}..step{available[-1]})"
             )
     opts = tuple(sorted((options or {}).items()))
     return [Unit(job, model, s, k, num_shards, str(wh.root), opts) for s in steps for k in range(num_shards)]
 
 
 def available_steps(model: str, wh: Warehouse) -> list[int] | None:
-    """Checkpoint steps of a local suite model or folder; None for Hub models."""
+    """Checkpoint steps of a local suite model or folder, or the revisions of a registered Hub
+    suite (a known family, e.g. Pythia, is registered on first use); None for a single folder."""
+    from ingest.hub_suites import ensure_registered
+
     for folder in (wh.suite / model, Path(model)):
         if folder.is_dir() and not (folder / "config.json").exists():
             return local_steps(folder)
-    return None
+    if Path(model).expanduser().exists():
+        return None
+    reg = ensure_registered(wh, model)
+    return reg["steps"] if reg else None
 
 
 # --------------------------------------------------------------------------- running
@@ -242,19 +250,45 @@ def _check_compatible(model, ref: ModelRef, tokens: np.ndarray, wh: Warehouse) -
         raise MemlakeError(
             f"instances: rows of {tokens.shape[1]} tokens exceed model {ref.name}'s context of {context}"
         )
-    if ref.is_local and (wh.tokenizer / "tokenizer.json").exists():
-        mine = os.path.join(ref.location, "tokenizer.json")
-        if os.path.exists(mine) and _vocab(mine) != _vocab(wh.tokenizer / "tokenizer.json"):
-            raise MemlakeError(
-                f"tokenizer of {ref.location} does not match the warehouse tokenizer "
-                f"{wh.tokenizer} that built the instances"
-            )
+    theirs = _instances_tokenizer(wh)
+    if theirs is None:
+        return
+    mine = _vocab(ref.location, ref.revision)
+    if mine is not None and mine != _vocab(theirs, None):
+        where = f"{ref.location}@{ref.revision}" if ref.revision else ref.location
+        raise MemlakeError(
+            f"tokenizer of {where} does not match the tokenizer {theirs} that made the instances"
+        )
 
 
-def _vocab(path) -> dict[str, int]:
-    import json
+def _instances_tokenizer(wh: Warehouse) -> str | None:
+    """The tokenizer that made the instances: the one the instances manifest records (Hub
+    imports), else the warehouse's own (the embedded corpus), else unknown."""
+    if lake.is_complete(wh, "instances", {}):
+        recorded = lake.manifest(wh.table("instances")).get("config", {}).get("tokenizer")
+        if recorded:
+            return str(recorded)
+    return str(wh.tokenizer) if (wh.tokenizer / "tokenizer.json").exists() else None
 
-    return json.loads(open(path).read())["model"]["vocab"]
+
+@functools.lru_cache(maxsize=16)
+def _vocab(location: str, revision: str | None) -> dict[str, int] | None:
+    """A tokenizer's vocabulary: read from a local tokenizer.json, else loaded the way
+    `from_pretrained` finds it (Hub id + revision, cache when offline); None if it has none."""
+    path = os.path.join(location, "tokenizer.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            spec = json.load(f)
+        # as get_vocab() sees it: the model's vocabulary plus the added (special) tokens
+        return {**spec["model"]["vocab"], **{t["content"]: t["id"] for t in spec.get("added_tokens", [])}}
+    if os.path.isdir(location):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(location, revision=revision).get_vocab()
+    except (OSError, ValueError):  # the model ships no tokenizer: nothing to compare
+        return None
 
 
 def auto_batch_size(model, row_len: int, device: torch.device, free_bytes: int | None = None) -> int:

@@ -102,6 +102,37 @@ def suite_train(
             )
 
 
+@suite_app.command("register")
+def suite_register(
+    hub_id: Annotated[str, typer.Argument(help="Hub model id, e.g. EleutherAI/pythia-70m-deduped.")],
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per optimiser step.")] = None,
+    first_epoch_end: Annotated[int | None, typer.Option(help="Last step of the first epoch.")] = None,
+    row_len: Annotated[int | None, typer.Option(help="Tokens per training sequence.")] = None,
+    max_lr: Annotated[float | None, typer.Option(help="Peak learning rate (for the lr column).")] = None,
+    total_steps: Annotated[int | None, typer.Option(help="Training steps (default: last revision).")] = None,
+    warmup_fraction: Annotated[float | None, typer.Option(help="Warm-up share of the steps.")] = None,
+    min_lr_ratio: Annotated[float | None, typer.Option(help="Cosine floor as a share of the peak.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace a registration with other facts.")] = False,
+    warehouse: WarehouseOpt = None,
+):
+    """Write `checkpoints` rows for a Hub model's step<N> revisions (Pythia: from its published
+    facts; any other suite: give --batch-size and --first-epoch-end)."""
+    from ingest.hub_suites import register
+
+    facts = dict(
+        batch_size=batch_size,
+        first_epoch_end=first_epoch_end,
+        row_len=row_len,
+        max_lr=max_lr,
+        total_steps=total_steps,
+        warmup_fraction=warmup_fraction,
+        min_lr_ratio=min_lr_ratio,
+    )
+    r = register(Warehouse.at(warehouse), hub_id, force=force, **facts)
+    what = "already registered" if r["skipped"] else "registered"
+    console.print(f"{r['hub_id']}: {what} as model {r['model']!r} ({r['checkpoints']} checkpoints)")
+
+
 @suite_app.command("list")
 def suite_list(warehouse: WarehouseOpt = None):
     """List the suite's checkpoints."""
@@ -724,6 +755,9 @@ def _dbt_vars(cfg) -> dict:
     ex, tax = cfg["ingest"]["extraction"], cfg.get("taxonomy", {})
     out = {"extraction_prompt_len": ex["prompt_len"], "extraction_gen_len": ex["gen_len"]}
     out.update({k: tax[k] for k in ("nl_threshold", "code_threshold", "recitation_threshold") if k in tax})
+    # perplexity windows follow the taxonomy sample: prompt [0, P), continuation [P, P + k)
+    windows = {"prompt_len": "perplexity_prompt_len", "k": "perplexity_continuation_len"}
+    out.update({var: tax[key] for key, var in windows.items() if key in tax})
     return out
 
 

@@ -43,6 +43,9 @@ class TableSpec:
     keys: tuple[str, ...]  # columns that identify a row (unique, not null)
     partition_by: tuple[str, ...] = ()
     checks: tuple[Callable[[pa.Table], str | None], ...] = field(default=())
+    # Columns a writer may leave out (filled with nulls): additive contract changes that older
+    # writers and partitions do not know about. dbt reads them with union_by_name.
+    optional: tuple[str, ...] = ()
 
     @property
     def file_schema(self) -> pa.Schema:
@@ -109,10 +112,14 @@ TABLES: dict[str, TableSpec] = {
                     ("artifact", pa.string()),  # none/duplicate/incrementing/repeating/noise/...
                     ("copies", pa.int32()),  # times these exact tokens occur in training
                     ("clean_tokens", TOKENS),  # noise artifacts: the un-noised row
+                    # true: `tokens` hold only a sample of the training row (the 64-token
+                    # prompt + continuation of pythia-memorized-evals), not the whole row
+                    ("sample_only", pa.bool_()),
                 ]
             ),
             keys=("instance_id",),
             checks=(_split_values, _train_rows_have_cohorts),
+            optional=("sample_only",),
         ),
         TableSpec(
             name="checkpoints",
@@ -126,10 +133,13 @@ TABLES: dict[str, TableSpec] = {
                     ("tokens_seen", pa.int64()),
                     ("epoch", pa.float64()),  # tokens_seen / training tokens
                     ("train_loss", pa.float64()),  # mean loss over the steps since last ckpt
+                    ("revision", pa.string()),  # the branch name: step<N>
+                    ("first_epoch_end", pa.int64()),  # last step of the first pass over the data
                 ]
             ),
             keys=("model", "step"),
             partition_by=("model",),
+            optional=("revision", "first_epoch_end"),
         ),
         TableSpec(
             name="token_stats",
@@ -335,6 +345,9 @@ def validate(table: str, data: Any, partition: Mapping[str, Any] | None = None) 
                 )
             t = t.drop_columns([key])
     want = s.file_schema
+    for name in s.optional:
+        if name in want.names and name not in t.column_names:
+            t = t.append_column(name, pa.nulls(t.num_rows, want.field(name).type))
     missing = [f.name for f in want if f.name not in t.column_names]
     if missing:
         raise MemlakeError(f"table {table!r}: missing required column(s) {missing}")
@@ -492,6 +505,8 @@ def read_table(wh: Warehouse, table: str, columns: list[str] | None = None, veri
         except (pa.ArrowInvalid, OSError) as e:
             raise MemlakeError(f"{path}: unreadable Parquet ({str(e).splitlines()[0]})") from None
         wanted = [c for c in columns or s.file_schema.names if c not in s.partition_by]
+        absent = [c for c in wanted if c not in file_schema.names and c in s.optional]
+        wanted = [c for c in wanted if c not in absent]
         missing = [c for c in wanted if c not in file_schema.names]
         if missing:
             raise MemlakeError(
@@ -504,6 +519,9 @@ def read_table(wh: Warehouse, table: str, columns: list[str] | None = None, veri
                     f"(column {name!r} is {file_schema.field(name).type})"
                 )
         piece = pq.read_table(path, columns=wanted)
+        for name in absent:  # an optional column this older partition predates
+            field_ = s.schema.field(name)
+            piece = piece.append_column(field_, pa.nulls(piece.num_rows, field_.type))
         values = _partition_values(d, s)
         for key in s.partition_by:
             if columns is None or key in columns:

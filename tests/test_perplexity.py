@@ -79,3 +79,25 @@ def test_empty_prompt_window_and_bounds():
         window_perplexities(SUP, prompt_len=3, mask=np.ones((2, 5), bool))
     with pytest.raises(ValueError, match="batch, positions"):
         window_perplexities(SUP[0], prompt_len=3)
+
+
+def test_windows_follow_the_sample_on_pythia_length_rows():
+    # A 2,049-token row: the sample is tokens [0, 64), so the continuation is tokens 32..63
+    # (columns 31..62) however long the row is, and the whole row has its own column.
+    rng = np.random.default_rng(2)
+    sup = rng.exponential(2.0, size=(3, 2048))
+    sup[:, 63:] += 5.0  # the rest of the row must not leak into the sample's windows
+    ppl = window_perplexities(sup, prompt_len=32, k=32)
+    np.testing.assert_allclose(ppl.prompt, np.exp(sup[:, :31].mean(1)))
+    np.testing.assert_allclose(ppl.continuation, np.exp(sup[:, 31:63].mean(1)))
+    np.testing.assert_allclose(ppl.sequence, np.exp(sup[:, :63].mean(1)))
+    np.testing.assert_allclose(ppl.row, np.exp(sup.mean(1)))
+    shared = window_perplexities(sup, prompt_len=32, k=32, shared_denominator=True)
+    np.testing.assert_allclose(shared.continuation, np.exp(sup[:, 31:63].sum(1) / 63))
+    np.testing.assert_allclose(shared.prompt * shared.continuation, shared.sequence)
+    # on a 64-token row the sample is the row: the old whole-row definition, unchanged
+    short = window_perplexities(sup[:, :63], prompt_len=32, k=32)
+    np.testing.assert_allclose(short.sequence, short.row)
+    np.testing.assert_allclose(
+        short.continuation, window_perplexities(sup[:, :63], prompt_len=32).continuation
+    )

@@ -349,17 +349,22 @@ def test_sequence_perplexities_match_the_python_definition(runs):
 
     wh = runs["wh"]
     target = wh.root / "ppl-target"
-    proc = dbt(wh, target, "run", "--select", "sequence_perplexities", "--vars", "{perplexity_prompt_len: 4}")
+    # a sample of 4 + 5 tokens inside rows of 16: the windows must stop at the sample's end
+    ppl_vars = "{perplexity_prompt_len: 4, perplexity_continuation_len: 5}"
+    proc = dbt(wh, target, "run", "--select", "sequence_perplexities", "--vars", ppl_vars)
     assert proc.returncode == 0, _log(proc)[-3000:]
     rows = pq.read_table(wh.marts / "sequence_perplexities.parquet").to_pylist()
-    assert rows and {r["prompt_len"] for r in rows} == {4}
+    assert rows and {(r["prompt_len"], r["continuation_len"]) for r in rows} == {(4, 5)}
     written = runs["written"]
     for row in rows:
         sup = written[(row["model"], row["step"], row["instance_id"])][0][None, :]
-        own = window_perplexities(sup, 4)
-        shared = window_perplexities(sup, 4, shared_denominator=True)
+        assert sup.shape[1] > 4 - 1 + 5
+        own = window_perplexities(sup, 4, 5)
+        shared = window_perplexities(sup, 4, 5, shared_denominator=True)
         assert row["prompt_perplexity"] == pytest.approx(own.prompt[0], rel=1e-6)
         assert row["continuation_perplexity"] == pytest.approx(own.continuation[0], rel=1e-6)
         assert row["sequence_perplexity"] == pytest.approx(own.sequence[0], rel=1e-6)
+        assert row["row_perplexity"] == pytest.approx(own.row[0], rel=1e-6)
+        assert row["sequence_perplexity"] != pytest.approx(row["row_perplexity"], rel=1e-6)
         assert row["prompt_perplexity_shared"] == pytest.approx(shared.prompt[0], rel=1e-6)
         assert row["continuation_perplexity_shared"] == pytest.approx(shared.continuation[0], rel=1e-6)

@@ -83,7 +83,9 @@ def panel_frame(con: duckdb.DuckDBPyConnection, model: str, units: str = "all") 
 def first_epoch_end(con: duckdb.DuckDBPyConnection, model: str) -> int:
     """Last checkpoint step still inside the first epoch (later steps re-expose the data)."""
     [(end,)] = con.execute(
-        "select max(step) from checkpoints where model = $model and epoch <= 1", {"model": model}
+        "select max(step) from checkpoints "
+        "where model = $model and coalesce(step <= first_epoch_end, epoch <= 1)",
+        {"model": model},
     ).fetchall()
     if end is None:
         raise ValueError(f"checkpoints has no first-epoch step for model {model!r}")

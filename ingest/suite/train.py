@@ -160,6 +160,8 @@ def train_model(
                 "tokens_seen": step * bs * row_len,
                 "epoch": step * bs / n_train,
                 "train_loss": float(np.mean(window)) if window else None,
+                "revision": f"step{step}",
+                "first_epoch_end": n_train // bs,
             }
         )
     import pyarrow as pa

@@ -74,6 +74,7 @@ joined as (
         perplexities.prompt_perplexity,
         perplexities.continuation_perplexity,
         perplexities.sequence_perplexity,
+        perplexities.row_perplexity,
         perplexities.prompt_perplexity_shared,
         perplexities.continuation_perplexity_shared
     from extraction

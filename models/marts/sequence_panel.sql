@@ -22,8 +22,8 @@ panel as (
         -- treatment
         instances.cohort,
         instances.never_treated,
-        checkpoint.epoch <= 1
-        and (instances.never_treated or treatment.epoch <= 1) as first_epoch,
+        checkpoint.first_epoch
+        and (instances.never_treated or treatment.first_epoch) as first_epoch,
         -- outcomes
         sequences.sup_seq,
         sequences.acc_seq,

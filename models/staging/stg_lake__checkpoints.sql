@@ -11,9 +11,11 @@ renamed as (
         lr,
         tokens_seen,
         epoch,
-        epoch <= 1.0 as first_epoch,
+        coalesce(step <= first_epoch_end, epoch <= 1.0) as first_epoch,
+        first_epoch_end,
         train_loss,
         -- location
+        coalesce(revision, 'step' || step) as revision,
         path
     from source
 )

@@ -16,6 +16,7 @@ renamed as (
         artifact,
         copies,
         len(tokens) as n_tokens,
+        coalesce(sample_only, false) as sample_only,
         tokens
     from source
 )
