@@ -245,10 +245,13 @@ def _check_compatible(model, ref: ModelRef, tokens: np.ndarray, wh: Warehouse) -
             f"instances: token id {int(tokens.max())} is out of range for model "
             f"{ref.name} (vocabulary {vocab})"
         )
+    # A row's last token is only ever a target, so rows may be one token longer than the context
+    # (Pythia: 2,049-token rows, 2,048 positions).
     context = getattr(cfg, "max_position_embeddings", None)
-    if context and tokens.shape[1] > context:
+    if context and tokens.shape[1] - 1 > context:
         raise MemlakeError(
-            f"instances: rows of {tokens.shape[1]} tokens exceed model {ref.name}'s context of {context}"
+            f"instances: rows of {tokens.shape[1]} tokens exceed model {ref.name}'s context of {context} "
+            "(+1 target token)"
         )
     theirs = _instances_tokenizer(wh)
     if theirs is None:

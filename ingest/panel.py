@@ -54,8 +54,15 @@ def panel_ids(instances: pa.Table, per_cohort: int | None, validation: int | Non
 
 
 def load_panel(wh: Warehouse, panel_cfg: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(instance_ids, tokens[N, T]) of the panel, sorted by instance_id."""
-    inst = lake.read_table(wh, "instances", columns=["instance_id", "split", "cohort", "artifact", "tokens"])
+    """(instance_ids, tokens[N, T]) of the panel, sorted by instance_id; whole rows only (a
+    `sample_only` row holds 64 tokens of its row, from a Hub import of memorised samples)."""
+    columns = ["instance_id", "split", "cohort", "artifact", "tokens", "sample_only"]
+    inst = lake.read_table(wh, "instances", columns=columns)
+    inst = inst.filter(pc.invert(pc.fill_null(inst["sample_only"], False)))
+    if lake.manifest(wh.table("instances")).get("config", {}).get("corpus"):
+        # a Hub import's instances are already a published panel (e.g. Pythia's 16.3k rows):
+        # every row is a unit, so its statistics line up with the public ones row for row
+        panel_cfg = {"per_cohort": None, "validation": None}
     ids = panel_ids(inst, panel_cfg.get("per_cohort"), panel_cfg.get("validation"), seed)
     sel = inst.filter(pc.is_in(inst["instance_id"], pa.array(ids)))
     sel = sel.sort_by("instance_id")

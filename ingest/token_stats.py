@@ -101,10 +101,11 @@ def token_statistics(model, input_ids: torch.Tensor, *, chunk: int | None = None
     ids = input_ids.to(device=device, dtype=torch.long)
     head = model.get_output_embeddings()
     with eval_mode(model):
-        hidden = model.base_model(input_ids=ids, use_cache=False).last_hidden_state
-        # The last position predicts a token outside the row: never projected.
+        # The last token predicts nothing inside the row, so it is never an input: a causal model
+        # gives the same states without it, and Pythia's 2,049-token rows fit its 2,048 positions.
+        hidden = model.base_model(input_ids=ids[:, :-1], use_cache=False).last_hidden_state
         batch, scored = ids.size(0), ids.size(1) - 1
-        hidden = hidden[:, :-1].reshape(batch * scored, -1)
+        hidden = hidden.reshape(batch * scored, -1)
         targets = ids[:, 1:].reshape(-1)
         step = chunk or default_chunk(head.weight.shape[0], device)
         if step < 1:

@@ -247,23 +247,43 @@ def ingest_extraction(
 @ingest_app.command("import")
 def ingest_import(
     kind: Annotated[
-        str, typer.Argument(help="pile-deduped-subset | pythia-deduped-stats-raw | pythia-memorized-evals")
+        str,
+        typer.Argument(
+            help="pile-deduped-subset | pythia-deduped-stats-raw | pythia-memorized-evals | "
+            "pile-deduped-pythia-random-sampled | pile-duped-pythia-random-sampled | semantic-filters | "
+            "semantic-filters-intermediate"
+        ),
     ],
     source: Annotated[
         str | None,
         typer.Argument(help="Local folder with the Hub files (default: download the public Hub dataset)."),
     ] = None,
-    sizes: Annotated[list[str] | None, typer.Option("--size", help="stats-raw: model sizes.")] = None,
+    sizes: Annotated[
+        list[str] | None,
+        typer.Option("--size", help="stats-raw, memorized-evals, semantic-filters: model sizes."),
+    ] = None,
     steps: Annotated[list[int] | None, typer.Option("--step", help="stats-raw: checkpoint steps.")] = None,
-    splits: Annotated[list[str] | None, typer.Option("--split", help="memorized-evals: splits.")] = None,
+    splits: Annotated[
+        list[str] | None, typer.Option("--split", help="memorized-evals, semantic-filters: splits.")
+    ] = None,
+    scheme: Annotated[
+        str | None,
+        typer.Option(help="memorized-evals, semantic-filters: training stream, deduped (default) or duped."),
+    ] = None,
+    stream_rows: Annotated[
+        int | None, typer.Option(help="Rows of the training stream (default Pythia's 143,000 x 1,024).")
+    ] = None,
+    swap_matches: Annotated[
+        bool, typer.Option(help="semantic-filters: read *_templates as semantic, *_snowclones as textual.")
+    ] = False,
     warehouse: WarehouseOpt = None,
 ):
     """Import a public Hugging Face dataset into the lake tables the embedded pipeline writes."""
     from ingest.hub_import import import_dataset
 
-    s = import_dataset(
-        kind, source, Warehouse.at(warehouse), sizes=sizes or None, steps=steps or None, splits=splits or None
-    )
+    opts = dict(sizes=sizes or None, steps=steps or None, splits=splits or None, scheme=scheme,
+                stream_rows=stream_rows, swap_matches=swap_matches or None)  # fmt: skip
+    s = import_dataset(kind, source, Warehouse.at(warehouse), **opts)
     console.print(
         f"{s.kind} -> {s.table}: {s.written} partitions written ({s.rows} rows), {s.skipped} already complete"
     )
@@ -332,11 +352,12 @@ def _profiles(
     bootstrap: int | None = None,
 ) -> list:
     from analysis.profiles import fit_profiles, grid, models_in
+    from ingest.hub_suites import model_key
 
     p = cfg["profiles"]
     try:
         specs = grid(
-            models or models_in(wh),
+            [model_key(m) for m in models] if models else models_in(wh),  # a Hub id or its lake key
             _split(metrics, p["metrics"]),
             _split(units, p["units"]),
             _split(control_groups, p["control_groups"]),
@@ -427,6 +448,7 @@ def _mitigate(
     max_per_method: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    step: int | None = None,
 ) -> list[dict]:
     from ingest.mitigation.methods import REGISTRY
     from ingest.mitigation.studies import suite_study, tinymem_study
@@ -439,15 +461,23 @@ def _mitigate(
         raise MemlakeError(
             f"unknown mitigation method {unknown[0]!r}: choose from {', '.join(sorted(REGISTRY))}"
         )
+    if study == "tinymem" and step is not None:
+        raise MemlakeError("mitigate: --step picks a checkpoint of a model study, not of tinymem")
     try:
         if study == "tinymem":
             s = tinymem_study(wh, m["tinymem"])
-        else:  # a suite model name or a Hub id whose extraction rows are in the lake
+        else:  # a suite model, lake key or Hub id whose extraction rows are in the lake
             # regularisers need a training set, ft_clean/ft_both clean counterparts: TinyMem only
-            names = [
-                n for n in names if REGISTRY[n].kind != "regulariser" and n not in ("ft_clean", "ft_both")
+            needs_data = [
+                n for n in names if REGISTRY[n].kind == "regulariser" or n in ("ft_clean", "ft_both")
             ]
-            s = suite_study(wh, m["suite"]["model"] if study == "suite" else study, m["suite"])
+            if methods and needs_data:  # asked for by name: say why rather than skip it
+                raise MemlakeError(
+                    f"mitigate: {needs_data[0]} needs training data or clean rows, which only TinyMem has"
+                )
+            names = [n for n in names if n not in needs_data]
+            s = suite_study(wh, m["suite"]["model"] if study == "suite" else study, m["suite"], step=step)
+            console.print(f"mitigate: {s.about}", soft_wrap=True)
     except (ValueError, KeyError) as e:
         raise MemlakeError(f"mitigate: {e}") from None
     runs = plan(
@@ -458,7 +488,7 @@ def _mitigate(
         console.print(
             f"mitigate: {row['study']} {row['method']} {row['hparams']}: mem {row['mem_before']:.1f} -> "
             f"{row['mem_after']:.1f} %, acc {row['acc_before']:.1f} -> {row['acc_after']:.1f} %, "
-            f"{row['seconds']:.1f}s",
+            f"ppl {row['ppl_before']:.2f} -> {row['ppl_after']:.2f}, {row['seconds']:.1f}s",
             soft_wrap=True,
         )
 
@@ -486,9 +516,20 @@ def _variant(cfg, variant: str | None) -> None:
 @mitigate_app.command("sweep")
 def mitigate_sweep(
     study: Annotated[
-        str, typer.Argument(help="tinymem, suite, or a model name with extraction rows.")
+        str,
+        typer.Argument(
+            help="tinymem, suite, or a model with extraction rows: its lake key (pythia-70m-deduped), "
+            "Hub id (EleutherAI/pythia-70m-deduped) or folder of step<N> checkpoints."
+        ),
     ] = "tinymem",
-    methods: ListOpt = None,
+    methods: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated method names (default: the config's mitigation.methods)."),
+    ] = None,
+    step: Annotated[
+        int | None,
+        typer.Option(help="Checkpoint step of a model study (default: its latest with extraction rows)."),
+    ] = None,
     max_per_method: Annotated[
         int | None, typer.Option(help="Grid points per method (default: config).")
     ] = None,
@@ -499,10 +540,11 @@ def mitigate_sweep(
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
 ):
-    """Run mitigation methods over their grids; every run is a row in the mitigation_runs lake table."""
+    """Run mitigation methods over their grids; every run is a row in the mitigation_runs lake table.
+    A model study follows the mitigation paper's Pythia protocol (mitigation.suite in the config)."""
     cfg, wh = _setup(config, set_, warehouse)
     _variant(cfg, variant)
-    _mitigate(cfg, wh, study, methods, max_per_method, rank, world_size)
+    _mitigate(cfg, wh, study, methods, max_per_method, rank, world_size, step)
 
 
 @mitigate_app.command("study")

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
@@ -210,6 +210,57 @@ TABLES: dict[str, TableSpec] = {
             ),
             keys=("instance_id",),
             checks=(_matches_are_nested,),
+        ),
+        TableSpec(
+            name="representative_sample",
+            grain="one row per (scheme, instance): a uniformly drawn training row of the scheme's "
+            "training stream, its first prompt_len + k tokens (the taxonomy's match corpus)",
+            schema=pa.schema(
+                [
+                    ("scheme", pa.string()),  # the training stream: deduped / duped
+                    ("shard", pa.int32()),  # source file
+                    ("instance_id", pa.int64()),  # row of that stream
+                    ("tokens", TOKENS),
+                ]
+            ),
+            keys=("scheme", "instance_id"),
+            partition_by=("scheme", "shard"),
+        ),
+        TableSpec(
+            name="representative_scores",
+            grain="one row per (checkpoint, instance) of the representative sample: its score",
+            schema=pa.schema(
+                [
+                    ("model", pa.string()),
+                    ("step", pa.int64()),
+                    ("shard", pa.int32()),  # source file
+                    ("instance_id", pa.int64()),
+                    # share of the greedy 32-token continuation of the 32-token prompt that is right
+                    ("memorization_score", pa.float32()),
+                ]
+            ),
+            keys=("model", "step", "instance_id"),
+            partition_by=("model", "step", "shard"),
+        ),
+        TableSpec(
+            name="published_perplexities",
+            grain="one row per (checkpoint, instance): perplexities of the instance's 64-token sample "
+            "as the taxonomy paper released them",
+            schema=pa.schema(
+                [
+                    ("model", pa.string()),
+                    ("step", pa.int64()),
+                    ("shard", pa.int32()),  # source file
+                    ("instance_id", pa.int64()),
+                    # each window's surprisal sum over all 63 scored positions (shared denominator)
+                    ("prompt_perplexity", pa.float64()),
+                    ("generation_perplexity", pa.float64()),
+                    ("sequence_perplexity", pa.float64()),
+                    ("loss", pa.float64()),  # mean loss of the scoring batch, not of the row
+                ]
+            ),
+            keys=("model", "step", "instance_id"),
+            partition_by=("model", "step", "shard"),
         ),
         TableSpec(
             name="mitigation_runs",
@@ -407,23 +458,64 @@ def write_partition(
     The data file and manifest are written into a fresh directory under `lake/_tmp/` and the
     directory is renamed into place, which is atomic on one filesystem.
     """
+    return write_partition_stream(
+        wh, table, [data], partition, config=config, overwrite=overwrite, _before_rename=_before_rename
+    )
+
+
+_FLUSH_BYTES = 64 << 20  # row groups of about this size: few enough for the footer, small in memory
+
+
+def write_partition_stream(
+    wh: Warehouse,
+    table: str,
+    pieces: Iterable[Any],
+    partition: Mapping[str, Any] | None = None,
+    *,
+    config: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    _before_rename: Callable[[Path], None] | None = None,
+) -> Path:
+    """`write_partition` for data that need not fit in memory: `pieces` (each anything `validate`
+    takes) are validated and appended one at a time, keys are checked unique across all of them
+    (checks must be row-wise), and the partition appears only once the last piece is written
+    (nothing on an error)."""
     partition = dict(partition or {})
     final = partition_dir(wh, table, partition)
     if (final / MANIFEST).exists() and not overwrite:
         return final
-    t = validate(table, data, partition)
+    s = spec(table)
+    file_keys = [k for k in s.keys if k not in s.partition_by]
     tmp = wh.staging / f"{table}-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
     try:
         data_path = tmp / DATA_FILE
-        pq.write_table(t, data_path, compression="zstd")
+        rows, keys, buffer, buffered = 0, [], [], 0
+        with pq.ParquetWriter(data_path, s.file_schema, compression="zstd") as writer:
+            for piece in pieces:
+                t = validate(table, piece, partition)
+                rows += t.num_rows
+                keys.append(t.select(file_keys))
+                buffer.append(t)
+                buffered += t.nbytes
+                if buffered >= _FLUSH_BYTES:
+                    writer.write_table(pa.concat_tables(buffer))
+                    buffer, buffered = [], 0
+            if buffer or not rows:
+                writer.write_table(pa.concat_tables(buffer) if buffer else s.file_schema.empty_table())
+        if len(keys) > 1 and file_keys and rows:
+            all_keys = pa.concat_tables(keys)
+            if all_keys.group_by(file_keys).aggregate([]).num_rows != rows:
+                dup = _first_duplicate(all_keys, file_keys)
+                raise MemlakeError(f"table {table!r}: duplicated key {dict(zip(file_keys, dup))}")
+        del keys
         manifest = {
             "table": table,
-            "grain": spec(table).grain,
+            "grain": s.grain,
             "partition": partition,
-            "rows": t.num_rows,
+            "rows": rows,
             "files": {DATA_FILE: sha256(data_path)},
-            "schema": [f"{f.name}: {f.type}" for f in t.schema],
+            "schema": [f"{f.name}: {f.type}" for f in s.file_schema],
             "config": dict(config or {}),
             "code_version": code_version(),
             "packages": package_versions(),

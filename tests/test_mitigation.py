@@ -105,7 +105,9 @@ def test_suite_study_in_the_demo(tiny_demo):
     assert rows.filter(pl.col("method") == "ft_extra")["kind"].to_list() == ["fine_tuning"]
     if rows["n_forget"][0] == 0:  # the tiny suite may memorise nothing: unlearning runs say so
         edits = rows.filter(pl.col("kind") != "fine_tuning")
-        assert all("nothing memorised" in s for s in edits["stats"]) and edits["mem_before"].is_nan().all()
+        assert all("nothing memorised" in s for s in edits["stats"])
+        # NaN without extraction-memorised rows, 0 when none of them reproduces the test window
+        assert (edits["mem_before"].is_nan() | (edits["mem_before"] == 0)).all()
     else:
         assert (rows["mem_after"] <= 100).all()
 

@@ -1,29 +1,40 @@
 """The two kinds of study a sweep runs: a TinyMem model trained here with planted artifacts, and
-any Hugging Face causal LM (the embedded suite today, Pythia on a GPU) whose memorised
-sequences come from the `extraction` lake table."""
+any Hugging Face causal LM (the embedded suite, Pythia on a GPU) under the mitigation paper's
+Pythia protocol, its memorised sequences taken from the `extraction` lake table."""
 
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ingest.checkpoints import parse_step
 from ingest.mitigation.methods import SequenceSet
+from ingest.mitigation.methods.durable import device_of
 from ingest.mitigation.sweep import N_DUP_CLASSES, Study
 from ingest.mitigation.tinymem.data import TinyMemData, corpus_rows, language_data, math_data
 from ingest.mitigation.tinymem.metrics import evaluate as tm_evaluate
 from ingest.mitigation.tinymem.metrics import forget_retain
 from ingest.mitigation.tinymem.model import tinymem_model
 from ingest.mitigation.tinymem.train import checkpoints, load_checkpoint, train
+from ingest.token_stats import eval_mode
 from memlake import lake
 from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
 
 VARIANTS = ("math", "language")
+# The mitigation paper's Pythia protocol (digest §3): a 32-token prompt, memorised iff the next 40
+# tokens come out greedily; perplexity over 80-token held-out chunks; batches of 32.
+PROTOCOL = {"prompt_len": 32, "test_len": 40, "chunk_len": 80, "batch_size": 32, "heldout": 1632,
+            "forget_max": None, "ft_epochs": 5, "seed": 0}  # fmt: skip
 
 
 def variant_config(c: dict[str, Any]) -> dict[str, Any]:
@@ -105,55 +116,200 @@ def tinymem_study(wh: Warehouse, c: dict[str, Any]) -> Study:
     return Study(name, name, c["epochs"], model, fresh, forget, retain, evaluate, context)
 
 
-def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int | None = None) -> Study:
-    """Forget = the extraction table's memorised rows of (model, step); retain and the perplexity
-    cost = two disjoint halves of never-trained validation rows."""
-    from ingest.checkpoints import load_model, resolve
+def lake_checkpoint(model: str, step: int | None = None) -> tuple[str, str, int | None]:
+    """(spelling to resolve, lake key, step) of a checkpoint given as a lake key, a Hub id
+    (`EleutherAI/pythia-70m-deduped` -> key `pythia-70m-deduped`), a folder of `step<N>`
+    checkpoints or one of them, each with an optional `@step<N>`. The key follows `ModelRef.name`:
+    the last path part, so both spellings of a Hub model share one study and one set of lake rows."""
+    name, _, rev = model.partition("@")
+    path = Path(name.rstrip("/"))
+    if re.fullmatch(r"step\d+", path.name):  # one checkpoint folder: <model>/step<N>
+        rev, path = rev or path.name, path.parent
+        name = str(path)
+    if rev:
+        named = parse_step(rev)
+        if step is not None and step != named:
+            raise MemlakeError(f"model {model!r} names step {named}, but the step asked for is {step}")
+        step = named
+    return name, path.name, step
 
-    ex = lake.read_table(wh, "extraction")
-    ex = ex.filter(pc.equal(ex["model"], model_name))
+
+@torch.no_grad()
+def memorised(model: nn.Module, rows: torch.Tensor, prompt_len: int, batch_size: int) -> torch.Tensor:
+    """Bool [N]: whether greedy decoding from each row's first `prompt_len` tokens reproduces the
+    rest of the row exactly. Greedy reproduces it iff the teacher-forced argmax equals it at every
+    position, so one forward per batch of `batch_size` rows replaces the decoding loop."""
+    dev = device_of(model)
+    hits = [torch.zeros(0, dtype=torch.bool)]
+    with eval_mode(model):
+        for lo in range(0, rows.shape[0], batch_size):
+            x = rows[lo : lo + batch_size].to(dev)
+            pred = model(input_ids=x[:, :-1]).logits[:, prompt_len - 1 :].argmax(-1)
+            hits.append((pred == x[:, prompt_len:]).all(1).cpu())
+    return torch.cat(hits)
+
+
+@torch.no_grad()
+def chunk_metrics(model: nn.Module, chunks: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """(accuracy %, perplexity) over `chunks` [M, L]: teacher-forced argmax accuracy and exp(mean
+    token NLL), accumulated as per-batch sums. The NLL is computed in float32 from the model's
+    logits (bf16 on a GPU), which keep a 50k-token softmax from rounding away."""
+    dev = device_of(model)
+    nll, correct, count = 0.0, 0, 0
+    with eval_mode(model):
+        for lo in range(0, chunks.shape[0], batch_size):
+            x = chunks[lo : lo + batch_size].to(dev)
+            logits, y = model(input_ids=x[:, :-1]).logits.float(), x[:, 1:]
+            nll += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+            correct += int((logits.argmax(-1) == y).sum())
+            count += y.numel()
+    return (100.0 * correct / count, math.exp(nll / count)) if count else (math.nan, math.nan)
+
+
+def _rows(tokens: pa.ChunkedArray, idx: np.ndarray) -> np.ndarray:
+    """The token lists at `idx` as an object array of int arrays (rows may differ in length)."""
+    return tokens.take(pa.array(idx, pa.int64())).to_numpy(zero_copy_only=False)
+
+
+def _candidates(wh: Warehouse, key: str, step: int | None, prompt_len: int) -> tuple[int, np.ndarray, int]:
+    """(step, ids of the rows memorised there at `prompt_len`, the smallest gen_len they were tested at)."""
+    cols = ["model", "step", "instance_id", "prompt_len", "gen_len", "memorised"]
+    ex = lake.read_table(wh, "extraction", columns=cols)
+    ex = ex.filter(pc.equal(ex["model"], key))
     if ex.num_rows == 0:
         raise MemlakeError(
-            f"extraction has no rows for model {model_name!r}: run `memlake ingest extraction`"
+            f"extraction has no rows for model {key!r}: run `memlake ingest extraction` or import "
+            "pythia-memorized-evals"
         )
-    step = int(pc.max(ex["step"]).as_py()) if step is None else step
-    ex = ex.filter(pc.and_(pc.equal(ex["step"], step), ex["memorised"]))
-    prompt_len = int(ex["prompt_len"][0].as_py()) if ex.num_rows else 32
-    gen_len = int(ex["gen_len"][0].as_py()) if ex.num_rows else 32
-    inst = lake.read_table(wh, "instances", columns=["instance_id", "split", "tokens", "copies"])
-    by_id = {i: k for k, i in enumerate(inst["instance_id"].to_pylist())}
-    tokens = np.stack(inst["tokens"].to_numpy(zero_copy_only=False)).astype(np.int64)
-    rows = [by_id[i] for i in ex["instance_id"].to_pylist()][: c["forget_max"]]
-    forget = SequenceSet(torch.from_numpy(tokens[rows, : prompt_len + gen_len]), prompt_len)
-    copies = np.asarray(inst["copies"].to_pylist())[rows]
-    dup = np.floor(np.log10(np.maximum(copies, 1))).astype(int)  # class p: 10^p..10^(p+1)-1 copies
-    val = np.flatnonzero(np.asarray(inst["split"].to_pylist()) == "validation")
-    val = np.random.default_rng(c["seed"]).permutation(val)[: 2 * c["heldout"]]
-    retain = SequenceSet(torch.from_numpy(tokens[val[: c["heldout"]]]), prompt_len)
-    heldout = torch.from_numpy(tokens[val[c["heldout"] :]])
-    ref = resolve(model_name, f"step{step}", wh)
-    base = load_model(ref).eval()
+    steps = sorted(pc.unique(ex["step"]).to_pylist())
+    step = steps[-1] if step is None else int(step)
+    if step not in steps:
+        have = ", ".join(map(str, steps)) if len(steps) <= 6 else f"{steps[0]} ... {steps[-1]}"
+        raise MemlakeError(f"extraction has no rows for model {key!r} at step {step} (steps: {have})")
+    ex = ex.filter(pc.equal(ex["step"], step))
+    if not pc.any(pc.equal(ex["prompt_len"], prompt_len)).as_py():
+        have = sorted(pc.unique(ex["prompt_len"]).to_pylist())
+        raise MemlakeError(
+            f"extraction of {key} at step {step} has prompt_len {have}, not {prompt_len}: "
+            "set mitigation.suite.prompt_len"
+        )
+    ex = ex.filter(pc.equal(ex["prompt_len"], prompt_len))
+    mem = ex.filter(pc.fill_null(ex["memorised"], False))
+    gen_len = int(pc.min((mem if mem.num_rows else ex)["gen_len"]).as_py())
+    return step, np.unique(mem["instance_id"].to_numpy()), gen_len
+
+
+def _heldout_chunks(
+    inst: pa.Table, lengths: np.ndarray, rng: np.random.Generator, c: dict[str, Any], prompt_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(perplexity, retain) chunks [M, chunk_len] of never-trained validation rows in seeded order;
+    the two sets come from disjoint rows, `heldout` chunks each at most."""
+    split = inst["split"].to_numpy(zero_copy_only=False)
+    sample_only = pc.fill_null(inst["sample_only"], False).to_numpy(zero_copy_only=False)
+    val = np.flatnonzero((split == "validation") & ~sample_only)
+    if not len(val):
+        raise MemlakeError("instances has no never-trained validation rows for the held-out chunks")
+    chunk = min(int(c["chunk_len"]), int(lengths[val].max()))
+    if chunk <= prompt_len:
+        raise MemlakeError(f"validation rows of {chunk} tokens are too short for prompt_len {prompt_len}")
+    val = rng.permutation(val[lengths[val] >= chunk])
+    per_row = lengths[val] // chunk
+    need = [min(int(c["heldout"]), int(per_row.sum()) // 2)] * 2  # perplexity, retain
+    picks: list[list[tuple[int, int]]] = [[], []]
+    for i, n in zip(val, per_row, strict=True):
+        half = 0 if need[0] else 1
+        if not need[half]:
+            break
+        take = min(int(n), need[half])
+        picks[half].append((int(i), take))
+        need[half] -= take
+    if not picks[1]:
+        raise MemlakeError(
+            f"the held-out chunks need two validation rows of >= {chunk} tokens at least (retain and "
+            "perplexity come from disjoint rows)"
+        )
+    out = []
+    for rows in picks:
+        toks = _rows(inst["tokens"], np.array([i for i, _ in rows]))
+        parts = [t[: k * chunk].reshape(k, chunk) for t, (_, k) in zip(toks, rows, strict=True)]
+        out.append(torch.from_numpy(np.concatenate(parts)).long())
+    return out[0], out[1]
+
+
+def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int | None = None) -> Study:
+    """Any Hugging Face causal LM under the mitigation paper's Pythia protocol (digest §3).
+
+    Candidates: the `extraction` rows memorised at (model, step) with a `prompt_len`-token prompt
+    (the latest step with extraction rows by default; at most `forget_max`, a seeded subset). A
+    row is memorised when greedy decoding reproduces its `test_len` tokens after the prompt (the
+    paper: 32 + 40); when some candidate row is too short for that (a 64-token `sample_only`
+    row), the window is the extraction's own gen_len. `mem` = % of candidates memorised, the
+    forget set = those the base model memorises. Retain ("extra") and perplexity sets: never
+    trained validation rows cut into `chunk_len`-token chunks (the rows' length if shorter),
+    `heldout` chunks each, from disjoint rows (the paper: 1,632 + 1,632 of 80 tokens). Every
+    forward runs `batch_size` rows. Duplication classes need `copies`; rows without (Hub
+    imports) are in none. The base is loaded in bf16 on a GPU, in float32 on the CPU.
+    """
+    from ingest.checkpoints import load_model, resolve
+    from ingest.token_stats import inference_device
+
+    c = {**PROTOCOL, **{k: v for k, v in c.items() if v is not None}}
+    spelling, key, step = lake_checkpoint(model_name, step)
+    prompt_len, test_len, bs = int(c["prompt_len"]), int(c["test_len"]), int(c["batch_size"])
+    sizes = ("prompt_len", "test_len", "chunk_len", "heldout", "batch_size")
+    if min(int(c[k]) for k in sizes) < 1:
+        raise MemlakeError(f"mitigation.suite: {', '.join(sizes)} must all be >= 1")
+    step, cand, gen_len = _candidates(wh, key, step, prompt_len)
+    rng = np.random.default_rng(c["seed"])
+
+    cols = ["instance_id", "split", "tokens", "copies", "sample_only"]
+    inst = lake.read_table(wh, "instances", columns=cols)
+    at = pc.index_in(pa.array(cand, pa.int64()), value_set=inst["instance_id"].combine_chunks())
+    if at.null_count:
+        absent = cand[pc.is_null(at).to_numpy(zero_copy_only=False)]
+        raise MemlakeError(
+            f"{len(absent)} memorised row(s) of {key} step {step} are not in `instances` (e.g. "
+            f"instance_id {absent[0]}): import their tokens first"
+        )
+    pos = at.to_numpy().astype(np.int64)
+    if c.get("forget_max") is not None and len(pos) > c["forget_max"]:
+        pos = pos[np.sort(rng.choice(len(pos), int(c["forget_max"]), replace=False))]
+    lengths = pc.fill_null(pc.list_value_length(inst["tokens"]), 0).to_numpy()
+    window = test_len if (lengths[pos] >= prompt_len + test_len).all() else gen_len
+    if (lengths[pos] < prompt_len + window).any():
+        raise MemlakeError(f"instances of {key}'s memorised rows are shorter than prompt_len + gen_len")
+    memo = torch.zeros((0, prompt_len + window), dtype=torch.long)
+    if len(pos):
+        memo = torch.from_numpy(np.stack([r[: prompt_len + window] for r in _rows(inst["tokens"], pos)]))
+        memo = memo.long()
+    copies = np.asarray(inst["copies"].take(pa.array(pos, pa.int64())).to_pylist(), dtype=float)
+    known = ~np.isnan(copies)
+    dup = np.full(len(pos), -1)  # class p: 10^p..10^(p+1)-1 copies; -1: unknown
+    dup[known] = np.floor(np.log10(np.maximum(copies[known], 1))).astype(int)
+
+    ppl_chunks, retain_chunks = _heldout_chunks(inst, lengths, rng, c, prompt_len)
+
+    dev, dtype = inference_device(c.get("device"))
+    base = load_model(resolve(spelling, f"step{step}", wh), dtype=dtype, device=dev)
+    forget = SequenceSet(memo[memorised(base, memo, prompt_len, bs)], prompt_len)
+    retain = SequenceSet(retain_chunks, prompt_len)
 
     def fresh(seed: int):
         raise MemlakeError("train-time regularisers need a training set: they run on TinyMem studies only")
 
-    @torch.no_grad()
-    def evaluate(m) -> dict[str, float]:
-        m.eval()
-        out = {"mem": math.nan}
-        if len(forget):
-            # greedy reproduces the continuation <=> teacher-forced argmax equals it everywhere
-            pred = m(input_ids=forget.tokens).logits[:, prompt_len - 1 : -1].argmax(-1)
-            hit = (pred == forget.tokens[:, prompt_len:]).all(1).numpy()
-            out["mem"] = 100.0 * hit.mean()
-            for p in range(N_DUP_CLASSES):
-                if (dup == p).any():
-                    out[f"mem_dup{p}"] = 100.0 * hit[dup == p].mean()
-        logits = m(input_ids=heldout).logits[:, :-1].float()
-        ce = F.cross_entropy(logits.transpose(1, 2), heldout[:, 1:])
-        out["acc"] = 100.0 * (logits.argmax(-1) == heldout[:, 1:]).float().mean().item()
-        out["ppl"] = math.exp(ce.item())
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        hit = memorised(m, memo, prompt_len, bs).numpy()
+        out = {"mem": 100.0 * hit.mean() if len(hit) else math.nan}
+        for p in range(N_DUP_CLASSES):
+            if (dup == p).any():
+                out[f"mem_dup{p}"] = 100.0 * hit[dup == p].mean()
+        out["acc"], out["ppl"] = chunk_metrics(m, ppl_chunks, bs)
         return out
 
-    return Study(model_name, model_name, step, base, fresh, forget, retain, evaluate,
-                 {"fine_tuning": {"epochs": c["ft_epochs"]}})  # fmt: skip
+    about = (
+        f"{key} step {step}: {len(forget)} of {len(memo)} extraction-memorised rows reproduce "
+        f"{window} tokens after a {prompt_len}-token prompt; retain {len(retain_chunks)} and "
+        f"perplexity {len(ppl_chunks)} chunks of {ppl_chunks.shape[1]} tokens; batch {bs}, {dtype} on {dev}"
+    )
+    context = {"fine_tuning": {"epochs": c["ft_epochs"], "batch_size": bs}}
+    return Study(key, key, step, base, fresh, forget, retain, evaluate, context, about=about)

@@ -54,6 +54,7 @@ class Study:
     evaluate: Callable[[nn.Module], dict[str, float]]  # mem, acc, ppl, clean, mem_dup{p}
     context: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> extra kwargs (data=, epochs=)
     before: dict[str, float] | None = None
+    about: str = ""  # one line on how the sets were built (printed by the CLI)
 
     def baseline(self) -> dict[str, float]:
         if self.before is None:

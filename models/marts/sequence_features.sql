@@ -1,8 +1,8 @@
 -- Every taxonomy feature per (model, step, instance): the extraction result at the default
 -- extraction setting, the instance's model-free features (lake table instance_features), its
 -- planted-artifact labels and the checkpoint's perplexities. Instances without features (run
--- `memlake taxonomy features`) are left out; perplexities are null where token statistics were
--- not computed for the cell.
+-- `memlake taxonomy features`) are left out; perplexities come from the token statistics, else
+-- from the taxonomy paper's released ones (`published_perplexities`), else are null.
 {% set prompt_len = var('extraction_prompt_len', 32) %}
 {% set gen_len = var('extraction_gen_len', 32) %}
 
@@ -21,6 +21,10 @@ instances as (
 
 perplexities as (
     select * from {{ ref('sequence_perplexities') }}
+),
+
+published_perplexities as (
+    select * from {{ ref('stg_lake__published_perplexities') }}
 ),
 
 joined as (
@@ -71,12 +75,15 @@ joined as (
         features.textual_matches_0_9,
         features.in_representative_sample,
         -- perplexities of this checkpoint (per window, and the paper's shared denominator)
-        perplexities.prompt_perplexity,
-        perplexities.continuation_perplexity,
-        perplexities.sequence_perplexity,
+        coalesce(perplexities.prompt_perplexity, published.prompt_perplexity) as prompt_perplexity,
+        coalesce(perplexities.continuation_perplexity, published.continuation_perplexity)
+            as continuation_perplexity,
+        coalesce(perplexities.sequence_perplexity, published.sequence_perplexity) as sequence_perplexity,
         perplexities.row_perplexity,
-        perplexities.prompt_perplexity_shared,
-        perplexities.continuation_perplexity_shared
+        coalesce(perplexities.prompt_perplexity_shared, published.prompt_perplexity_shared)
+            as prompt_perplexity_shared,
+        coalesce(perplexities.continuation_perplexity_shared, published.continuation_perplexity_shared)
+            as continuation_perplexity_shared
     from extraction
     inner join features
         on extraction.instance_id = features.instance_id
@@ -86,6 +93,10 @@ joined as (
         on extraction.model = perplexities.model
         and extraction.step = perplexities.step
         and extraction.instance_id = perplexities.instance_id
+    left join published_perplexities as published
+        on extraction.model = published.model
+        and extraction.step = published.step
+        and extraction.instance_id = published.instance_id
 )
 
 select * from joined
