@@ -1,4 +1,4 @@
-"""Executors: who runs the units of a plan. All run the same `ingest.jobs.run_unit`.
+"""Executors: who runs the units of a plan. All run each unit the same way (`run_any`).
 
 - `local`: a loop in this process, with a progress bar (the default); `workers=N` runs N units
   at a time in N processes instead, each on its own share of the CPU cores or on its own GPU;
@@ -8,7 +8,9 @@
 - `ray`: one Ray task per unit (`num_gpus` per task on a GPU cluster); `address=None` starts
   a local Ray instance.
 
-Finished partitions are skipped by the units themselves, so any executor can resume a plan.
+Finished partitions are skipped by the units themselves, so any executor can resume a plan. A
+unit is a `jobs.Unit` (run by `run_unit`) or any picklable object with its own `run(log)` and a
+`label` (e.g. `ingest.stream_counts.StreamShard`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ def register(name: str):
         return fn
 
     return wrap
+
+
+def run_any(unit, log=print) -> dict[str, Any]:
+    """Run one unit of either kind: its own `run`, or `run_unit` for a scoring `Unit`."""
+    run = getattr(unit, "run", None)
+    return run(log=log) if callable(run) else run_unit(unit, log=log)
+
+
+def _label(u) -> str:
+    return getattr(u, "label", None) or f"{u.job} {u.model}@step{u.step} shard {u.shard}"
 
 
 def execute(units: list[Unit], executor: str = "local", **opts) -> list[dict[str, Any]]:
@@ -62,8 +74,8 @@ def run_local(units: list[Unit], workers: int = 1, **_) -> list[dict[str, Any]]:
         task = bar.add_task(f"{units[0].job if units else 'ingest'}", total=len(units))
         if workers <= 1:
             for i, u in enumerate(units):
-                bar.update(task, description=f"{u.job} {u.model}@step{u.step} shard {u.shard}")
-                results[i] = run_unit(u, log=bar.console.print)
+                bar.update(task, description=_label(u))
+                results[i] = run_any(u, log=bar.console.print)
                 bar.advance(task)
             return results
         bar.update(task, description=f"{units[0].job} ({workers} workers)")
@@ -74,7 +86,7 @@ def run_local(units: list[Unit], workers: int = 1, **_) -> list[dict[str, Any]]:
         with ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_start_worker, initargs=(slots, workers, _visible_gpus())
         ) as pool:
-            pending = {pool.submit(run_unit, u): i for i, u in enumerate(units)}
+            pending = {pool.submit(run_any, u): i for i, u in enumerate(units)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_EXCEPTION)
                 for f in done:
@@ -134,7 +146,7 @@ def run_slurm(
     if ex.cluster == "slurm":
         params.update(gpus_per_node=gpus_per_task, slurm_partition=partition)
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    jobs = ex.map_array(run_unit, units)
+    jobs = ex.map_array(run_any, units)
     return [j.result() for j in jobs]
 
 
@@ -150,7 +162,7 @@ def run_ray(
     if started:
         ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     try:
-        remote = ray.remote(num_gpus=num_gpus)(run_unit)
+        remote = ray.remote(num_gpus=num_gpus)(run_any)
         return ray.get([remote.remote(u) for u in units])
     finally:
         if started:

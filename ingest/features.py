@@ -8,12 +8,16 @@ checkpoint. The pure computations live in `transforms/`; this module only gather
 from the warehouse and writes one partition:
 
 - the training *stream* is the training rows in data order (`suite/data_order.npy` indexes the
-  training rows sorted by instance_id; epochs beyond the first repeat rows), or every training
-  row once when a warehouse has no data order (e.g. instances imported from the Hub). Duplicate
-  counts and token frequencies are taken over that stream, so a row trained twice counts twice;
+  whole training rows sorted by instance_id; epochs beyond the first repeat rows), or every
+  training row once when a warehouse has no data order (e.g. instances imported from the Hub).
+  Duplicate counts and token frequencies are taken over that stream, so a row trained twice
+  counts twice. A warehouse whose instances are a panel of a larger stream (Pythia: 16k rows of
+  146 M) passes the stream itself (`stream`, `memlake taxonomy features --stream`): a Megatron
+  pair, .npy or raw token file, counted in shards by `ingest.stream_counts`;
 - `sequence_duplicates` counts the stream's k-token windows (never crossing rows) equal to the
   sample's continuation, tokens prompt_len..prompt_len+k-1; a training row finds itself.
-  `whole_sequence_duplicates` counts stream rows equal to the whole instance row;
+  `whole_sequence_duplicates` counts stream rows equal to the whole instance row (null for a
+  `sample_only` instance, which holds only the sample of its row);
 - `frequencies` lists the corpus frequency of each sample token, in order (the released list
   column); the six `*_frequency` statistics summarise it;
 - `text` / `prompt_text` are decoded with the tokenizer that made the token ids: the warehouse
@@ -22,12 +26,15 @@ from the warehouse and writes one partition:
   (`memlake taxonomy features --tokenizer`); a token id beyond its vocabulary is an error naming
   the id;
 - the *representative sample* (the semantic / textual match corpus, the paper's 5 M random
-  rows) is `taxonomy.representative_sample` training rows drawn with the config seed; an
-  instance never matches itself, but does match its duplicates (other instance ids).
+  rows) is `taxonomy.representative_sample` whole training rows drawn with the config seed, or
+  a corpus given as `match_corpus` (the lake table `representative_sample` that the Hub import
+  of the published sample writes); an instance never matches itself (the same instance_id), but
+  does match its duplicates (other instance ids).
 
-A partition that is complete for the same inputs (config, instances file, data order, tokenizer,
-contract columns) is skipped; different inputs rebuild it, `force` always does. The manifest
-records the inputs, the code-vs-NL classifier's held-out accuracy and the seconds each step took.
+A partition that is complete for the same inputs (config, instances file, data order or stream
+content, match corpus, tokenizer, contract columns) is skipped; different inputs rebuild it,
+`force` always does. The manifest records the inputs, the code-vs-NL classifier's held-out
+accuracy and the seconds each step took.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest.stream import TokenStream
+from ingest.stream_counts import StreamSource, count_stream, instance_rows
 from memlake import lake
 from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
@@ -70,7 +79,13 @@ def settings(cfg: dict[str, Any]) -> dict[str, int]:
 
 
 def build_features(
-    cfg: dict[str, Any], wh: Warehouse, *, force: bool = False, tokenizer: str | None = None
+    cfg: dict[str, Any],
+    wh: Warehouse,
+    *,
+    force: bool = False,
+    tokenizer: str | None = None,
+    stream: StreamSource | None = None,
+    match_corpus: str | None = None,
 ) -> dict[str, Any]:
     """Compute and write `instance_features` for the warehouse's instances; skip if up to date.
 
@@ -78,6 +93,12 @@ def build_features(
         loaded with `AutoTokenizer.from_pretrained` (decodes `text` / `prompt_text`; its vocabulary
         bounds the ids). Default: the one the `instances` manifest records (Hub imports record
         Pythia's), else the warehouse tokenizer (`suite/tokenizer`, the embedded corpus's).
+    stream: the training stream to count duplicates and token frequencies over, in shards
+        (`ingest.stream_counts`); default: the warehouse's own training rows in data order.
+    match_corpus: the semantic / textual match corpus: a lake table with `instance_id` and
+        `tokens` (`representative_sample`, or `representative_sample:<scheme>`; absent: the
+        default) or a Parquet file / folder with those columns; default: a seeded sample of
+        `taxonomy.representative_sample` training rows.
     """
     s = settings(cfg)
     seed = int(cfg["seed"])
@@ -85,15 +106,21 @@ def build_features(
         raise MemlakeError(f"no instances under {wh.table('instances')}: run `memlake suite corpus` first")
     order_path = wh.suite / "data_order.npy"
     tokenizer_source = tokenizer_of(wh, tokenizer)
+    opened = stream.open() if stream is not None else None  # the identity only: cheap
+    corpus_id = match_corpus_identity(wh, match_corpus) if match_corpus is not None else None
     inputs = {
         "seed": seed,
         "taxonomy": s,
         "instances_sha256": lake.manifest(wh.table("instances"))["files"][lake.DATA_FILE],
-        "data_order_sha256": lake.sha256(order_path) if order_path.exists() else None,
+        "data_order_sha256": lake.sha256(order_path) if order_path.exists() and opened is None else None,
         "code_nl_recipe": code_nl.RECIPE,
         "tokenizer": _tokenizer_key(wh, tokenizer_source),
         "columns": lake.spec(TABLE).schema.names,  # a contract change rebuilds an older partition
     }
+    if opened is not None:  # only when given, so partitions of the default stay up to date
+        inputs["stream"] = {"identity": opened.identity(), "key": opened.key()}
+    if corpus_id is not None:
+        inputs["match_corpus"] = corpus_id
     if lake.is_complete(wh, TABLE, {}) and not force:
         have = lake.manifest(wh.table(TABLE))
         if have.get("config", {}).get("inputs") == _jsonable(inputs):
@@ -110,30 +137,32 @@ def build_features(
 
     with progress() as bar:
         task = bar.add_task("features: reading instances", total=8)
-        ids, split, rows = _instances(wh)
-        n, row_len = rows.shape
         sample_len = s["prompt_len"] + s["k"]
-        if row_len < sample_len:
-            raise MemlakeError(
-                f"instances rows have {row_len} tokens, fewer than taxonomy.prompt_len + taxonomy.k "
-                f"= {sample_len}: lower them"
-            )
-        train = rows[split == "train"]
-        if not len(train):
-            raise MemlakeError(f"{wh.table('instances')}: no training rows (split = 'train')")
-        order = _data_order(order_path, len(train))
-        sample = rows[:, :sample_len]
+        inst = instance_rows(wh, sample_len)
+        ids, split, sample, whole = inst.ids, inst.split, inst.sample, inst.whole
+        n = len(ids)
+        train_pos = np.flatnonzero(whole & (split == "train"))  # rows of the instances table
+        train = inst.rows[split[whole] == "train"]
+        order = None
+        if stream is None:
+            if not len(train):
+                raise MemlakeError(
+                    f"{wh.table('instances')}: no whole training rows (split = 'train') to count over; "
+                    "pass the training stream (--stream)"
+                )
+            order = _data_order(order_path, len(train))
         tokenizer = _tokenizer(wh, tokenizer_source)
         vocab = max(len(tokenizer), 1)
-        if int(rows.max(initial=0)) >= vocab or int(rows.min(initial=0)) < 0:
-            outside = (rows >= vocab) | (rows < 0)
-            row = int(np.flatnonzero(outside.any(axis=1))[0])
-            value = int(rows[row][outside[row]][0])
-            raise MemlakeError(
-                f"instances column 'tokens': token id {value} (instance_id {int(ids[row])}) is outside "
-                f"the vocabulary of tokenizer {tokenizer_source} (ids 0..{vocab - 1}); pass the "
-                "tokenizer that made the instances (--tokenizer)"
-            )
+        for own_ids, matrix in ((ids[whole], inst.rows), (ids[~whole], sample[~whole])):
+            outside = (matrix >= vocab) | (matrix < 0)
+            if outside.any():
+                row = int(np.flatnonzero(outside.any(axis=1))[0])
+                value = int(matrix[row][outside[row]][0])
+                raise MemlakeError(
+                    f"instances column 'tokens': token id {value} (instance_id {int(own_ids[row])}) is "
+                    f"outside the vocabulary of tokenizer {tokenizer_source} (ids 0..{vocab - 1}); pass "
+                    "the tokenizer that made the instances (--tokenizer)"
+                )
         text = tokenizer.batch_decode(sample.tolist(), clean_up_tokenization_spaces=False)
         prompt_text = tokenizer.batch_decode(
             sample[:, : s["prompt_len"]].tolist(), clean_up_tokenization_spaces=False
@@ -141,21 +170,51 @@ def build_features(
         lap("read_and_decode")
 
         bar.update(task, advance=1, description="features: duplicates")
-
-        def stream():
-            for start in range(0, len(order), STREAM_CHUNK_ROWS):
-                yield train[order[start : start + STREAM_CHUNK_ROWS]]
-
-        chunk_rows = max(64, 65536 // row_len)
         cols: dict[str, Any] = {"instance_id": ids, "text": text, "prompt_text": prompt_text}
-        cols["sequence_duplicates"] = continuation_duplicate_counts(
-            rows, stream(), offset=s["prompt_len"], k=s["k"], chunk_rows=chunk_rows
-        )
-        cols["whole_sequence_duplicates"] = sequence_duplicate_counts(rows, stream(), chunk_rows=chunk_rows)
-        lap("duplicates")
+        whole_counts = np.zeros(n, dtype=np.int64)
+        if stream is None:
 
-        bar.update(task, advance=1, description="features: token frequencies")
-        counts = token_counts(stream(), vocab)
+            def rows_in_order():
+                for start in range(0, len(order), STREAM_CHUNK_ROWS):
+                    yield train[order[start : start + STREAM_CHUNK_ROWS]]
+
+            chunk_rows = max(64, 65536 // train.shape[1])
+            cols["sequence_duplicates"] = continuation_duplicate_counts(
+                sample, rows_in_order(), offset=s["prompt_len"], k=s["k"], chunk_rows=chunk_rows
+            )
+            whole_counts[whole] = sequence_duplicate_counts(inst.rows, rows_in_order(), chunk_rows=chunk_rows)
+            lap("duplicates")
+            bar.update(task, advance=1, description="features: token frequencies")
+            counts = token_counts(rows_in_order(), vocab)
+            stream_record = {
+                "source": str(order_path) if order_path.exists() else "every training row once",
+                "rows": int(len(order)),
+                "training_rows": int(len(train)),
+            }
+        else:
+            sc = count_stream(wh, stream, prompt_len=s["prompt_len"], k=s["k"])
+            if not np.array_equal(sc.ids, ids):
+                raise MemlakeError(
+                    f"{wh.table('instances')}: changed while the stream was counted; run again"
+                )
+            cols["sequence_duplicates"] = sc.sequence_duplicates
+            whole_counts = sc.whole_sequence_duplicates
+            lap("duplicates")
+            bar.update(task, advance=1, description="features: token frequencies")
+            counts = _vocabulary_counts(sc.token_counts, vocab, sc.stream, tokenizer_source)
+            stream_record = {
+                "source": str(stream.path),
+                "format": sc.stream.format,
+                "key": sc.stream.key(),
+                "rows": sc.stream.rows,
+                "row_len": sc.stream.row_len,
+                "shards": stream.shards,
+                "shards_run": sc.units_run,
+                "shards_skipped": sc.units_skipped,
+                "executor": stream.executor,
+                "count_seconds": round(sc.seconds, 2),
+            }
+        cols["whole_sequence_duplicates"] = pa.array(whole_counts, pa.int64(), mask=~whole)
         cols.update(frequency_stats(sample, counts))
         cols["frequencies"] = pa.ListArray.from_arrays(
             np.arange(0, sample.size + 1, sample_len, dtype=np.int32),
@@ -175,19 +234,47 @@ def build_features(
         cols["nl_score"] = code_nl.nl_score(text, model)
         lap("code_nl")
 
-        bar.update(task, advance=1, description=f"features: embedding {n} texts")
-        picked = np.random.default_rng(seed).choice(
-            len(train), size=min(s["representative_sample"], len(train)), replace=False
+        corpus = (
+            match_corpus_rows(wh, corpus_id, sample_len)
+            if corpus_id and not corpus_id.get("absent")
+            else None
         )
-        corpus_pos = np.flatnonzero(split == "train")[np.sort(picked)]  # rows of the instances table
-        emb = embed_distinct(text)
+        if corpus is None:  # the default: a seeded sample of the training rows
+            if not len(train_pos):
+                raise MemlakeError(
+                    f"{wh.table('instances')}: no whole training rows to draw the match corpus from; "
+                    "pass one (--match-corpus representative_sample)"
+                )
+            picked = np.random.default_rng(seed).choice(
+                len(train_pos), size=min(s["representative_sample"], len(train_pos)), replace=False
+            )
+            corpus_pos = train_pos[np.sort(picked)]
+            own = np.full(n, -1, dtype=np.int64)
+            own[corpus_pos] = np.arange(len(corpus_pos))
+            corpus_rows = len(corpus_pos)
+        else:
+            corpus_ids, corpus_sample = corpus
+            corpus_rows = len(corpus_ids)
+            known, first = np.unique(corpus_ids, return_index=True)
+            own = np.full(n, -1, dtype=np.int64)
+            if len(known):
+                at = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+                own = np.where(known[at] == ids, first[at], -1)
+        bar.update(task, advance=1, description=f"features: embedding {n} + {corpus_rows} texts")
+        if corpus is None:
+            emb = embed_distinct(text)
+            corpus_emb, corpus_prompts = emb[corpus_pos], [prompt_text[i] for i in corpus_pos]
+        else:
+            corpus_text = tokenizer.batch_decode(corpus_sample.tolist(), clean_up_tokenization_spaces=False)
+            corpus_prompts = tokenizer.batch_decode(
+                corpus_sample[:, : s["prompt_len"]].tolist(), clean_up_tokenization_spaces=False
+            )
+            both = embed_distinct(text + corpus_text)
+            emb, corpus_emb = both[:n], both[n:]
         lap("embedding")
 
         bar.update(task, advance=1, description="features: semantic and textual matches")
-        own = np.full(n, -1, dtype=np.int64)
-        own[corpus_pos] = np.arange(len(corpus_pos))
-        sm = semantic.semantic_match_counts(emb, emb[corpus_pos], semantic.THRESHOLDS, exclude_self=own)
-        corpus_prompts = [prompt_text[i] for i in corpus_pos]
+        sm = semantic.semantic_match_counts(emb, corpus_emb, semantic.THRESHOLDS, exclude_self=own)
         cols.update(sm.columns())
         cols.update(semantic.textual_match_counts(prompt_text, corpus_prompts, sm))
         cols["in_representative_sample"] = own >= 0
@@ -198,12 +285,9 @@ def build_features(
         manifest_config = {
             "inputs": inputs,
             "tokenizer": tokenizer_source,
-            "stream": {
-                "source": str(order_path) if order_path.exists() else "every training row once",
-                "rows": int(len(order)),
-                "training_rows": int(len(train)),
-            },
-            "representative_sample_rows": int(len(corpus_pos)),
+            "stream": stream_record,
+            "match_corpus": corpus_id or "seeded sample of the training rows",
+            "representative_sample_rows": int(corpus_rows),
             "embedding_device": embedding_device(),
             "code_nl": {
                 k: report[k]
@@ -220,9 +304,90 @@ def build_features(
         "path": path,
         "seconds": seconds,
         "held_out_accuracy": report["held_out_accuracy"],
-        "stream_rows": int(len(order)),
-        "representative_sample_rows": int(len(corpus_pos)),
+        "stream_rows": int(stream_record["rows"]),
+        "representative_sample_rows": int(corpus_rows),
     }
+
+
+def _vocabulary_counts(counts: np.ndarray, vocab: int, stream: TokenStream, source: str) -> np.ndarray:
+    """Stream token counts as a [vocab] vector; a stream token beyond the vocabulary is an error."""
+    beyond = np.flatnonzero(counts[vocab:])
+    if len(beyond):
+        raise MemlakeError(
+            f"{stream.path}: token id {vocab + int(beyond[0])} is outside the vocabulary of tokenizer "
+            f"{source} (ids 0..{vocab - 1}): not a stream of this tokenizer"
+        )
+    return np.pad(counts[:vocab], (0, max(0, vocab - len(counts))))
+
+
+# --------------------------------------------------------------------------- the match corpus
+
+
+def match_corpus_identity(wh: Warehouse, spec: str) -> dict[str, Any]:
+    """What identifies the match corpus `spec` (a lake table, `table:scheme`, or a Parquet path):
+    its source and content hashes; `absent: true` for a lake table with no partitions yet."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+        if not files:
+            raise MemlakeError(f"match corpus {path}: no Parquet files")
+        return {"path": str(path.resolve()), "sha256": [lake.sha256(f) for f in files]}
+    table, _, scheme = spec.partition(":")
+    usable = sorted(n for n, t in lake.TABLES.items() if {"instance_id", "tokens"} <= set(t.schema.names))
+    if table not in usable:
+        raise MemlakeError(
+            f"match corpus {spec!r}: neither a Parquet file or folder nor a lake table with instance_id "
+            f"and tokens ({', '.join(usable)})"
+        )
+    parts = lake.partitions(wh, table)
+    if scheme:
+        parts = [p for p in parts if f"scheme={scheme}" in p.parts]
+    if not parts:
+        return {"table": table, "scheme": scheme or None, "absent": True}
+    return {
+        "table": table,
+        "scheme": scheme or None,
+        "sha256": [lake.manifest(p)["files"][lake.DATA_FILE] for p in parts],
+    }
+
+
+def match_corpus_rows(
+    wh: Warehouse, identity: dict[str, Any], sample_len: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(instance_id [C], first `sample_len` tokens [C, sample_len]) of the match corpus."""
+    import pyarrow.dataset as ds
+
+    if "path" in identity:
+        where = identity["path"]
+        data = ds.dataset(where, format="parquet", partitioning="hive")
+        missing = {"instance_id", "tokens"} - set(data.schema.names)
+        if missing:
+            raise MemlakeError(f"match corpus {where}: no column(s) {sorted(missing)}")
+        t = data.to_table(columns=["instance_id", "tokens"])
+    else:
+        where = identity["table"]
+        columns = ["instance_id", "tokens"] + (
+            ["scheme"] if "scheme" in lake.spec(where).schema.names else []
+        )
+        t = lake.read_table(wh, where, columns=columns)
+        if "scheme" in columns:
+            schemes = sorted(set(t["scheme"].to_pylist()))
+            if identity["scheme"]:
+                t = t.filter(pc.equal(t["scheme"], identity["scheme"]))
+            elif len(schemes) > 1:
+                raise MemlakeError(
+                    f"match corpus {where}: holds schemes {schemes}; name one ({where}:{schemes[0]})"
+                )
+    tokens = t["tokens"].combine_chunks()
+    short = pc.less(pc.fill_null(pc.list_value_length(tokens), 0), sample_len)
+    if pc.any(short).as_py():
+        bad = pc.filter(t["instance_id"], short)[0].as_py()
+        raise MemlakeError(
+            f"match corpus {where}: instance_id {bad} has fewer than taxonomy.prompt_len + taxonomy.k "
+            f"= {sample_len} tokens"
+        )
+    flat = pc.list_flatten(pc.list_slice(tokens, 0, sample_len)).to_numpy(zero_copy_only=False)
+    return t["instance_id"].to_numpy(), flat.astype(np.int64).reshape(t.num_rows, sample_len)
 
 
 def embed_distinct(texts: list[str]) -> np.ndarray:
@@ -255,28 +420,6 @@ def embedding_device() -> str:
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def _instances(wh: Warehouse) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(instance_id [N], split [N], tokens [N, L]) sorted by instance_id; rows must share one length."""
-    t = lake.read_table(wh, "instances", columns=["instance_id", "split", "tokens"])
-    t = t.sort_by("instance_id")
-    tokens = t["tokens"].combine_chunks()
-    if tokens.null_count:
-        bad = pc.filter(t["instance_id"], pc.is_null(t["tokens"]))[0].as_py()
-        raise MemlakeError(f"instances column 'tokens' is null for instance_id {bad}")
-    lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
-    if len(lengths) and (lengths != lengths[0]).any():
-        bad = t["instance_id"][int(np.flatnonzero(lengths != lengths[0])[0])].as_py()
-        raise MemlakeError(
-            f"instances column 'tokens': instance_id {bad} has a different length from the first "
-            f"row's {int(lengths[0])} (rows must be fixed-length)"
-        )
-    width = int(lengths[0]) if len(lengths) else 0
-    flat = tokens.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
-    ids = t["instance_id"].to_numpy()
-    split = np.asarray(t["split"].to_pylist(), dtype=object)
-    return ids, split, flat.reshape(len(ids), width)
 
 
 def _data_order(path: Path, n_train: int) -> np.ndarray:

@@ -59,7 +59,8 @@ def load_panel(wh: Warehouse, panel_cfg: dict[str, Any], seed: int) -> tuple[np.
     columns = ["instance_id", "split", "cohort", "artifact", "tokens", "sample_only"]
     inst = lake.read_table(wh, "instances", columns=columns)
     inst = inst.filter(pc.invert(pc.fill_null(inst["sample_only"], False)))
-    if lake.manifest(wh.table("instances")).get("config", {}).get("corpus"):
+    made_by = lake.manifest(wh.table("instances")).get("config", {})
+    if made_by.get("imports") or made_by.get("import"):
         # a Hub import's instances are already a published panel (e.g. Pythia's 16.3k rows):
         # every row is a unit, so its statistics line up with the public ones row for row
         panel_cfg = {"per_cohort": None, "validation": None}

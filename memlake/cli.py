@@ -133,6 +133,22 @@ def suite_register(
     console.print(f"{r['hub_id']}: {what} as model {r['model']!r} ({r['checkpoints']} checkpoints)")
 
 
+@suite_app.command("replica")
+def suite_replica(
+    out: Annotated[Path, typer.Argument(help="Folder to write the replica into.")],
+):
+    """Build the offline Pythia-shaped replica (HF cache, public artifacts, preshuffled stream) that
+    the README's "Running on Pythia" commands run on without the Hub."""
+    from ingest.replica import build_replica
+
+    info = build_replica(out)
+    console.print(f"replica: {out} ({info['panel']['train']} + {info['panel']['validation']} panel rows)")
+    console.print(f"export HF_HOME={info['hf_home']} HF_HUB_OFFLINE=1", soft_wrap=True)
+    for name, path in info["artifacts"].items():
+        console.print(f"{name}: {path}", soft_wrap=True)
+    console.print(f"stream: {info['stream']}", soft_wrap=True)
+
+
 @suite_app.command("list")
 def suite_list(warehouse: WarehouseOpt = None):
     """List the suite's checkpoints."""
@@ -193,11 +209,7 @@ def _ingest(
     }
     names = models or [m["name"] for m in cfg["suite"]["models"]]
     units = [u for name in names for u in plan(job, name, revisions, wh, shards, opts)]
-    eopts = {}
-    for item in exec_opts or []:
-        k, _, v = item.partition("=")
-        eopts[k] = int(v) if v.isdigit() else v
-    results = execute(units, executor, **eopts)
+    results = execute(units, executor, **_exec_opts(exec_opts))
     done = [r for r in results if not r["skipped"]]
     tokens = sum(r["tokens"] for r in done)
     secs = sum(r["seconds"] for r in done)
@@ -206,6 +218,15 @@ def _ingest(
         + (f", {tokens / secs:.0f} tokens/s" if secs else "")
     )
     return results
+
+
+def _exec_opts(items: list[str] | None) -> dict:
+    """`--exec-opt k=v` items as executor keywords (digits as integers)."""
+    out = {}
+    for item in items or []:
+        k, _, v = item.partition("=")
+        out[k] = int(v) if v.isdigit() else v
+    return out
 
 
 @ingest_app.command("token-stats")
@@ -811,16 +832,19 @@ taxonomy_app = typer.Typer(
 app.add_typer(taxonomy_app, name="taxonomy")
 
 
-def _taxonomy_features(cfg, wh: Warehouse, force: bool = False, tokenizer: str | None = None) -> str:
+def _taxonomy_features(
+    cfg, wh: Warehouse, force: bool = False, tokenizer: str | None = None, stream=None, match_corpus=None
+) -> str:
     """Run the features job; a one-line summary of what it did."""
     from ingest.features import build_features
 
-    r = build_features(cfg, wh, force=force, tokenizer=tokenizer)
+    r = build_features(cfg, wh, force=force, tokenizer=tokenizer, stream=stream, match_corpus=match_corpus)
     if r["skipped"]:
         return f"{r['rows']} instances (cached)"
     secs = r["seconds"]
     return (
         f"{r['rows']} instances in {sum(secs.values()):.0f}s (embedding {secs['embedding']:.0f}s), "
+        f"duplicates over {r['stream_rows']} stream rows in {secs['duplicates']:.0f}s, "
         f"code-vs-NL held-out accuracy {r['held_out_accuracy']:.3f}"
     )
 
@@ -838,15 +862,48 @@ def taxonomy_features(
             "instances record, e.g. Pythia's for Hub imports, else the warehouse tokenizer)."
         ),
     ] = None,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            help="Training stream to count duplicates and token frequencies over: a Megatron "
+            "document.bin/.idx pair (prefix or either file), a 2-D .npy, or a raw token file with "
+            "--row-len (default: the warehouse's training rows in data order)."
+        ),
+    ] = None,
+    stream_shards: Annotated[int, typer.Option(help="Split the stream's rows into N units.")] = 1,
+    row_len: Annotated[int | None, typer.Option(help="Tokens per row of a raw stream file.")] = None,
+    executor: ExecutorOpt = "local",
+    exec_opt: ExecOpt = None,
+    match_corpus: Annotated[
+        str | None,
+        typer.Option(
+            help="Semantic/textual match corpus: a lake table with instance_id and tokens "
+            "(representative_sample[:scheme]; the default while it has no partitions) or a Parquet "
+            "file/folder with those columns (default: a seeded sample of the training rows)."
+        ),
+    ] = None,
 ):
     """Duplicates, token frequencies, templates, Huffman length, code-vs-NL and matches per instance."""
+    from ingest.stream_counts import StreamSource
+
     cfg, wh = _setup(config, set_, warehouse)
-    summary = _taxonomy_features(cfg, wh, force, tokenizer)
+    source = None
+    if stream is not None:
+        opts = tuple(sorted(_exec_opts(exec_opt).items()))
+        source = StreamSource(stream, row_len, stream_shards, executor, opts)
+    summary = _taxonomy_features(cfg, wh, force, tokenizer, source, match_corpus)
     console.print(f"features: {summary} -> {wh.table('instance_features')}")
 
 
-def _taxonomy_analyses(cfg, wh: Warehouse, protocols: tuple[str, ...] = ("leakage_free", "published")) -> str:
-    """Shares, correlations, KL, both model protocols and the figures; a one-line summary."""
+def _taxonomy_analyses(
+    cfg,
+    wh: Warehouse,
+    protocols: tuple[str, ...] = ("leakage_free", "published"),
+    model: str | None = None,
+    step: int | None = None,
+) -> str:
+    """Shares, correlations, KL, both model protocols (every checkpoint, or `model`/`step`) and
+    the figures; a one-line summary."""
     import analysis.taxonomy as tax
 
     t = cfg["taxonomy"]
@@ -855,7 +912,7 @@ def _taxonomy_analyses(cfg, wh: Warehouse, protocols: tuple[str, ...] = ("leakag
         tax.run_correlations(wh)
         tax.run_kl(wh, n_bootstrap=t["kl_bootstrap"])
         for protocol in protocols:
-            fits = tax.run_models(wh, protocol=protocol, n_subsets=t["n_subsets"])
+            fits = tax.run_models(wh, protocol=protocol, model=model, step=step, n_subsets=t["n_subsets"])
         figures = tax.draw(wh)
     except (ValueError, KeyError) as e:
         raise MemlakeError(f"taxonomy: {e}") from None
@@ -877,14 +934,22 @@ def _taxonomy_analyses(cfg, wh: Warehouse, protocols: tuple[str, ...] = ("leakag
 @taxonomy_app.command("fit")
 def taxonomy_fit(
     protocol: Annotated[str, typer.Option(help="leakage_free, published or both.")] = "both",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Fit the models of this model only (lake key or Hub id)."),
+    ] = None,
+    step: Annotated[int | None, typer.Option(help="Fit the models of this checkpoint step only.")] = None,
     config: ConfigOpt = "small",
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
 ):
     """Shares, correlations, KL vs duplicates, baseline/taxonomic models and figures into marts."""
+    from ingest.hub_suites import model_key
+
     cfg, wh = _setup(config, set_, warehouse)
     protocols = ("leakage_free", "published") if protocol == "both" else (protocol,)
-    console.print("taxonomy: " + _taxonomy_analyses(cfg, wh, protocols), soft_wrap=True)
+    key = model_key(model) if model else None
+    console.print("taxonomy: " + _taxonomy_analyses(cfg, wh, protocols, key, step), soft_wrap=True)
 
 
 @taxonomy_app.command("search")

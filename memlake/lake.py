@@ -212,6 +212,39 @@ TABLES: dict[str, TableSpec] = {
             checks=(_matches_are_nested,),
         ),
         TableSpec(
+            name="stream_counts",
+            grain="one row per (training stream, query set, shard, instance) that occurs in the shard: "
+            "duplicate counts over one contiguous range of the stream's rows (sum the shards)",
+            schema=pa.schema(
+                [
+                    ("stream", pa.string()),  # digest of the stream's content (ingest/stream.py)
+                    ("queries", pa.string()),  # digest of the instances and the window counted
+                    ("shards", pa.int32()),  # the stream's rows split into this many ranges
+                    ("shard", pa.int32()),
+                    ("instance_id", pa.int64()),
+                    ("sequence_duplicates", pa.int64()),  # windows equal to the continuation
+                    ("whole_sequence_duplicates", pa.int64()),  # rows equal to the row; null: sample only
+                ]
+            ),
+            keys=("stream", "queries", "shards", "shard", "instance_id"),
+            partition_by=("stream", "queries", "shards", "shard"),
+        ),
+        TableSpec(
+            name="stream_token_counts",
+            grain="one row per (training stream, shard, token id) that occurs in the shard",
+            schema=pa.schema(
+                [
+                    ("stream", pa.string()),
+                    ("shards", pa.int32()),
+                    ("shard", pa.int32()),
+                    ("token_id", pa.int32()),
+                    ("count", pa.int64()),
+                ]
+            ),
+            keys=("stream", "shards", "shard", "token_id"),
+            partition_by=("stream", "shards", "shard"),
+        ),
+        TableSpec(
             name="representative_sample",
             grain="one row per (scheme, instance): a uniformly drawn training row of the scheme's "
             "training stream, its first prompt_len + k tokens (the taxonomy's match corpus)",

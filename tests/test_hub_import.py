@@ -956,3 +956,17 @@ def test_entry_point_errors(tmp_path, wh):
 
 def test_registry_covers_every_hub_repo():
     assert set(hub_import.IMPORTERS) == set(hub_import.HUB_REPOS)
+
+
+def test_an_imported_panel_is_scored_whole(pile_dir, wh, tiny_corpus):
+    """A Hub import's instances are already the published panel: scoring jobs take every whole
+    row, whatever the config's sampling; the embedded corpus is still sampled by it."""
+    from ingest.panel import load_panel
+
+    import_dataset("pile-deduped-subset", str(pile_dir), wh)
+    ids, tokens = load_panel(wh, {"per_cohort": 1, "validation": 1}, 0)
+    # every row but 5,000,000, whose tokens repeat row 0's (a later copy is not a unit of its own)
+    assert sorted(ids.tolist()) == sorted(set(TRAIN_IDS + VAL_IDS) - {5_000_000}) and tokens.shape[1] == 2049
+    sampled, _ = load_panel(tiny_corpus, {"per_cohort": 1, "validation": 1}, 0)
+    everything, _ = load_panel(tiny_corpus, {"per_cohort": None, "validation": None}, 0)
+    assert len(sampled) < len(everything)

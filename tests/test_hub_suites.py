@@ -131,3 +131,54 @@ def test_suite_register_command(wh, hf_cache):
     )
     assert ok.exit_code == 0, ok.output
     assert registered(wh, "lm")["steps"] == [0, 10]
+
+
+def test_a_hub_model_whose_tokenizer_differs_from_the_instances_is_refused(tmp_path):
+    """Through the real loading path (an offline HF cache, `from_pretrained` by Hub id and revision):
+    the model's tokenizer is compared with the one the instances manifest records."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pyarrow as pa
+
+    from ingest.replica import _save_revision
+    from ingest.suite.model import build_model
+    from ingest.tokenizer import save_tokenizer, train_tokenizer
+
+    texts = ["def f(x):\n    return x + 1\n" * 20, "The quick brown fox jumps over the lazy dog. " * 20]
+    theirs, mine = train_tokenizer(texts, 300), train_tokenizer(texts[::-1] + ["zzz qqq " * 50], 320)
+    save_tokenizer(theirs, tmp_path / "theirs")
+    repo = tmp_path / "hf" / "hub" / "models--acme--lm"
+    _save_revision(repo, "step1", build_model({"hidden_size": 16, "layers": 1, "heads": 2}, 320, 64), mine)
+    wh = Warehouse.at(tmp_path / "wh")
+    n = 4
+    rows = {
+        "instance_id": list(range(n)),
+        "split": ["train"] * n,
+        "tokens": pa.array((np.arange(n * 16).reshape(n, 16) % 250).tolist(), pa.list_(pa.int32())),
+        "batch_idx": [0] * n,
+        "cohort": [1] * n,
+        "source": ["x"] * n,
+        "artifact": ["none"] * n,
+        "copies": pa.nulls(n, pa.int32()),
+        "clean_tokens": pa.nulls(n, lake.TOKENS),
+    }
+    lake.write_partition(wh, "instances", rows, config={"tokenizer": str(tmp_path / "theirs")})
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    env["HF_HUB_OFFLINE"] = "1"
+    cli = [sys.executable, "-c", "from memlake.cli import main; main()"]
+    w = ["-w", str(wh.root)]
+    reg = ["suite", "register", "acme/lm", "--batch-size", "1", "--first-epoch-end", "1", *w]
+    assert subprocess.run([*cli, *reg], env=env, capture_output=True).returncode == 0
+    out = subprocess.run(
+        [*cli, "ingest", "token-stats", "-m", "acme/lm", "-r", "step1", *w],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2, out.stderr
+    line = " ".join(out.stderr.split())
+    assert "tokenizer of acme/lm@step1 does not match the tokenizer" in line and "Traceback" not in out.stderr
+    assert not wh.table("token_stats").exists()

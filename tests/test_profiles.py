@@ -96,7 +96,7 @@ def test_views_read_the_marts(demo):
     same = corr.filter(pl.col("model_a") == pl.col("model_b"))
     assert np.allclose(same["pearson"], 1.0) and len(corr) == 4
     cross = corr.filter(pl.col("model_a") != pl.col("model_b"))
-    assert cross["pearson"].n_unique() == 1  # symmetric
+    assert np.ptp(cross["pearson"].to_numpy()) < 1e-12  # symmetric (to the last bits of the sums)
     a, b = (
         full.filter(pl.col("model") == m).sort("cohort", "step")["memorisation"]
         for m in ("suite-s", "suite-xs")

@@ -69,9 +69,14 @@ def _inv_pow(n: int) -> np.ndarray:
 def window_hash(windows: np.ndarray, hash_bits: int = 64) -> np.ndarray:
     """h(w) = sum_m w_m * B**m mod 2**64 of each row of `windows` [N, k], low `hash_bits` bits, uint64 [N]."""
     windows = np.asarray(windows)
-    prod = np.multiply(windows, _pow(windows.shape[1]), dtype=np.uint64, casting="unsafe")
-    h = prod.sum(axis=1, dtype=np.uint64)
-    return h & np.uint64(_mask(hash_bits))
+    mask = np.uint64(_mask(hash_bits))
+    powers = _pow(windows.shape[1])
+    h = np.empty(len(windows), dtype=np.uint64)
+    step = max(1, (1 << 21) // max(windows.shape[1], 1))  # 16 MiB of products at a time, not N x k
+    for s in range(0, len(windows), step):
+        prod = np.multiply(windows[s : s + step], powers, dtype=np.uint64, casting="unsafe")
+        h[s : s + step] = prod.sum(axis=1, dtype=np.uint64)
+    return h & mask
 
 
 def _mask(hash_bits: int) -> int:
@@ -191,7 +196,7 @@ def _chunks(stream: np.ndarray | Iterable[np.ndarray], chunk_rows: int) -> Itera
             yield part[s : s + chunk_rows]
 
 
-def _bounded_map(fn: Callable, items: Iterator, threads: int) -> Iterator:
+def bounded_map(fn: Callable, items: Iterable, threads: int) -> Iterator:
     """`map(fn, items)` on `threads` threads with at most 2 * threads chunks in flight (bounded memory)."""
     if threads <= 1:
         yield from map(fn, items)
@@ -204,6 +209,55 @@ def _bounded_map(fn: Callable, items: Iterator, threads: int) -> Iterator:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+class DuplicateCounter:
+    """`window_duplicate_counts` fed one chunk at a time, for a pass that reads each chunk once for
+    several statistics. `matches(chunk)` is safe to call from several threads; `add` is not.
+
+    windows: [N, k] query windows; `counts()` gives, per row, the stream windows equal to it so far.
+    """
+
+    def __init__(self, windows: np.ndarray, *, first_only: bool = False, hash_bits: int = 64):
+        windows = np.asarray(windows)
+        if windows.ndim != 2 or windows.shape[1] == 0:
+            raise ValueError(f"windows must be a non-empty [N, k] matrix, got shape {windows.shape}")
+        _mask(hash_bits)
+        self.k = windows.shape[1]
+        self._counter = None
+        self.uniq, self.inverse = windows, np.zeros(0, dtype=np.int64)
+        if len(windows):
+            self.uniq, self.inverse = _distinct(windows, hash_bits)
+            self._counter = _Counter(self.uniq, first_only=first_only, hash_bits=hash_bits)
+        self._total = np.zeros(len(self.uniq), dtype=np.int64)
+        self._pending: list[np.ndarray] = []
+        self._n_pending = 0
+
+    def matches(self, chunk: np.ndarray) -> np.ndarray:
+        """Distinct-query index of every window of `chunk` [r, L] equal to a query window."""
+        if self._counter is None:
+            return np.zeros(0, dtype=np.int64)
+        return self._counter.matches(chunk)
+
+    def add(self, found: np.ndarray) -> None:
+        """Count the matches `matches` returned for one chunk."""
+        self._pending.append(found)
+        self._n_pending += len(found)
+        if self._n_pending >= max(len(self.uniq), 1 << 16):  # a bincount costs O(U): amortise it
+            self._flush()
+
+    def update(self, chunk: np.ndarray) -> None:
+        self.add(self.matches(chunk))
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._total += np.bincount(np.concatenate(self._pending), minlength=len(self.uniq))
+            self._pending, self._n_pending = [], 0
+
+    def counts(self) -> np.ndarray:
+        """Matches so far per query row, int64 [N]."""
+        self._flush()
+        return self._total[self.inverse]
 
 
 def window_duplicate_counts(
@@ -221,24 +275,12 @@ def window_duplicate_counts(
     windows are the k-token slices of each row at offsets 0..L-k (only offset 0 with
     `first_only`). `threads` > 1 hashes chunks in parallel (numpy releases the GIL).
     """
-    windows = np.asarray(windows)
-    if windows.ndim != 2 or windows.shape[1] == 0:
-        raise ValueError(f"windows must be a non-empty [N, k] matrix, got shape {windows.shape}")
-    if not len(windows):
+    counter = DuplicateCounter(windows, first_only=first_only, hash_bits=hash_bits)
+    if not len(counter.inverse):
         return np.zeros(0, dtype=np.int64)
-    uniq, inverse = _distinct(windows, hash_bits)
-    counter = _Counter(uniq, first_only=first_only, hash_bits=hash_bits)
-    total = np.zeros(len(uniq), dtype=np.int64)
-    pending, n_pending = [], 0
-    for found in _bounded_map(counter.matches, _chunks(stream, chunk_rows), threads):
-        pending.append(found)
-        n_pending += len(found)
-        if n_pending >= max(len(uniq), 1 << 16):  # a bincount costs O(U): amortise it over as many ids
-            total += np.bincount(np.concatenate(pending), minlength=len(uniq))
-            pending, n_pending = [], 0
-    if pending:
-        total += np.bincount(np.concatenate(pending), minlength=len(uniq))
-    return total[inverse]
+    for found in bounded_map(counter.matches, _chunks(stream, chunk_rows), threads):
+        counter.add(found)
+    return counter.counts()
 
 
 def continuation_duplicate_counts(

@@ -1,0 +1,178 @@
+"""The real path end to end on an offline Pythia-shaped replica that memlake builds itself.
+
+The replica (ingest/replica.py) puts a tiny GPTNeoX with Pythia's vocabulary shape in a Hugging
+Face cache under `EleutherAI/pythia-70m-deduped` with revisions named like Pythia's, writes
+schema-exact files of every public artifact, and a small preshuffled Megatron stream. The chain
+below is the README's "Running on Pythia", command for command, through the `memlake` CLI with
+`HF_HUB_OFFLINE=1`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from memlake import lake
+from memlake.paths import REPO_ROOT, Warehouse
+
+HUB = "EleutherAI/pythia-70m-deduped"
+KEY = "pythia-70m-deduped"
+
+
+@pytest.fixture(scope="module")
+def replica(tmp_path_factory):
+    from ingest.replica import build_replica
+
+    return build_replica(tmp_path_factory.mktemp("replica"))
+
+
+def _env(replica, wh: Warehouse) -> dict:
+    return {
+        **os.environ,
+        "HF_HOME": replica["hf_home"],
+        "HF_HUB_CACHE": str(os.path.join(replica["hf_home"], "hub")),
+        "HF_HUB_OFFLINE": "1",
+        "MEMLAKE_WAREHOUSE": str(wh.root),
+    }
+
+
+def _memlake(env: dict, *args: str) -> str:
+    cmd = [sys.executable, "-c", "from memlake.cli import main; main()", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    assert out.returncode == 0, f"memlake {' '.join(args)}\n{out.stderr[-3000:]}"
+    return " ".join(out.stderr.split())
+
+
+def test_replica_is_shaped_like_pythia(replica):
+    from transformers import AutoConfig
+
+    from ingest.stream import open_stream
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cache = os.path.join(replica["hf_home"], "hub")
+    cfg = AutoConfig.from_pretrained(HUB, revision="step1000", cache_dir=cache)
+    assert (cfg.vocab_size, cfg.max_position_embeddings, cfg.model_type) == (50_304, 2048, "gpt_neox")
+    stream = open_stream(replica["stream"])
+    assert (stream.rows, stream.row_len) == (replica["stream_rows"], 2049)
+    first = pq.read_table(os.path.join(replica["artifacts"]["pile-deduped-subset"], "data"))
+    assert {len(r) for r in first["input_ids"].to_pylist()} == {2049}
+    assert replica["memorised_at_final_step"] >= 5
+
+
+def test_the_real_path_end_to_end(replica, tmp_path):
+    wh = Warehouse.at(tmp_path / "wh")
+    env = _env(replica, wh)
+    art = replica["artifacts"]
+    steps = ",".join(replica["revisions"])
+    w = ["-w", str(wh.root)]
+
+    out = _memlake(env, "suite", "register", HUB, *w)
+    assert "154 checkpoints" in out
+    # the panel from the cache (no folder: the Hub path, offline), the rest from folders
+    _memlake(env, "ingest", "import", "pile-deduped-subset", *w)
+    _memlake(env, "ingest", "import", "pythia-deduped-stats-raw", art["pythia-deduped-stats-raw"], *w)
+    _memlake(
+        env,
+        "ingest",
+        "import",
+        "pythia-memorized-evals",
+        art["pythia-memorized-evals"],
+        "--stream-rows",
+        str(replica["stream_rows"]),
+        *w,
+    )
+    _memlake(
+        env,
+        "ingest",
+        "import",
+        "pile-deduped-pythia-random-sampled",
+        art["pile-deduped-pythia-random-sampled"],
+        *w,
+    )
+    _memlake(env, "ingest", "import", "semantic-filters", art["semantic-filters"], "--size", "70m", *w)
+    _memlake(env, "ingest", "token-stats", "-m", HUB, "-r", steps, *w)
+    _memlake(env, "ingest", "extraction", "-m", KEY, "-r", steps, *w)
+    _memlake(env, "build", *w)
+    _memlake(env, "profiles", "fit", "-m", HUB, "--metrics", "sup_seq", "--bootstrap", "0", *w)
+    _memlake(env, "taxonomy", "features", "--stream", replica["stream"], *w)
+    _memlake(env, "build", *w)
+    final = replica["revisions"][-1].removeprefix("step")
+    # the published Pythia features are of the final checkpoint (the replica's panel is too small
+    # to fit a model at every checkpoint)
+    out = _memlake(env, "taxonomy", "fit", "--protocol", "published", "-m", HUB, "--step", final, *w)
+    assert f"{KEY}@{final}" in out
+    _memlake(
+        env,
+        "mitigate",
+        "sweep",
+        KEY,
+        "--step",
+        final,
+        "--methods",
+        "ft_extra,durable",
+        "--max-per-method",
+        "1",
+        *w,
+    )
+    _memlake(env, "publish", "sequence_panel", "--repo", "memlake/replica-panel", "--dry-run", *w)
+    _memlake(env, "report", "--no-dbt-docs", *w)
+
+    # stats-raw imported for a revision equal memlake's own recomputation on that revision
+    from ingest.checkpoints import load_model, resolve
+    from ingest.panel import load_panel
+    from ingest.token_stats import token_statistics
+
+    os.environ["HF_HUB_CACHE"] = env["HF_HUB_CACHE"]
+    step = replica["stats_raw_steps"][0]
+    imported = lake.read_table(wh, "token_stats").to_pylist()
+    imported = {r["instance_id"]: r for r in imported if r["step"] == step}
+    ids, tokens = load_panel(wh, {}, 0)
+    assert sorted(imported) == sorted(ids.tolist())
+    import huggingface_hub.constants as hc
+
+    old = hc.HF_HUB_CACHE
+    hc.HF_HUB_CACHE = env["HF_HUB_CACHE"]
+    try:
+        import torch
+
+        model = load_model(resolve(KEY, f"step{step}", wh))
+        with torch.inference_mode():
+            own = token_statistics(model, torch.from_numpy(tokens))
+    finally:
+        hc.HF_HUB_CACHE = old
+    for k, i in enumerate(ids.tolist()):  # float32 on both sides; only summation order differs
+        np.testing.assert_allclose(imported[i]["surprisal"], own["surprisal"][k].numpy(), atol=5e-4)
+        np.testing.assert_allclose(imported[i]["entropy"], own["entropy"][k].numpy(), atol=5e-4)
+        np.testing.assert_array_equal(imported[i]["rank"], own["rank"][k].numpy())
+
+    # every mart is non-empty: the dbt marts (files) and the analyses' marts (folders of files)
+    rows: dict[str, int] = {}
+    for p in wh.marts.rglob("*.parquet"):
+        name = p.relative_to(wh.marts).parts[0].removesuffix(".parquet")
+        rows[name] = rows.get(name, 0) + pq.ParquetFile(p).metadata.num_rows
+    assert not [m for m, n in rows.items() if n == 0], rows
+    for name in (
+        "sequence_panel",
+        "sequence_features",
+        "taxonomy",
+        "sequence_perplexities",
+        "profiles_attgt",
+        "profiles_aggregates",
+        "taxonomy_shares",
+        "taxonomy_model_metrics",
+        "taxonomy_model_tests",
+        "taxonomy_kl",
+    ):
+        assert name in rows, name
+    runs = lake.read_table(wh, "mitigation_runs").to_pylist()
+    assert runs and {r["model"] for r in runs} == {KEY} and {r["step"] for r in runs} == {int(final)}
+    assert all(r["mem_before"] > 0 for r in runs)
+    manifest = json.loads((wh.table("checkpoints") / f"model={KEY}" / lake.MANIFEST).read_text())
+    assert manifest["config"]["hub_id"] == HUB
+    assert (wh.root / "report" / "index.html").exists()
