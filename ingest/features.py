@@ -39,6 +39,7 @@ accuracy and the seconds each step took.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -48,6 +49,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ingest import embedding_cache
 from ingest.stream import TokenStream
 from ingest.stream_counts import StreamSource, count_stream, instance_rows
 from memlake import lake
@@ -390,26 +392,39 @@ def match_corpus_rows(
     return t["instance_id"].to_numpy(), flat.astype(np.int64).reshape(t.num_rows, sample_len)
 
 
-def embed_distinct(texts: list[str]) -> np.ndarray:
+def embed_distinct(texts: list[str], cache: bool = True) -> np.ndarray:
     """`semantic.embed(texts)`, embedding each distinct text once, in order of encoder length.
 
-    Embedding is the cost of this job (a MiniLM forward per text, ~1.5k tokens/s per CPU core).
-    Duplicated rows are embedded once, and sorting by the encoder's token count makes every
-    batch pad to about its own length rather than the longest text's: the same vectors (to
-    float rounding) for a fraction of the work.
+    Embedding is the cost of this job (a MiniLM forward per text). Duplicated rows are embedded
+    once; texts embedded before on this machine are read from the embedding cache
+    (`ingest.embedding_cache`, off with `cache=False`); and sorting by the encoder's token count
+    makes every batch pad to about its own length rather than the longest text's: the same
+    vectors (to float rounding) for a fraction of the work.
     """
+    distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+    distinct = distinct.tolist()
+    if cache:
+        recipe = f"{semantic.MODEL_SHA256}:{semantic.MAX_SEQ_LENGTH}:mean-pool:l2"
+        key = hashlib.sha256(recipe.encode()).hexdigest()
+        emb = embedding_cache.cached_embed(
+            distinct, _embed_by_length, embedding_cache.cache_dir(key), semantic.EMBED_DIM
+        )
+    else:
+        emb = _embed_by_length(distinct)
+    return emb[inverse.reshape(-1)]
+
+
+def _embed_by_length(texts: list[str]) -> np.ndarray:
     from transformers import AutoTokenizer
 
-    distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
     tokenizer = AutoTokenizer.from_pretrained(str(semantic.model_path()))
     lengths = [
-        len(ids)
-        for ids in tokenizer(list(distinct), truncation=True, max_length=semantic.MAX_SEQ_LENGTH)["input_ids"]
+        len(ids) for ids in tokenizer(texts, truncation=True, max_length=semantic.MAX_SEQ_LENGTH)["input_ids"]
     ]
     by_length = np.argsort(lengths, kind="stable")
-    emb = np.empty((len(distinct), semantic.EMBED_DIM), dtype=np.float32)
-    emb[by_length] = semantic.embed([distinct[i] for i in by_length], device=embedding_device())
-    return emb[inverse.reshape(-1)]
+    emb = np.empty((len(texts), semantic.EMBED_DIM), dtype=np.float32)
+    emb[by_length] = semantic.embed([texts[i] for i in by_length], device=embedding_device())
+    return emb
 
 
 def embedding_device() -> str:

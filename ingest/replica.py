@@ -56,15 +56,17 @@ MACRO_ROWS = 1_024_000  # rows per macro-batch: 1,000 steps x 1,024 rows
 
 @dataclass(frozen=True)
 class ReplicaSpec:
-    stream_rows: int = 256
+    stream_rows: int = 128
     cohorts: int = 2  # macro-batches with panel rows (cohorts 1000 .. 1000 * cohorts)
     per_cohort: int = 2
-    validation: int = 4
-    # planted stream rows trained throughout: enough memorised rows of one duplicate count for
-    # the taxonomy's KL-vs-duplicates (at least 5 memorised and 5 not per count)
+    validation: int = 3
+    # planted stream rows trained throughout: enough memorised rows of one duplicate count in the
+    # published sample for the taxonomy's KL-vs-duplicates (at least 5 memorised and 5 not)
     memorised: int = 6
+    memorised_in_panel: int = 2  # of those, panel rows too (every panel row costs a full pass)
     train_len: int = 72  # tokens of each row the replica model trains on: prompt + 40-token test
     steps_per_revision: int = 25
+    lr: float = 1e-2
     final_step: int = 143_000
     hidden: int = 32
     layers: int = 2
@@ -107,8 +109,9 @@ def build_replica(out: Path, spec: ReplicaSpec = ReplicaSpec()) -> dict[str, Any
         for j in range(spec.per_cohort):
             panel_ids.append(m * MACRO_ROWS + 17 * j + m)
             panel_rows.append(later[(m - 1) * spec.per_cohort + j])
-    panel_ids += memorised_idx.tolist()  # the memorised rows are panel rows too (cohort 1000)
-    panel_rows += [stream[i] for i in memorised_idx]
+    in_panel = memorised_idx[: spec.memorised_in_panel]  # panel rows of cohort 1000 too
+    panel_ids += in_panel.tolist()
+    panel_rows += [stream[i] for i in in_panel]
     val_ids = [-100 - i for i in range(spec.validation)]
 
     models = _train(out, tokenizer, spec, panel_ids, panel_rows, stream[memorised_idx])
@@ -208,7 +211,7 @@ def _train(out: Path, tokenizer, spec: ReplicaSpec, panel_ids, panel_rows, memor
     model = build_model(
         {"hidden_size": spec.hidden, "layers": spec.layers, "heads": spec.heads}, PYTHIA_VOCAB, 2048
     )
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
     by_cohort: dict[int, list[np.ndarray]] = {}
     for i, row in zip(panel_ids, panel_rows):
         by_cohort.setdefault(1000 * (i // MACRO_ROWS + 1), []).append(row)

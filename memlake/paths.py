@@ -13,6 +13,14 @@ def default_warehouse() -> Path:
     return Path(os.environ.get("MEMLAKE_WAREHOUSE", REPO_ROOT / "warehouse")).resolve()
 
 
+def cache_root() -> Path:
+    """The per-user cache shared by every warehouse (`$MEMLAKE_CACHE`, else the XDG cache folder):
+    only results that are a pure function of their key live here, so any warehouse may reuse them."""
+    if os.environ.get("MEMLAKE_CACHE"):
+        return Path(os.environ["MEMLAKE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "memlake"
+
+
 @dataclass(frozen=True)
 class Warehouse:
     root: Path

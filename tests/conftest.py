@@ -1,9 +1,13 @@
 import os
+import tempfile
 
 os.environ["MEMLAKE_QUIET"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One per-user cache for the session (the code-vs-NL classifier is fitted once, not per warehouse),
+# and never the developer's own.
+os.environ["MEMLAKE_CACHE"] = tempfile.mkdtemp(prefix="memlake-cache-")
 # Triton (if installed) interprets kernels on CPU tensors, so the GPU path's fused kernel is tested
 # here; it is read when Triton is imported, hence before anything else. Nothing runs a kernel
 # unless a test opts in (MEMLAKE_FUSED_STATS=1, see ingest/fused_stats.py).

@@ -1,5 +1,7 @@
 """transforms.code_nl: a locally trained code-vs-NL classifier, its thresholds and its cache."""
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -10,7 +12,8 @@ from transforms import code_nl
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """Trained once per session (about 30 s on 2 cores) into a throwaway cache folder."""
+    """Fitted once per session into a throwaway warehouse folder and the session's shared cache
+    (tests/conftest.py points it at a temporary folder), which later warehouses start from."""
     directory = tmp_path_factory.mktemp("code_nl")
     model, report = code_nl.load_or_train(directory, seed=0)
     return directory, model, report
@@ -73,6 +76,20 @@ def test_cache_is_reused(trained, monkeypatch):
         code_nl.nl_score(CODE + PROSE, cached), code_nl.nl_score(CODE + PROSE, model)
     )
     assert code_nl.load(directory, seed=1) is None  # another seed is another model
+
+
+def test_a_new_warehouse_starts_from_the_shared_copy(trained, tmp_path, monkeypatch):
+    directory, model, report = trained
+    shared = code_nl.shared_dir()  # where the fixture's fit was saved
+    assert code_nl.load(shared, seed=0)[1] == report
+    monkeypatch.setattr(code_nl, "train_classifier", lambda **_: pytest.fail("retrained"))
+    _, got = code_nl.load_or_train(tmp_path / "wh2", seed=0, shared=shared)
+    assert got == report and code_nl.load(tmp_path / "wh2", seed=0)[1] == report
+    stale = json.loads((shared / f"{code_nl.RECIPE}-seed0.json").read_text())
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / f"{code_nl.RECIPE}-seed0.json").write_text(json.dumps({**stale, "python": "2.7"}))
+    (tmp_path / "old" / f"{code_nl.RECIPE}-seed0.joblib").write_bytes(b"")
+    assert code_nl.load(tmp_path / "old", seed=0) is None  # fitted on another standard library
 
 
 def test_balanced_sampling_is_seeded():

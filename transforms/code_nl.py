@@ -26,6 +26,7 @@ this model few windows land in between, so "uncertain" is rare. Both are paramet
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -277,19 +278,37 @@ def load(directory: Path, seed: int = 0):
     if not (model_path.exists() and report_path.exists()):
         return None
     report = json.loads(report_path.read_text())
-    if report.get("sklearn") != sklearn_version or report.get("recipe") != RECIPE:
+    if (report.get("sklearn"), report.get("recipe"), report.get("python")) != (
+        sklearn_version,
+        RECIPE,
+        platform.python_version(),  # the training text is this Python's standard library
+    ):
         return None
     return joblib.load(model_path), report
 
 
-def load_or_train(directory: Path, seed: int = 0):
-    """The cached classifier under `directory`, training and saving it on first use."""
+def shared_dir() -> Path:
+    """The per-user copy every warehouse starts from: the fit is deterministic given the recipe,
+    seed, Python and scikit-learn, so a machine fits it once instead of once per warehouse."""
+    from memlake.paths import cache_root
+
+    return cache_root() / "code_nl"
+
+
+def load_or_train(directory: Path, seed: int = 0, shared: Path | None = None):
+    """The classifier under `directory`; else the shared copy (`shared_dir()`, copied into
+    `directory`); else trained and saved to both."""
     found = load(directory, seed)
     if found is not None:
         return found
-    model, report = train_classifier(seed=seed)
-    save(model, report, directory)
-    return model, report
+    shared = shared_dir() if shared is None else shared
+    found = load(shared, seed)
+    if found is None:
+        found = train_classifier(seed=seed)
+        with contextlib.suppress(OSError):  # a read-only home only costs the next warehouse a fit
+            save(*found, shared)
+    save(*found, directory)
+    return found
 
 
 @cache
