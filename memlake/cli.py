@@ -791,7 +791,7 @@ def demo(config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseO
 
     figures = draw(wh)
     console.print(f"[7/9] profiles: fitted; {len(figures)} figures in {figures[0].parent}")
-    console.print("[8/9] taxonomy: " + _taxonomy_analyses(cfg, wh))
+    console.print("[8/9] taxonomy: " + _taxonomy_analyses(cfg, wh, search=True), soft_wrap=True)
     rows = _mitigate(cfg, wh, "tinymem") + _mitigate(cfg, wh, "suite")
     landscape = _landscape(cfg, wh, "tinymem")
     from analysis.mitigation import draw as draw_mitigation
@@ -901,18 +901,23 @@ def _taxonomy_analyses(
     protocols: tuple[str, ...] = ("leakage_free", "published"),
     model: str | None = None,
     step: int | None = None,
+    search: bool = False,
 ) -> str:
-    """Shares, correlations, KL, both model protocols (every checkpoint, or `model`/`step`) and
-    the figures; a one-line summary."""
+    """Shares, correlations, KL, both model protocols (every checkpoint, or `model`/`step`),
+    with `search` the partition search at each model's final checkpoint, and the figures; a
+    one-line summary."""
     import analysis.taxonomy as tax
 
     t = cfg["taxonomy"]
+    found = None
     try:
         shares = tax.run_shares(wh)["taxonomy_shares"]
         tax.run_correlations(wh)
         tax.run_kl(wh, n_bootstrap=t["kl_bootstrap"])
         for protocol in protocols:
             fits = tax.run_models(wh, protocol=protocol, model=model, step=step, n_subsets=t["n_subsets"])
+        if search:
+            found = tax.run_final_search(wh, n_subsets=t["n_subsets"])
         figures = tax.draw(wh)
     except (ValueError, KeyError) as e:
         raise MemlakeError(f"taxonomy: {e}") from None
@@ -928,7 +933,29 @@ def _taxonomy_analyses(
         f"{len(figures)} figures; memorised shares: "
         + (", ".join(parts) or "no memorised sequences")
         + f"; tests (taxonomy_model_tests): {final_tests_summary(fits)}"
+        + (f"; {_search_summary(found)}" if found is not None else "")
     )
+
+
+def _search_summary(found) -> str:
+    """The best partition per searched (model, step), or why none was searched."""
+    if found.is_empty():
+        return "partition search: not run (no memorised training row at a final checkpoint)"
+    import analysis.taxonomy as tax
+
+    parts = []
+    for (m, s), rows in found.group_by(["model", "step"], maintain_order=True):
+        evaluated = int((~rows["skipped"]).sum())
+        try:
+            b = tax.best(rows)
+        except ValueError:
+            parts.append(f"{m}@{s} all {len(rows)} candidates skipped")
+            continue
+        parts.append(
+            f"{m}@{s} {b['first_feature']} >= q{b['first_quantile']:.2f}, then {b['second_feature']} "
+            f">= q{b['second_quantile']:.2f}: F1 {b['f1']:.3f} ({evaluated} of {len(rows)} candidates fitted)"
+        )
+    return "partition search (taxonomy_search): " + "; ".join(parts)
 
 
 @taxonomy_app.command("fit")

@@ -528,3 +528,4 @@ def test_tiny_demo_taxonomy_puts_planted_artifacts_in_their_categories(tiny_demo
     pairs = sql(wh, "select count(distinct (model, step)) as n from taxonomy")["n"][0]
     assert len(tests) == 2 * pairs  # one LRT per (model, step) and protocol
     assert "tests (taxonomy_model_tests): " in log.replace("\n", "")
+    assert "; partition search" in log.replace("\n", "")  # run, or why not, at final checkpoints

@@ -486,3 +486,31 @@ def test_runs_write_the_marts_and_draw_the_figures(warehouse):
 def test_missing_marts_are_reported(tmp_path):
     with pytest.raises(ValueError, match="memlake build"):
         run_shares(Warehouse.at(tmp_path))
+
+
+def test_final_search_covers_each_model_final_checkpoint(warehouse, tmp_path):
+    import shutil
+
+    from analysis.taxonomy import run_final_search
+    from memlake.cli import _search_summary
+
+    src, frames = warehouse
+    wh = Warehouse.at(tmp_path / "wh")
+    shutil.copytree(src.marts, wh.marts)
+    # suite-s memorises nothing at its final step: no thresholds, so it is skipped, not an error
+    features = frames["sequence_features"]
+    unmemorised = features.with_columns(
+        pl.when((pl.col("model") == "suite-s") & (pl.col("step") == 2000))
+        .then(False)
+        .otherwise(pl.col("memorised"))
+        .alias("memorised")
+    )
+    unmemorised.write_parquet(wh.marts / "sequence_features.parquet")
+    found = run_final_search(wh, n_subsets=0, features=SEARCH_SUBSET)
+    assert set(found.select("model", "step").unique().iter_rows()) == {("suite-m", 2000)}
+    assert found.height == candidate_count(SEARCH_SUBSET)
+    stored = search_results(wh).sort("candidate")
+    assert stored["candidate"].equals(found["candidate"]) and stored["f1"].equals(found["f1"])
+    summary = _search_summary(found)
+    assert summary.startswith("partition search (taxonomy_search): suite-m@2000 ") and "F1 0." in summary
+    assert "not run" in _search_summary(pl.DataFrame())

@@ -6,6 +6,7 @@
     run_kl(wh)                                  # taxonomy_kl
     run_models(wh, protocol="leakage_free")     # taxonomy_model_metrics, _weights, _tests (LRT, Wald)
     run_search(wh, 0, 810, shard_size=90)       # taxonomy_search (one file per shard, resumable)
+    run_final_search(wh)                        # the same, each model's final checkpoint only
     draw(wh)                                    # PNGs under wh.figures / "taxonomy"
 
 Every run_* reads the `sequence_features` + `taxonomy` marts through SQL (`data`), hands polars
@@ -54,6 +55,7 @@ __all__ = [
     "run_correlations",
     "run_kl",
     "run_models",
+    "run_final_search",
     "run_search",
     "run_shares",
     "search",
@@ -247,6 +249,29 @@ def run_search(
             marts.write(wh, "taxonomy_search", key, frame)
             frames.append(frame)
     return pl.concat(frames).sort("model", "step", "candidate")
+
+
+def run_final_search(
+    wh: Warehouse, *, n_subsets: int = 100, protocol: str = "published", **kwargs
+) -> pl.DataFrame:
+    """`run_search` over every candidate at each model's final checkpoint (the paper searches
+    the final Pythia checkpoints), skipping models with no memorised training row there: the
+    thresholds are quantiles of the memorised rows. Returns every row searched (maybe none)."""
+    con = query.connect(wh)
+    try:
+        final: dict[str, int] = {}
+        for m, s in data.pairs(con, kwargs.get("split", "train")):
+            final[m] = max(s, final.get(m, s))
+    finally:
+        con.close()
+    frames = []
+    for m, s in sorted(final.items()):
+        try:
+            frames.append(run_search(wh, model=m, step=s, n_subsets=n_subsets, protocol=protocol, **kwargs))
+        except ValueError as e:
+            if "no memorised rows" not in str(e):
+                raise
+    return pl.concat(frames) if frames else pl.DataFrame()
 
 
 def search_results(wh: Warehouse, *, protocol: str = "published") -> pl.DataFrame:
