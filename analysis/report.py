@@ -21,12 +21,29 @@ SECTIONS = {  # figures folder -> (title, the command that builds it)
     "mitigation": ("Mitigation", "memlake mitigate ..."),
 }
 
+
+def _taxonomy_headline(wh: Warehouse) -> str:
+    from analysis.taxonomy.headline import headline
+
+    con = query.connect(wh)
+    try:
+        return headline(con).html()
+    except ValueError as e:  # marts not built yet
+        return f"<p class=muted>{html.escape(str(e))}</p>"
+    finally:
+        con.close()
+
+
+# figures folder -> a function of the warehouse giving the study's headline paragraph (HTML)
+HEADLINES = {"taxonomy": _taxonomy_headline}
+
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:520px;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;font-size:.9em}.muted{color:#777}
+.flag{color:#a15c00}
 """
 
 SCRIPT = """
@@ -94,6 +111,8 @@ def write_report(wh: Warehouse, out: Path, *, dbt_docs: bool = True) -> Path:
         src = wh.figures / folder
         pngs = sorted(src.glob("*.png")) if src.exists() else []
         parts.append(f"<h2>{html.escape(title)}</h2>")
+        if folder in HEADLINES:
+            parts.append(HEADLINES[folder](wh))
         if not pngs:
             parts.append(f"<p class=muted>No figures yet: run <code>{html.escape(command)}</code>.</p>")
             continue

@@ -904,7 +904,7 @@ def _taxonomy_analyses(
     search: bool = False,
 ) -> str:
     """Shares, correlations, KL, both model protocols (every checkpoint, or `model`/`step`),
-    with `search` the partition search at each model's final checkpoint, and the figures; a
+    with `search` the partition search at the main (model, step), and the figures; a
     one-line summary."""
     import analysis.taxonomy as tax
 
@@ -917,7 +917,7 @@ def _taxonomy_analyses(
         for protocol in protocols:
             fits = tax.run_models(wh, protocol=protocol, model=model, step=step, n_subsets=t["n_subsets"])
         if search:
-            found = tax.run_final_search(wh, n_subsets=t["n_subsets"])
+            found = tax.run_main_search(wh, n_subsets=t["n_subsets"])
         figures = tax.draw(wh)
     except (ValueError, KeyError) as e:
         raise MemlakeError(f"taxonomy: {e}") from None
@@ -940,7 +940,7 @@ def _taxonomy_analyses(
 def _search_summary(found) -> str:
     """The best partition per searched (model, step), or why none was searched."""
     if found.is_empty():
-        return "partition search: not run (no memorised training row at a final checkpoint)"
+        return "partition search: not run (no memorised training row)"
     import analysis.taxonomy as tax
 
     parts = []

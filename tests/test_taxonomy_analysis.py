@@ -488,29 +488,71 @@ def test_missing_marts_are_reported(tmp_path):
         run_shares(Warehouse.at(tmp_path))
 
 
-def test_final_search_covers_each_model_final_checkpoint(warehouse, tmp_path):
+def test_main_search_covers_the_pair_with_the_most_memorised_rows(warehouse, tmp_path):
     import shutil
 
-    from analysis.taxonomy import run_final_search
+    from analysis.taxonomy import run_main_search
     from memlake.cli import _search_summary
 
     src, frames = warehouse
     wh = Warehouse.at(tmp_path / "wh")
     shutil.copytree(src.marts, wh.marts)
-    # suite-s memorises nothing at its final step: no thresholds, so it is skipped, not an error
     features = frames["sequence_features"]
-    unmemorised = features.with_columns(
-        pl.when((pl.col("model") == "suite-s") & (pl.col("step") == 2000))
-        .then(False)
-        .otherwise(pl.col("memorised"))
-        .alias("memorised")
-    )
-    unmemorised.write_parquet(wh.marts / "sequence_features.parquet")
-    found = run_final_search(wh, n_subsets=0, features=SEARCH_SUBSET)
-    assert set(found.select("model", "step").unique().iter_rows()) == {("suite-m", 2000)}
+    train = features.filter(pl.col("split") == "train")
+    counts = train.group_by("model", "step").agg(pl.col("memorised").sum()).sort("memorised", "model")
+    main = tuple(counts.row(-1)[:2])
+    found = run_main_search(wh, n_subsets=0, features=SEARCH_SUBSET)
+    assert set(found.select("model", "step").unique().iter_rows()) == {main}
     assert found.height == candidate_count(SEARCH_SUBSET)
     stored = search_results(wh).sort("candidate")
     assert stored["candidate"].equals(found["candidate"]) and stored["f1"].equals(found["f1"])
     summary = _search_summary(found)
-    assert summary.startswith("partition search (taxonomy_search): suite-m@2000 ") and "F1 0." in summary
+    assert (
+        summary.startswith(f"partition search (taxonomy_search): {main[0]}@{main[1]} ") and "F1 0." in summary
+    )
+    # nothing memorised anywhere: no thresholds to search with, so nothing is run
+    features.with_columns(memorised=pl.lit(False)).write_parquet(wh.marts / "sequence_features.parquet")
+    assert run_main_search(wh, n_subsets=0, features=SEARCH_SUBSET).is_empty()
     assert "not run" in _search_summary(pl.DataFrame())
+
+
+def test_headline_reads_the_finding_from_the_marts(warehouse, tmp_path):
+    import shutil
+
+    from analysis.report import write_report
+    from analysis.taxonomy.headline import MIN_POSITIVES, headline
+
+    src, frames = warehouse
+    wh = Warehouse.at(tmp_path / "wh")
+    shutil.copytree(src.marts, wh.marts)
+    main = query.connect(wh)
+    try:
+        model, step = data.main_pair(main)
+    finally:
+        main.close()
+    run_models(wh, protocol="leakage_free", model=model, step=step, n_subsets=0)
+    run_search(wh, 0, 6, model=model, step=step, n_subsets=0, features=SEARCH_SUBSET)
+    con = query.connect(wh)
+    try:
+        h = headline(con)
+    finally:
+        con.close()
+    feats = frames["sequence_features"].filter(
+        (pl.col("model") == h.model) & (pl.col("step") == h.step) & (pl.col("split") == "train")
+    )
+    want = feats.join(
+        frames["taxonomy"].select("model", "step", "instance_id", "category"),
+        on=["model", "step", "instance_id"],
+    )
+    want = dict(want.filter(pl.col("memorised")).group_by("category").len().iter_rows())
+    assert h.counts == {c: want.get(c, 0) for c in ("recitation", "reconstruction", "recollection")}
+    assert h.lrt["protocol"] == "leakage_free" and h.lrt["p_value"] < 1e-3  # the planted interaction
+    assert "the paper's finding holds here" in h.sentence() and h.search is not None
+    assert set(h.weights) == set(h.counts) and all(len(w) == 3 for w in h.weights.values())
+    assert not h.flags()
+    h.counts["reconstruction"] = MIN_POSITIVES - 1  # a small category is flagged, not hidden
+    assert h.flags() == [
+        f"reconstruction: {MIN_POSITIVES - 1} memorised rows (< {MIN_POSITIVES}), too few to mean anything"
+    ]
+    page = write_report(wh, tmp_path / "report", dbt_docs=False).read_text()
+    assert "likelihood-ratio test" in page and f"{h.model}@{h.step}" in page

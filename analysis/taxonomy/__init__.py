@@ -6,7 +6,7 @@
     run_kl(wh)                                  # taxonomy_kl
     run_models(wh, protocol="leakage_free")     # taxonomy_model_metrics, _weights, _tests (LRT, Wald)
     run_search(wh, 0, 810, shard_size=90)       # taxonomy_search (one file per shard, resumable)
-    run_final_search(wh)                        # the same, each model's final checkpoint only
+    run_main_search(wh)                         # the same, at the main (model, step) only
     draw(wh)                                    # PNGs under wh.figures / "taxonomy"
 
 Every run_* reads the `sequence_features` + `taxonomy` marts through SQL (`data`), hands polars
@@ -55,7 +55,7 @@ __all__ = [
     "run_correlations",
     "run_kl",
     "run_models",
-    "run_final_search",
+    "run_main_search",
     "run_search",
     "run_shares",
     "search",
@@ -251,27 +251,27 @@ def run_search(
     return pl.concat(frames).sort("model", "step", "candidate")
 
 
-def run_final_search(
+def run_main_search(
     wh: Warehouse, *, n_subsets: int = 100, protocol: str = "published", **kwargs
 ) -> pl.DataFrame:
-    """`run_search` over every candidate at each model's final checkpoint (the paper searches
-    the final Pythia checkpoints), skipping models with no memorised training row there: the
-    thresholds are quantiles of the memorised rows. Returns every row searched (maybe none)."""
+    """`run_search` over every candidate at the main pair (`data.main_pair`: the (model, step)
+    with the most memorised rows, the largest model's final checkpoint in a suite that memorises
+    more with scale and training; the paper searches Pythia 12b's). Empty when no pair holds a
+    memorised training row: the thresholds are quantiles of the memorised rows."""
     con = query.connect(wh)
     try:
-        final: dict[str, int] = {}
-        for m, s in data.pairs(con, kwargs.get("split", "train")):
-            final[m] = max(s, final.get(m, s))
+        model, step = data.main_pair(con, kwargs.get("split", "train"))
+        memorised = query.frame(
+            con,
+            f"select count(*) filter (where memorised) as n from ({data.rows_sql(con)}) "
+            "where model = $model and step = $step and split = 'train'",
+            {"model": model, "step": step},
+        )["n"][0]
     finally:
         con.close()
-    frames = []
-    for m, s in sorted(final.items()):
-        try:
-            frames.append(run_search(wh, model=m, step=s, n_subsets=n_subsets, protocol=protocol, **kwargs))
-        except ValueError as e:
-            if "no memorised rows" not in str(e):
-                raise
-    return pl.concat(frames) if frames else pl.DataFrame()
+    if not memorised:
+        return pl.DataFrame()
+    return run_search(wh, model=model, step=step, n_subsets=n_subsets, protocol=protocol, **kwargs)
 
 
 def search_results(wh: Warehouse, *, protocol: str = "published") -> pl.DataFrame:
