@@ -497,6 +497,7 @@ def test_main_search_covers_the_pair_with_the_most_memorised_rows(warehouse, tmp
     src, frames = warehouse
     wh = Warehouse.at(tmp_path / "wh")
     shutil.copytree(src.marts, wh.marts)
+    shutil.rmtree(wh.marts / "taxonomy_search", ignore_errors=True)  # other tests' shards
     features = frames["sequence_features"]
     train = features.filter(pl.col("split") == "train")
     counts = train.group_by("model", "step").agg(pl.col("memorised").sum()).sort("memorised", "model")
