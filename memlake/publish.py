@@ -70,9 +70,7 @@ def tables_of(name: str, wh: Warehouse) -> dict[str, str]:
 def _available(wh: Warehouse) -> set[str]:
     con = query.connect(wh)
     try:
-        return {
-            v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
-        }
+        return query.views(con)
     finally:
         con.close()
 

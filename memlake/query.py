@@ -74,6 +74,11 @@ def frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
     return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
 
 
+def views(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The tables, marts and derived views a connection sees (by name)."""
+    return {v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
+
+
 def read(wh: Warehouse, sql: str, params: dict | None = None) -> pl.DataFrame:
     """One query over a fresh read-only connection, as a polars frame."""
     con = connect(wh)
@@ -119,9 +124,7 @@ def run(wh: Warehouse, sql: str) -> tuple[list[str], list[tuple]]:
         columns = [d[0] for d in rel.description]
         return columns, rel.fetchall()
     except duckdb.Error as e:
-        known = sorted(
-            v[0] for v in con.execute("select view_name from duckdb_views() where not internal").fetchall()
-        )
+        known = sorted(views(con))
         hint = (
             f" (tables: {', '.join(known) or 'none yet: run `memlake demo`'})"
             if "does not exist" in str(e)

@@ -71,7 +71,7 @@ def _where(model: str | None, step: int | None, split: str | None) -> tuple[str,
 
 def require_marts(con: duckdb.DuckDBPyConnection, *names: str) -> None:
     """Fail with a hint when a mart the analysis reads has not been built yet."""
-    have = {v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
+    have = query.views(con)
     missing = [n for n in names if n not in have]
     if missing:
         raise ValueError(f"marts {', '.join(missing)} are missing: run `memlake build` first")

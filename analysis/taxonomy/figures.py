@@ -208,15 +208,13 @@ def draw(
     mart has not been written yet are skipped.
     """
     from analysis.taxonomy import data
-    from memlake.query import connect, frame
+    from memlake.query import connect, frame, views
 
     out = out or wh.figures / "taxonomy"
     con = connect(wh)
     paths: list[Path] = []
     try:
-        have = {
-            v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
-        }
+        have = views(con)
         if model is None or step is None:
             model, step = data.main_pair(con, split)
         tag = marts.file_key(model, step)

@@ -98,7 +98,7 @@ class Headline:
 def headline(con: duckdb.DuckDBPyConnection, *, top: int = 3) -> Headline:
     """The headline of the marts `con` sees (raises ValueError when the taxonomy marts are absent)."""
     model, step = data.main_pair(con)
-    views = {v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
+    views = query.views(con)
     key = {"model": model, "step": step}
     counts = query.frame(
         con,
