@@ -1,4 +1,5 @@
-"""A static HTML report over the warehouse: figures from the marts, summary tables, provenance.
+"""A static HTML report over the warehouse: per study its headline from the marts, then its
+figures; summary tables and provenance.
 
 `write_report(wh, out)` writes `out/index.html` with the figures copied beside it (PNG) and,
 optionally, `dbt docs generate` output in `out/dbt-docs/` linked from the page. The page marks
@@ -12,6 +13,7 @@ import html
 import shutil
 from pathlib import Path
 
+from analysis.page import table
 from memlake import lake, query
 from memlake.paths import Warehouse
 
@@ -22,25 +24,51 @@ SECTIONS = {  # figures folder -> (title, the command that builds it)
 }
 
 
-def _taxonomy_headline(wh: Warehouse) -> str:
+def _profiles_headline(con, wh: Warehouse) -> str:
+    from analysis.profiles.headline import report_html
+
+    return report_html(con, wh.suite / "config.yaml")
+
+
+def _taxonomy_headline(con, wh: Warehouse) -> str:
     from analysis.taxonomy.headline import headline
 
-    con = query.connect(wh)
     try:
         return headline(con).html()
     except ValueError as e:  # marts not built yet
         return f"<p class=muted>{html.escape(str(e))}</p>"
+
+
+def _mitigation_headline(con, wh: Warehouse) -> str:
+    from analysis.mitigation.summary import report_html
+
+    if "mitigation_best_runs" not in query.views(con):
+        return "<p class=muted>No mitigation runs yet: run <code>memlake mitigate sweep</code>.</p>"
+    return report_html(query.frame(con, "select * from mitigation_scored"),
+                       query.frame(con, "select * from mitigation_best_runs"))  # fmt: skip
+
+
+# figures folder -> the study's headline (HTML) from the marts a connection sees
+HEADLINES = {
+    "profiles": _profiles_headline,
+    "taxonomy": _taxonomy_headline,
+    "mitigation": _mitigation_headline,
+}
+
+
+def _headline(folder: str, wh: Warehouse) -> str:
+    con = query.connect(wh)
+    try:
+        return HEADLINES[folder](con, wh)
     finally:
         con.close()
 
-
-# figures folder -> a function of the warehouse giving the study's headline paragraph (HTML)
-HEADLINES = {"taxonomy": _taxonomy_headline}
 
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:520px;border:1px solid #eee}
+figure.wide{display:block}figure.wide img{max-width:100%}
 figcaption{font-size:.85em;color:#555}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;font-size:.9em}.muted{color:#777}
 .flag{color:#a15c00}
@@ -55,26 +83,14 @@ window.addEventListener('load', () => {
 """
 
 
-def _table(columns: list[str], rows: list[tuple]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def _summaries(wh: Warehouse) -> list[str]:
     """Row counts of every table, checkpoints per model, and headline numbers where marts exist."""
     con = query.connect(wh)
     out = []
     try:
-        views = sorted(
-            v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
-        )
+        views = sorted(query.views(con))
         counts = [(v, con.execute(f"select count(*) from {v}").fetchall()[0][0]) for v in views]
-        out.append("<h2>Tables</h2>" + _table(["table or view", "rows"], counts))
+        out.append("<h2>Tables</h2>" + table(["table or view", "rows"], counts))
         if "checkpoints" in views:
             cols, rows = (
                 ["model", "checkpoints", "first step", "last step", "final train loss"],
@@ -83,17 +99,7 @@ def _summaries(wh: Warehouse) -> list[str]:
                     "from checkpoints group by all order by all"
                 ).fetchall(),
             )
-            out.append("<h2>Models</h2>" + _table(cols, rows))
-        if "profiles_instantaneous" in views:
-            rows = con.execute(
-                "select model, metric, count(*) as cohorts, avg(memorisation), sum(significant::int) "
-                "from profiles_instantaneous where units = 'all' and control_group = 'never_treated' "
-                "and base_period = 'varying' group by all order by all"
-            ).fetchall()
-            out.append(
-                "<h3>Instantaneous memorisation (mean over cohorts)</h3>"
-                + _table(["model", "metric", "cohorts", "mean memorisation", "significant"], rows)
-            )
+            out.append("<h2>Models</h2>" + table(cols, rows))
     finally:
         con.close()
     return out
@@ -112,7 +118,7 @@ def write_report(wh: Warehouse, out: Path, *, dbt_docs: bool = True) -> Path:
         pngs = sorted(src.glob("*.png")) if src.exists() else []
         parts.append(f"<h2>{html.escape(title)}</h2>")
         if folder in HEADLINES:
-            parts.append(HEADLINES[folder](wh))
+            parts.append(_headline(folder, wh))
         if not pngs:
             parts.append(f"<p class=muted>No figures yet: run <code>{html.escape(command)}</code>.</p>")
             continue
@@ -121,8 +127,9 @@ def write_report(wh: Warehouse, out: Path, *, dbt_docs: bool = True) -> Path:
         for png in pngs:
             shutil.copy2(png, dst / png.name)
             rel = f"figures/{folder}/{png.name}"
+            wide = " class=wide" if _aspect(png) > WIDE else ""
             parts.append(
-                f'<figure><img src="{rel}" alt="{html.escape(png.stem)}">'
+                f'<figure{wide}><img src="{rel}" alt="{html.escape(png.stem)}">'
                 f"<figcaption>{html.escape(png.stem)}</figcaption></figure>"
             )
     parts += _summaries(wh)
@@ -136,6 +143,16 @@ def write_report(wh: Warehouse, out: Path, *, dbt_docs: bool = True) -> Path:
     index = out / "index.html"
     index.write_text(page)
     return index
+
+
+WIDE = 1.6  # width / height above which a figure (multi-panel) takes the page's width, not half
+
+
+def _aspect(png: Path) -> float:
+    """Width / height of a PNG, from its IHDR chunk (bytes 16-24)."""
+    head = png.read_bytes()[:24]
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return width / height if height else 1.0
 
 
 def _dbt_docs(wh: Warehouse, target: Path) -> bool:

@@ -5,7 +5,7 @@ same batches of random rows of the scale's row length, time
   - memlake: `ingest.token_stats.token_statistics` (surprisal, rank, entropy of every position);
   - bare:    `model(input_ids).logits`, the forward pass that any scoring needs.
 The ratio memlake/bare (in throughput) is the share of the forward pass's speed the statistics
-keep; the issue asks for >= 0.9. The two alternate `--repeats` times and the fastest of each is
+keep; the target is >= 0.9. The two alternate `--repeats` times and the fastest of each is
 kept, which damps noise from other processes. On CUDA, model FLOP utilisation is reported too.
 
     python bench/token_stats.py [--scale small] [--batch 64] [--batches 8] [--device cpu|cuda]

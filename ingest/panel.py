@@ -1,7 +1,7 @@
 """Which instances a scoring job runs over: the panel.
 
 Like the profiles paper's sample of the Pile (100 rows per macro-batch + 2,000 validation
-rows), the panel holds a fixed number of training rows per cohort and a sample of the
+rows), the panel holds a fixed number of natural training rows per cohort and a sample of the
 never-trained validation split. Planted sequences are always included (their first
 occurrence), so the taxonomy and mitigation stages can see every planted artifact. The panel
 is a pure function of the instances table and a seed: every job and every executor rank
@@ -39,16 +39,19 @@ def panel_ids(instances: pa.Table, per_cohort: int | None, validation: int | Non
         if keys[i] not in seen:
             seen.add(keys[i])
             first[i] = True
+    artifact = np.asarray(instances["artifact"].to_pylist())
     chosen: list[np.ndarray] = []
     for g in np.unique(cohort[split == "train"]):
-        members = ids[(split == "train") & (cohort == g) & first]
+        # natural rows only: planted ones are all added below, so `per_cohort` is the size of each
+        # cohort of the profiles' default unit set (natural rows, the paper's 100 per macro-batch)
+        # whatever share of the corpus the planted artifacts take
+        members = ids[(split == "train") & (cohort == g) & first & (artifact == "none")]
         take = len(members) if per_cohort is None else min(per_cohort, len(members))
         chosen.append(np.sort(rng.choice(members, size=take, replace=False)))
     val = ids[split == "validation"]
     take = len(val) if validation is None else min(validation, len(val))
     chosen.append(np.sort(rng.choice(val, size=take, replace=False)))
     # The first occurrence of every planted sequence, so later stages see every artifact.
-    artifact = np.asarray(instances["artifact"].to_pylist())
     chosen.append(ids[(artifact != "none") & (split == "train") & first])
     return np.unique(np.concatenate(chosen))
 

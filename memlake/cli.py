@@ -432,7 +432,9 @@ def profiles_fit(
 @profiles_app.command("figures")
 def profiles_figures(
     metric: Annotated[str, typer.Option(help="Outcome metric.")] = "sup_seq",
-    units: Annotated[str, typer.Option(help="all / single / duplicated.")] = "all",
+    units: Annotated[
+        str, typer.Option(help="single (natural rows seen once), duplicated, backdoor, noise, templated, all")
+    ] = "single",
     control_group: Annotated[str, typer.Option()] = "never_treated",
     base_period: Annotated[str, typer.Option()] = "varying",
     all_epochs: Annotated[bool, typer.Option(help="Figures of the all-epochs fit.")] = False,
@@ -476,7 +478,12 @@ def _mitigate(
     from ingest.mitigation.sweep import plan, sweep
 
     m = cfg["mitigation"]
-    names = _split(methods, m["methods"])
+    # a study section may name its own methods / grid points (the demo: every method on TinyMem,
+    # the affordable ones on the suite model); else the shared mitigation.methods
+    section = m["tinymem"] if study == "tinymem" else m["suite"]
+    names = _split(methods, section.get("methods") or m["methods"])
+    if max_per_method is None:
+        max_per_method = section.get("max_per_method", m["max_per_method"])
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise MemlakeError(
@@ -501,9 +508,7 @@ def _mitigate(
             console.print(f"mitigate: {s.about}", soft_wrap=True)
     except (ValueError, KeyError) as e:
         raise MemlakeError(f"mitigate: {e}") from None
-    runs = plan(
-        s.name, names, m["seeds"], max_per_method if max_per_method is not None else m["max_per_method"]
-    )
+    runs = plan(s.name, names, m["seeds"], max_per_method)
 
     def report(row):
         console.print(

@@ -19,7 +19,7 @@ def run(args, wh, **kw):
 def test_query_table_and_csv(tiny_suite):
     out = run(["query", "select count(*) as n from instances"], tiny_suite)
     assert out.returncode == 0, out.stderr
-    assert "1200" in out.stdout
+    assert "1408" in out.stdout
     out = run(
         [
             "query",

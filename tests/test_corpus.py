@@ -6,10 +6,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ingest.corpus.build import build_corpus, checkpoint_steps, cohort_of
+from ingest.corpus.build import _per_count, build_corpus, checkpoint_steps, cohort_of
 from memlake import config, lake
 from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
+from transforms.duplicates import continuation_duplicate_counts
+from transforms.templating import templating_flags
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +46,7 @@ def test_planted_artifact_counts(instances, tiny_cfg):
     # For every planted count c: duplicates_per_count distinct sequences, each occurring c times.
     per_count = dups.group_by("copies").agg(pl.col("tokens").n_unique().alias("seqs"), pl.len())
     got = {r["copies"]: (r["seqs"], r["len"]) for r in per_count.iter_rows(named=True)}
-    k = p["duplicates_per_count"]
-    assert got == {c: (k, k * c) for c in p["duplicate_counts"]}
+    assert got == {c: (k, k * c) for c, k in zip(p["duplicate_counts"], _per_count(p))}
     kinds = Counter(train["artifact"].to_list())
     assert kinds["incrementing"] == p["incrementing"]
     assert kinds["repeating"] == p["repeating"]
@@ -109,3 +110,57 @@ def test_tokenizer_is_hugging_face_format(tiny_corpus, tiny_cfg):
     assert len(tok) == tiny_cfg["corpus"]["vocab_size"]
     text = "def f(x):\n    return x + 1  # the answer"
     assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def _stream(instances, wh):
+    """The training stream (every epoch) as token rows, in the order the optimiser sees them."""
+    train = instances.filter(pl.col("split") == "train").sort("instance_id")
+    return np.stack(train["tokens"].to_numpy())[np.load(wh.suite / "data_order.npy")]
+
+
+def test_templated_rows_are_flagged_and_not_recitation(instances, tiny_corpus, tiny_cfg):
+    """Reconstruction candidates: every planted counter is `is_incrementing` and every repeated
+    span `is_repeating`, while the continuation's 32-gram occurs at most `recitation_threshold`
+    times in the stream, so only the template, not duplication, can explain their memorisation."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_corpus.tokenizer))
+    tax = tiny_cfg["taxonomy"]
+    stream = _stream(instances, tiny_corpus)
+    for kind, column in (("incrementing", 0), ("repeating", 1)):
+        rows = instances.filter(pl.col("artifact") == kind)
+        assert len(rows) == tiny_cfg["corpus"]["planted"][kind]
+        tokens = np.stack(rows["tokens"].to_numpy())
+        texts = tok.batch_decode(tokens.tolist(), clean_up_tokenization_spaces=False)
+        assert all(templating_flags(t)[column] for t in texts), kind
+        dups = continuation_duplicate_counts(tokens, stream, offset=tax["prompt_len"], k=tax["k"])
+        assert dups.min() >= 1 and dups.max() <= tax["recitation_threshold"], (kind, dups.max())
+    # distinct rows: a counter or span planted twice would be a duplicate, not a template
+    templated = instances.filter(pl.col("artifact").is_in(["incrementing", "repeating"]))
+    assert templated["tokens"].n_unique() == len(templated)
+
+
+def test_recollection_rows_have_two_to_five_exposures(instances, tiny_corpus, tiny_cfg):
+    """Recollection candidates: planted non-templated sequences seen 2..5 times in the stream."""
+    p, threshold = tiny_cfg["corpus"]["planted"], tiny_cfg["taxonomy"]["recitation_threshold"]
+    want = {c: k for c, k in zip(p["duplicate_counts"], _per_count(p)) if 2 <= c <= threshold}
+    assert sum(want.values()) >= 8
+    first = instances.filter(pl.col("split") == "train").unique("tokens", keep="first", maintain_order=True)
+    rows = first.filter((pl.col("artifact") == "duplicate") & pl.col("copies").is_between(2, threshold))
+    assert dict(Counter(rows["copies"].to_list())) == want
+    # exposures in the first epoch (later epochs, if any, add theirs: the taxonomy counts them)
+    epoch = _stream(instances, tiny_corpus)[: (instances["split"] == "train").sum()]
+    exposures = Counter(r.tobytes() for r in epoch.astype(np.int32))
+    tokens = np.stack(rows["tokens"].to_numpy()).astype(np.int32)
+    assert [exposures[t.tobytes()] for t in tokens] == rows["copies"].to_list()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_corpus.tokenizer))
+    texts = tok.batch_decode(tokens.tolist(), clean_up_tokenization_spaces=False)
+    assert not any(any(templating_flags(t)) for t in texts)
+
+
+def test_duplicates_per_count_must_match_the_counts():
+    with pytest.raises(MemlakeError, match="duplicates_per_count"):
+        _per_count({"duplicate_counts": [2, 3], "duplicates_per_count": [1, 2, 3]})
+    assert _per_count({"duplicate_counts": [2, 3], "duplicates_per_count": 4}) == [4, 4]

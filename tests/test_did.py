@@ -340,6 +340,81 @@ def test_planted_effect_recovered():
     assert res.pretrend_test().p_value > 0.001
 
 
+def _uneven_panel() -> pl.DataFrame:
+    """Times 0, 10, 20, 25 (the last one off the 10-step spacing); cohorts 10, 20, 25 of 2, 3, 4
+    units and 2 never-treated; y = unit effect + time effect + tau(g, t), no noise, so every cell
+    is exactly tau(g, t) and the aggregations can be derived by hand."""
+    tau = {(10, 10): 1.0, (10, 20): 2.0, (10, 25): 3.0, (20, 20): 4.0, (20, 25): 5.0, (25, 25): 6.0}
+    rows, unit = [], 0
+    for g, m in ((10, 2), (20, 3), (25, 4), (None, 2)):
+        for _ in range(m):
+            unit += 1
+            for t in (0, 10, 20, 25):
+                y = 0.7 * unit + 0.01 * t**2 + tau.get((g, t), 0.0)
+                rows.append({"unit": unit, "time": t, "cohort": g, "y": y})
+    return pl.DataFrame(rows)
+
+
+def test_event_time_period_recoding_on_an_uneven_grid():
+    """R `did`'s recoding: times (and cohorts) -> period indices 0->1, 10->2, 20->3, 25->4, then
+    e = t - g on that scale; cohort shares weight the cells (sizes 2, 3, 4)."""
+    res = att_gt(_uneven_panel(), **SYN, bootstrap=0)
+
+    def agg(kind, **kw):
+        out = res.aggregate(kind, **kw).to_polars()
+        return dict(zip(out["key"].to_list(), out["att"].to_list()))
+
+    period = agg("dynamic", event_time="period")
+    # e = 0: (10,10), (20,20), (25,25); e = 1: (10,20), (20,25); e = 2: (10,25);
+    # e = -1: placebos (20,10), (25,20); e = -2: (25,10)
+    expect = {-2: 0.0, -1: 0.0, 0: (2 * 1 + 3 * 4 + 4 * 6) / 9, 1: (2 * 2 + 3 * 5) / 5, 2: 3.0}
+    expect[None] = (expect[0] + expect[1] + expect[2]) / 3  # overall: mean over e >= 0
+    assert period.keys() == expect.keys()
+    for e, v in expect.items():
+        assert period[e] == pytest.approx(v, abs=1e-12), e
+    # time units (R 2.5's dynamic keys): the off-grid last step splits e = 1 period into 5 and 15
+    timed = agg("dynamic")
+    assert sorted(k for k in timed if k is not None and k >= 0) == [0, 5, 10, 15]
+    assert (
+        timed[5] == pytest.approx(5.0) and timed[10] == pytest.approx(2.0) and timed[15] == pytest.approx(3.0)
+    )
+    # max_e and balance_e count periods too: R's simple/group windows (t <= g + max_e, recoded)
+    simple = agg("simple", event_time="period", max_e=1)[None]
+    assert simple == pytest.approx((2 * 1 + 2 * 2 + 3 * 4 + 3 * 5 + 4 * 6) / 14, abs=1e-12)
+    group = agg("group", event_time="period", max_e=1)
+    assert (
+        group[10] == pytest.approx(1.5)
+        and group[20] == pytest.approx(4.5)
+        and group[25] == pytest.approx(6.0)
+    )
+    assert agg("group", max_e=1) == {10: 1.0, 20: 4.0, 25: 6.0, None: pytest.approx((2 + 12 + 24) / 9)}
+    balanced = agg("dynamic", event_time="period", balance_e=1)  # cohorts seen >= 1 period after g
+    assert balanced[1] == pytest.approx(19 / 5) and balanced[0] == pytest.approx((2 + 12) / 5)
+    assert set(balanced) == {-1, 0, 1, None}  # e = -2 was only cohort 25, which is not balanced
+    # calendar keys stay in time units
+    assert set(agg("calendar", event_time="period")) == {10, 20, 25, None}
+    with pytest.raises(ValueError, match="event_time"):
+        res.aggregate("dynamic", event_time="steps")
+
+
+def test_event_time_wald_pretest():
+    """The event-study pre-test: Wald over the pre-treatment keys of the dynamic aggregation."""
+    data = staggered_panel(n_cohorts=6, units_per_cohort=30, n_never=200, n_times=8, step=16, seed=5)
+    res = att_gt(data, **SYN, bootstrap=0)
+    dyn = res.aggregate("dynamic", event_time="period").to_polars().filter(pl.col("key") < 0)
+    one = res.pretrend_test("wald_event", min_e=-1)  # a single key: the squared z of e = -1
+    row = dyn.filter(pl.col("key") == -1).row(0, named=True)
+    assert one.cells == 1 and one.statistic == pytest.approx((row["att"] / row["se_analytic"]) ** 2)
+    full = res.pretrend_test("wald_event")
+    assert full.cells == len(dyn) == 5 and "Event-time Wald" in str(full) and full.p_value > 0.05
+    # a pre-trend planted in every cohort (the treated drift 0.5 per period before g) is found
+    drift = pl.when(pl.col("cohort").is_not_null() & (pl.col("time") < pl.col("cohort")))
+    tilted = data.with_columns(y=drift.then(pl.col("y") + 0.5 * pl.col("time") / 16).otherwise(pl.col("y")))
+    assert att_gt(tilted, **SYN, bootstrap=0).pretrend_test("wald_event").p_value < 1e-6
+    with pytest.raises(ValueError, match="wald_event"):
+        res.pretrend_test("chi2")
+
+
 def test_universal_base_and_not_yet_treated():
     data = staggered_panel(n_cohorts=4, units_per_cohort=40, n_never=80, n_times=7, seed=3)
     varying = att_gt(data, **SYN, bootstrap=0).to_polars()

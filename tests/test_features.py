@@ -62,7 +62,7 @@ def training_stream(wh: Warehouse, frame: pl.DataFrame) -> np.ndarray:
 
 def test_one_row_per_instance_with_the_contract(built):
     wh, result, frame = built
-    assert not result["skipped"] and result["rows"] == len(frame) == 1200
+    assert not result["skipped"] and result["rows"] == len(frame) == 1408
     assert lake.read_table(wh, "instance_features").schema == lake.spec("instance_features").schema
     m = lake.manifest(wh.table("instance_features"))
     assert 0.9 < m["config"]["code_nl"]["held_out_accuracy"] <= 1
@@ -274,10 +274,10 @@ def sql(wh, text):
 
 def test_features_cli_computes_once(stages):
     wh, logs = stages
-    assert "features: 1200 instances in" in logs["features"] and "held-out accuracy" in logs["features"]
+    assert "features: 1408 instances in" in logs["features"] and "held-out accuracy" in logs["features"]
     assert "ERROR=0" in logs["build"] and "test_taxonomy_category_rules" in logs["build"]
     out = memlake(["taxonomy", "features", "--config", "tiny"], wh)
-    assert out.returncode == 0 and "1200 instances (cached)" in out.stderr
+    assert out.returncode == 0 and "1408 instances (cached)" in out.stderr
 
 
 def test_demo_runs_features_between_extraction_and_the_build():

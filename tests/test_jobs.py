@@ -78,14 +78,14 @@ def test_extraction_rows_equal_a_direct_greedy_decode(tiny_suite):
     from ingest.extraction import greedy_extract
 
     opts = {**OPTS, "prompt_len": 32, "gen_len": 32}
-    execute(plan("extraction", "suite-s", "step67", tiny_suite, 1, opts), "local")
+    execute(plan("extraction", "suite-s", "step80", tiny_suite, 1, opts), "local")
     ex = pl.from_arrow(lake.read_table(tiny_suite, "extraction"))
-    ex = ex.filter(pl.col("step") == 67).sort("instance_id")
+    ex = ex.filter(pl.col("step") == 80).sort("instance_id")
     assert set(ex["prompt_len"].unique()) == {32} and set(ex["gen_len"].unique()) == {32}
     assert ((ex["match_fraction"] == 1.0) == ex["memorised"]).all()
     ids, tokens = load_panel(tiny_suite, PANEL, 1)
     assert np.array_equal(ids, ex["instance_id"].to_numpy())
-    model = load_model(resolve("suite-s", "step67", tiny_suite))
+    model = load_model(resolve("suite-s", "step80", tiny_suite))
     direct = greedy_extract(model, torch.from_numpy(tokens[:, :32]), 32).numpy()
     assert np.array_equal(np.stack(ex["generated"].to_numpy()), direct)
     want = (direct == tokens[:, 32:64]).mean(1)

@@ -72,7 +72,9 @@ def test_registry_names_kinds_and_grids():
             assert REGISTRY[name].kind == kind
     assert [g["dropc"] for g in get("loss_truncation").grid] == [0.01, 0.05, 0.1]
     assert [g["lam"] for g in get("spectral_norm").grid] == [0.001, 0.01, 0.1]
-    assert get("example_tied_dropout").grid == ({},)
+    assert [g["p_fixed"] for g in get("example_tied_dropout").grid] == [0.4, 0.2, 0.1]
+    for name in kinds["fine_tuning"]:
+        assert [g["epochs"] for g in get(name).grid] == [1, 2, 3]
 
 
 # --------------------------------------------------------------------------- every regulariser

@@ -182,7 +182,7 @@ def test_registered_with_cpu_grids():
         assert method.kind == "weight" and method.grid, name
         ratios = {g["ratio"] for g in method.grid}
         if name in ("subnet", "balanced_subnet"):
-            assert ratios == {0.1, 0.3, 0.5}
+            assert ratios == {0.01, 0.05, 0.3}
         else:
             assert max(ratios) < 0.1 and min(ratios) == 1e-5
     assert {g["alpha"] for g in REGISTRY["balanced_subnet"].grid} == {0.9, 0.7, 0.5}
@@ -334,6 +334,36 @@ def test_mixed_batches_hold_both_kinds():
     assert len(seen) == len(retain)  # one epoch covers the larger set
     with pytest.raises(ValueError, match="batch_size"):
         MixedBatches(forget, retain, 1, torch.Generator())
+
+
+def test_per_row_starts_judge_each_row_from_its_own_start():
+    """A set whose rows' judged windows start in different places (backdoors: after each row's
+    trigger): every loss and mask must use each row's own start, whatever the batch order."""
+    from ingest.mitigation.methods.durable import forget_loss
+    from ingest.mitigation.methods.neurons import suffix_loss, suffix_mask
+
+    forget, _ = _data()
+    starts = torch.tensor([4, 9, 6, 12])
+    seqs = SequenceSet(forget.tokens, 4, prompt_lens=starts)
+    model = _gpt2().eval()
+    order = torch.tensor([2, 0, 3, 3, 1])  # shuffled, one row repeated
+    batch = seqs.tokens[order]
+    assert torch.equal(seqs.starts(batch), starts[order])
+    with torch.no_grad():
+        want = torch.stack(
+            [sequence_loss(model, seqs.tokens[i : i + 1], None, int(starts[i]))[0] for i in order]
+        )
+        assert torch.allclose(forget_loss(model, batch, seqs), want)
+        assert torch.allclose(suffix_loss(model, batch, seqs), want)
+    mask = suffix_mask(batch, seqs.starts(batch), None)
+    for row, i in zip(mask, order):  # the activation at t predicts token t + 1
+        assert row.nonzero().flatten().tolist() == list(range(int(starts[i]) - 1, T - 1))
+    sub = seqs.subset(torch.tensor([1, 3]))
+    assert torch.equal(sub.prompt_lens, starts[[1, 3]]) and sub.starts(sub.tokens).tolist() == [9, 12]
+    with pytest.raises(ValueError, match="outside"):
+        seqs.starts(torch.zeros(1, T, dtype=torch.long))
+    with pytest.raises(ValueError, match="prompt_lens"):
+        SequenceSet(forget.tokens, 5, prompt_lens=starts)  # a start before prompt_len
 
 
 # --------------------------------------------------------------------------- other models, bad input

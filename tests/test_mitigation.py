@@ -3,6 +3,7 @@ and shardable, the SQL views (selection scores, best runs, Pareto front) and the
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -34,6 +35,25 @@ def test_every_method_of_the_issue_is_registered():
     kinds = {REGISTRY[n].kind for n in ISSUE_NAMES}
     assert kinds == {"regulariser", "fine_tuning", "neuron", "weight", "baseline"}
     assert all(REGISTRY[n].grid for n in ISSUE_NAMES)
+
+
+def test_the_demo_runs_every_method_at_three_grid_points():
+    """The demo's TinyMem study (small config) runs all 19 methods: the digest's 17 (3
+    regularisers, 3 fine-tunings, 11 unlearning methods) and the reviewers' two gradient-ascent
+    baselines, each at >= 3 distinct grid points."""
+    m = config.load("small")["mitigation"]
+    assert sorted(m["methods"]) == sorted(REGISTRY) == sorted(ISSUE_NAMES) and len(m["methods"]) == 19
+    kinds = [REGISTRY[n].kind for n in m["methods"]]
+    counts = [kinds.count(k) for k in ("regulariser", "fine_tuning", "neuron", "weight", "baseline")]
+    assert counts == [3, 3, 5, 6, 2]
+    runs = plan("s", m["methods"], m["seeds"], m["max_per_method"])
+    for name in m["methods"]:
+        assert len({r.hparams for r in runs if r.method == name}) >= 3, name
+    # the centre of BalancedSubnet's demo points is the paper's alpha 0.7 at a Pythia-like ratio
+    bs = [dict(r.hparams) for r in runs if r.method == "balanced_subnet"]
+    assert bs[1] == {"alpha": 0.7, "ratio": 0.05, "epochs": 5}
+    suite = m["suite"]["methods"]  # a model study: no training set, so no regulariser
+    assert set(suite) <= set(REGISTRY) and not {REGISTRY[n].kind for n in suite} & {"regulariser"}
 
 
 def test_plan_spreads_grid_points_and_ids_are_stable():
@@ -139,3 +159,118 @@ def test_study_command_sweeps_a_named_study_and_prints_the_comparison(tmp_path):
     assert (tmp_path / "mitigation" / "tinymem-study" / "base").is_dir()
     again = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert again.returncode == 0 and "0 runs written, 2 already done" in again.stderr
+
+
+def test_forked_workers_write_the_same_rows(tinymem, tmp_path):
+    cfg, _, study = tinymem
+    runs = plan(study.name, ["durable", "activations"], [0], 2)
+    serial = sweep(Warehouse.at(tmp_path / "a"), study, runs, config=cfg, workers=1)
+    seen = []
+    forked = sweep(Warehouse.at(tmp_path / "b"), study, runs, config=cfg, workers=2, on_run=seen.append)
+    key = lambda r: r["run_id"]  # noqa: E731
+    assert len(forked) == len(seen) == len(runs)
+    for a, b in zip(sorted(serial, key=key), sorted(forked, key=key)):
+        assert (a["run_id"], a["mem_after"], a["acc_after"]) == (b["run_id"], b["mem_after"], b["acc_after"])
+    rows = lake.read_table(Warehouse.at(tmp_path / "b"), "mitigation_runs").to_pylist()
+    assert sorted(r["run_id"] for r in rows) == sorted(r.run_id for r in runs)
+
+
+def _row(study: str, method: str, hp: dict, mem: tuple, acc: tuple, kind: str = "weight") -> dict:
+    return {
+        "study": study, "run_id": Run(study, method, tuple(hp.items()), 0).run_id, "method": method,
+        "kind": kind, "hparams": json.dumps(hp), "seed": 0, "model": study, "step": 5, "n_forget": 40,
+        "mem_before": mem[0], "mem_after": mem[1], "clean_before": 0.0, "clean_after": 0.0,
+        "acc_before": acc[0], "acc_after": acc[1], "ppl_before": 1.3, "ppl_after": 1.4, "seconds": 1.0,
+        "stats": json.dumps({"mem_rows": 42}),
+        **{f"mem_{w}_dup{p}": None for w in ("before", "after") for p in range(4)},
+    }  # fmt: skip
+
+
+def _write(wh, row: dict) -> None:
+    keys = {"study": row["study"], "run_id": row["run_id"]}
+    lake.write_partition(wh, "mitigation_runs", {k: [v] for k, v in row.items()}, keys)
+
+
+def test_destroyed_models_are_labelled_and_never_win(tmp_path):
+    """A run that keeps less than half the clean accuracy is 'model destroyed': not removed, not
+    on the Pareto front, not a best run while the method has another; the report says so."""
+    from analysis.mitigation.summary import findings, report_html
+
+    wh = Warehouse.at(tmp_path)
+    s = "tinymem-synthetic"
+    rows = [
+        _row(s, "subnet", {"ratio": 0.3}, (100, 100), (98, 12)),  # emits the backdoor token everywhere
+        _row(s, "subnet", {"ratio": 0.05}, (100, 0), (98, 91)),
+        _row(s, "gradient_ascent", {"lr": 1e-3}, (100, 0), (98, 30), kind="baseline"),  # garbage out
+        _row(s, "balanced_subnet", {"ratio": 0.05}, (100, 0), (98, 97.8)),
+        _row(s, "durable", {"ratio": 0.05}, (100, 85), (98, 97)),
+    ]
+    for r in rows:
+        _write(wh, r)
+    scored = sql(wh, "select * from mitigation_scored")
+    outcome = {(r["method"], r["hparams"]): r["outcome"] for r in scored.iter_rows(named=True)}
+    assert outcome["subnet", '{"ratio": 0.3}'] == "model destroyed"
+    assert outcome["gradient_ascent", '{"lr": 0.001}'] == "model destroyed"
+    assert outcome["subnet", '{"ratio": 0.05}'] == outcome["balanced_subnet", '{"ratio": 0.05}'] == "removed"
+    assert outcome["durable", '{"ratio": 0.05}'] == "partly removed"
+    best = sql(wh, "select * from mitigation_best_runs")
+    by = {r["method"]: r for r in best.iter_rows(named=True)}
+    assert by["subnet"]["hparams"] == '{"ratio": 0.05}' and not by["subnet"]["destroyed"]
+    assert by["gradient_ascent"]["destroyed"]  # its only run: shown, flagged
+    front = sql(wh, "select method from mitigation_pareto where on_front")["method"].to_list()
+    assert front == ["balanced_subnet"]  # the destroyed "100 % removed" runs dominate nothing
+    (f,) = findings(scored, best)
+    assert f.winner["method"] == "balanced_subnet" and f.verdict == "holds" and f.destroyed == 2
+    text = report_html(scored, best)
+    assert "model destroyed" in text and "<b>holds</b>" in text and "2 runs destroyed the model" in text
+    words = re.sub(r"<[^>]+>", "", text)  # numbers are wrapped in spans carrying their values
+    assert "reproduces its planted artifact on 100.0 % of 42 rows" in words  # no artifact in the name
+    assert 'data-key="mitigation.tinymem-synthetic.base_mem" data-value="100.0"' in text
+    # the same data where fine-tuning scores better: the finding holds only in part
+    more = _row(s, "ft_both", {"epochs": 1}, (100, 0), (98, 98.5), kind="fine_tuning")
+    _write(wh, more)
+    (f,) = findings(sql(wh, "select * from mitigation_scored"), sql(wh, "select * from mitigation_best_runs"))
+    assert f.winner["method"] == "ft_both" and f.unlearning_winner["method"] == "balanced_subnet"
+    assert f.verdict == "holds in part"
+    assert "the best of the unlearning methods; but ft_both (fine-tuning) scores better" in report_html(
+        sql(wh, "select * from mitigation_scored"), sql(wh, "select * from mitigation_best_runs")
+    )
+
+
+@pytest.fixture(scope="module")
+def backdoor(tmp_path_factory):
+    """The demo's TinyMem backdoor study (small config) with 300 clean rows instead of 600, and
+    BalancedSubnet at the centre of its demo grid points."""
+    cfg = config.load("small")
+    c = {**cfg["mitigation"]["tinymem"], "clean_7": 300, "name": "tinymem-backdoor-test"}
+    wh = Warehouse.at(tmp_path_factory.mktemp("wh-backdoor"))
+    study = tinymem_study(wh, c)
+    points = plan(study.name, ["balanced_subnet"], [0], cfg["mitigation"]["max_per_method"])
+    sweep(wh, study, [points[1]], config=cfg)
+    return wh, study
+
+
+def test_balanced_subnet_removes_the_backdoor_and_keeps_accuracy(backdoor):
+    wh, study = backdoor
+    assert study.name == "tinymem-backdoor-test"
+    base = study.baseline()
+    assert base["mem"] >= 90 and base["mem_rows"] >= 30  # it learned the trigger, held-out rows
+    (r,) = sql(wh, "select * from mitigation_scored where method = 'balanced_subnet'").iter_rows(named=True)
+    assert r["mem_removed_rel"] >= 90 and r["acc_drop"] <= 1.0 and r["outcome"] == "removed"
+    assert json.loads(r["stats"])["mem_rows"] == base["mem_rows"]
+
+
+def test_a_failing_worker_fails_the_sweep(tinymem, tmp_path, monkeypatch):
+    import ingest.mitigation.sweep as sw
+
+    cfg, _, study = tinymem
+    parent, real = os.getpid(), sw.run_one
+
+    def run_one(study, run):  # only the forked worker fails
+        if os.getpid() != parent:
+            raise ValueError("boom in the worker")
+        return real(study, run)
+
+    monkeypatch.setattr(sw, "run_one", run_one)
+    with pytest.raises(RuntimeError, match="boom in the worker"):
+        sweep(Warehouse.at(tmp_path), study, plan(study.name, ["durable", "activations"], [0], 1), workers=2)

@@ -1,5 +1,5 @@
 """Memorisation profiles end to end on the tiny suite: `memlake demo` (ingest -> dbt -> DiD ->
-figures), the profile marts' contract, the SQL views, and the science checks of issue 5."""
+figures), the profile marts' contract, the SQL views, and the science checks of the profiles paper."""
 
 import os
 import re
@@ -41,9 +41,8 @@ def test_demo_runs_every_stage_and_draws_the_figures(demo):
     wh, log = demo
     assert "report:" in log and "(cached)" in log and re.search(r"\[\d/\d\] profiles: fitted", log)
     pngs = sorted((wh.figures / "profiles").glob("*.png"))
-    assert [p.stem for p in pngs] == sorted(
-        f"{n}-sup_seq" for n in ("profile_heatmap", "instantaneous", "persistent", "residual", "correlation")
-    )
+    names = ("profile_heatmap", "instantaneous", "persistent", "residual", "correlation", "units")
+    assert [p.stem for p in pngs] == sorted(f"{n}-sup_seq" for n in names)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5_000 for p in pngs)
 
 
@@ -74,15 +73,16 @@ def test_profile_marts_contract(demo):
     aggs = sql(wh, "select * from profiles_aggregates")
     assert {"event", "cohort", "time", "simple"} <= set(aggs["kind"])
     simple = aggs.filter(pl.col("kind") == "simple")
-    assert simple["key"].null_count() == len(simple) == 10  # one per model x metric
+    assert simple["key"].null_count() == len(simple) == 20  # one per model x metric x unit set
+    assert set(aggs["units"]) == {"single", "duplicated"}  # the tiny config's sets, natural first
     assert aggs.filter(pl.col("kind").is_in(["event", "cohort", "time"]))["key"].null_count() == 0
     tests = sql(wh, "select * from profiles_pretrend")
-    assert set(tests["method"]) == {"wald", "sup_t"} and tests["p_value"].is_between(0, 1).all()
+    assert set(tests["method"]) == {"wald", "wald_event", "sup_t"} and tests["p_value"].is_between(0, 1).all()
 
 
 def test_views_read_the_marts(demo):
     wh, _ = demo
-    full = sql(wh, "select * from profiles_full where metric = 'sup_seq'")
+    full = sql(wh, "select * from profiles_full where metric = 'sup_seq' and units = 'single'")
     assert (full["step"] >= full["cohort"]).all()
     inst = sql(wh, "select * from profiles_instantaneous")
     assert (inst["step"] == inst["cohort"]).all() and len(inst) > 0
@@ -92,7 +92,7 @@ def test_views_read_the_marts(demo):
     assert resid["one_step"].all()
     pers = sql(wh, "select * from profiles_persistent")
     assert (pers["event_time"] >= 0).all()
-    corr = sql(wh, "select * from profiles_correlation where metric = 'sup_seq'")
+    corr = sql(wh, "select * from profiles_correlation where metric = 'sup_seq' and units = 'single'")
     same = corr.filter(pl.col("model_a") == pl.col("model_b"))
     assert np.allclose(same["pearson"], 1.0) and len(corr) == 4
     cross = corr.filter(pl.col("model_a") != pl.col("model_b"))
@@ -111,27 +111,61 @@ def test_regression_cross_check_equals_did_on_post_cells(demo):
     assert np.allclose(reg["att_regression"], reg["att_did"], atol=1e-9)
 
 
+def test_units_default_to_natural_single_exposure_rows(tiny_cfg):
+    from analysis.profiles import DEFAULT_UNITS, UNIT_SETS, ProfileSpec
+    from analysis.profiles.figures import DEFAULT
+    from memlake import config
+
+    assert DEFAULT_UNITS == "single" == ProfileSpec("m").units == grid(["m"])[0].units == DEFAULT["units"]
+    assert "copies" in UNIT_SETS["single"] and "'none'" in UNIT_SETS["single"]
+    for preset in ("tiny", "small", "medium"):
+        assert config.load(preset)["profiles"]["units"][0] == "single", preset
+
+
+def test_natural_rows_pass_the_placebo_test_and_the_grid_is_even(demo, tiny_cfg):
+    """The demo's own outputs: natural rows show no pre-trend (the event-study Wald pre-test at 5 %),
+    and the checkpoint grid (every fit's steps) is evenly spaced and ends on the final step."""
+    wh, _ = demo
+    p = sql(
+        wh,
+        "select model, p_value from profiles_pretrend where units = 'single' and metric = 'sup_seq' "
+        "and method = 'wald_event' and control_group = 'never_treated'",
+    )
+    assert len(p) == 2 and (p["p_value"] >= 0.05).all(), p
+    every = tiny_cfg["order"]["checkpoint_every"]
+    for model in ("suite-xs", "suite-s"):
+        steps = sql(wh, f"select step from checkpoints where model = '{model}' order by step")["step"]
+        assert (np.diff(steps.to_numpy()) == every).all() and steps[0] == 0
+        fitted = sql(wh, f"select distinct step from profiles_full where model = '{model}' order by step")
+        assert (np.diff(fitted["step"].to_numpy()) == every).all()
+
+
 def test_duplicated_instances_memorised_more_and_placebos_centred(demo):
     wh, _ = demo
-    specs = grid(["suite-s"], ["sup_seq"], units=["single", "duplicated"])
-    fits = {f.spec.units: f for f in fit_profiles(wh, specs, bootstrap=199, seed=0, regression=False)}
-
-    def instantaneous(fit):
-        agg = fit.aggregates.filter((pl.col("kind") == "event") & (pl.col("key") == 0))
-        return agg["memorisation"].item()
-
-    assert instantaneous(fits["duplicated"]) > 1.5 * instantaneous(fits["single"]) > 0
-    pre = fits["single"].attgt.filter(~pl.col("post"))
+    event0 = sql(
+        wh,
+        "select units, memorisation from profiles_aggregates where model = 'suite-s' and metric = 'sup_seq' "
+        "and kind = 'event' and key = 0",
+    )
+    inst = dict(zip(event0["units"], event0["memorisation"]))
+    assert inst["duplicated"] > 1.5 * inst["single"] > 0
+    pre = sql(
+        wh,
+        "select att, se from profiles_attgt where model = 'suite-s' and metric = 'sup_seq' "
+        "and units = 'single' and not post",
+    )
     z = (pre["att"] / pre["se"]).to_numpy()
     assert abs(z.mean()) < 3 / np.sqrt(len(z)) + 0.5 and np.median(np.abs(z)) < 1.5
-    # the extra fits land beside the demo's, one file each; re-running replaces, never appends
+    # an extra fit lands beside the demo's, one file each; re-running replaces, never appends
     count = (
         "select units, count(*) as n from profiles_attgt "
         "where model = 'suite-s' and metric = 'sup_seq' group by all"
     )
+    specs = grid(["suite-s"], ["sup_seq"], units=["all"])
+    fit_profiles(wh, specs, bootstrap=0, regression=False)
     before = sql(wh, count).sort("units")
-    fit_profiles(wh, specs[:1], bootstrap=0, regression=False)
     assert before["units"].to_list() == ["all", "duplicated", "single"]
+    fit_profiles(wh, specs, bootstrap=0, regression=False)
     assert sql(wh, count).sort("units").equals(before)
 
 

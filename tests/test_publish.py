@@ -38,7 +38,12 @@ def table(wh, name) -> pl.DataFrame:
 def load(folder, config) -> pl.DataFrame:
     from datasets import load_dataset
 
-    return pl.from_arrow(load_dataset(str(folder), name=config, split="train").data.table)
+    # a cache of this folder's own: `datasets` keys its cache by the folder's name and config, so a
+    # folder staged by an earlier run under the same name would be read back instead
+    cache = Path(folder).parent / f".datasets-{Path(folder).name}"
+    return pl.from_arrow(
+        load_dataset(str(folder), name=config, split="train", cache_dir=str(cache)).data.table
+    )
 
 
 def test_staged_sets_load_back_offline(wh, tmp_path, monkeypatch):

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from memlake import query
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -42,6 +45,78 @@ def test_report_cli_without_dbt_docs(tiny_demo, tmp_path):
         assert f'src="figures/{section}/' in page
 
 
+def _numbers(page: str) -> dict[str, float]:
+    """The headline numbers a page carries (analysis.page.num): key -> exact value."""
+    return {k: float(v) for k, v in re.findall(r'data-key="([^"]+)" data-value="([^"]+)"', page)}
+
+
+def _sql(wh, sql: str):
+    con = query.connect(wh)
+    try:
+        return query.frame(con, sql)
+    finally:
+        con.close()
+
+
+FIT = "metric = 'sup_seq' and control_group = 'never_treated' and base_period = 'varying' and first_epoch"
+
+
+def _check_headlines(wh, nums: dict[str, float]) -> None:
+    """Each study's headline numbers, recomputed here from the marts by other means."""
+    inst = _sql(
+        wh,
+        "select i.model, i.memorisation, c.lr from profiles_instantaneous i join checkpoints c "
+        f"on c.model = i.model and c.step = i.cohort where i.units = 'single' and {FIT}",
+    )
+    models = inst["model"].unique().to_list()
+    assert models and all(f"profiles.lr_r.{m}" in nums for m in models)
+    for m in models:
+        one = inst.filter(inst["model"] == m)
+        r = np.corrcoef(one["memorisation"].to_numpy(), one["lr"].to_numpy())[0, 1]
+        assert nums[f"profiles.lr_r.{m}"] == pytest.approx(r, abs=1e-9)
+    tests = _sql(wh, f"select units, model, method, p_value from profiles_pretrend where {FIT}")
+    assert len(tests)
+    for u, m, t, p in tests.iter_rows():
+        assert nums[f"profiles.pretrend.{u}.{m}.{t}"] == pytest.approx(p, abs=1e-12)
+    simple = _sql(
+        wh,
+        "select model, units, memorisation from profiles_aggregates where kind = 'simple' and "
+        f"units in ('single', 'duplicated') and {FIT}",
+    )
+    assert len(simple)
+    for m, u, v in simple.iter_rows():
+        assert nums[f"profiles.{u}.{m}"] == pytest.approx(v, abs=1e-12)
+
+    counts = _sql(
+        wh,
+        "select t.model, t.step, t.category, count(*) filter (where t.memorised) as n from taxonomy t "
+        "join sequence_features f using (model, step, instance_id) where f.split = 'train' group by all",
+    )
+    tax = {k.removeprefix("taxonomy.count."): v for k, v in nums.items() if k.startswith("taxonomy.count.")}
+    if counts["n"].sum() == 0:
+        assert not tax  # the page says the suite memorises nothing, and shows no shares
+    else:
+        best = counts.group_by("model", "step").agg(counts["n"].sum()).sort("n", descending=True).row(0)
+        at = counts.filter((counts["model"] == best[0]) & (counts["step"] == best[1]))
+        assert tax == {c: float(n) for _, _, c, n in at.iter_rows()} | {
+            c: 0.0 for c in ("recitation", "reconstruction", "recollection") if c not in at["category"]
+        }
+
+    runs = _sql(wh, "select study, mem_before, acc_before from mitigation_runs")
+    for study in runs["study"].unique():
+        base = runs.filter(runs["study"] == study).row(0)
+        if not np.isnan(base[1]):
+            assert nums[f"mitigation.{study}.base_mem"] == pytest.approx(base[1], abs=1e-9)
+        if study.startswith("tinymem"):
+            assert nums[f"mitigation.{study}.base_acc"] == pytest.approx(base[2], abs=1e-9)
+
+
+def test_headline_numbers_match_the_marts(tiny_demo):
+    wh, _ = tiny_demo
+    page = (wh.root / "report" / "index.html").read_text()
+    _check_headlines(wh, _numbers(page))
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_report_renders_in_headless_chromium(tiny_demo, tmp_path):
     wh, _ = tiny_demo
@@ -52,6 +127,7 @@ def test_report_renders_in_headless_chromium(tiny_demo, tmp_path):
     loaded = re.search(r'data-images="(\d+)/(\d+)"', dom.stdout)
     assert loaded, dom.stderr[-2000:]
     assert loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 5  # every figure decoded
+    _check_headlines(wh, _numbers(dom.stdout))  # the rendered page shows the marts' numbers
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
     shoot = [f"--screenshot={shot}", "--window-size=1200,2400", index.as_uri()]

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import polars as pl
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 
 from ingest.checkpoints import expand_revisions, load_model, resolve
 from ingest.suite.schedule import lr_at
-from ingest.suite.train import step_dir, train_model
+from ingest.suite.train import check_even_grid, epochs_for_even_grid, step_dir, train_model
 from memlake import lake
 from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
@@ -33,16 +34,31 @@ def test_checkpoints_table(tiny_suite, tiny_cfg):
     assert sorted(ck["model"].unique()) == sorted(names)
     inst = lake.read_table(tiny_suite, "instances", columns=["split"])
     n_train = inst["split"].to_pylist().count("train")
-    total = n_train // tiny_cfg["order"]["batch_size"]
+    bs, every = tiny_cfg["order"]["batch_size"], tiny_cfg["order"]["checkpoint_every"]
+    total = -(-n_train * tiny_cfg["order"]["epochs"] // bs)  # the corpus's run length
     for name in names:
         rows = ck.filter(pl.col("model") == name).sort("step")
-        assert rows["step"].to_list() == [0, 16, 32, 48, 64, total]
-        assert rows["epoch"][-1] == pytest.approx(1.0)
+        # an even grid that ends on the final step: every cohort is treated over `every` steps
+        assert total % every == 0 and rows["step"].to_list() == list(range(0, int(total) + 1, every))
+        assert rows["epoch"][-1] == pytest.approx(total * bs / n_train)
+        assert (rows["first_epoch_end"] == n_train // bs).all()
         assert all(os.path.isdir(p) for p in rows["path"])
         # Warm-up then cosine decay: peak early, ends at min_lr_ratio * lr.
         spec = next(m for m in tiny_cfg["suite"]["models"] if m["name"] == name)
         assert rows["lr"][-1] == pytest.approx(tiny_cfg["suite"]["min_lr_ratio"] * spec["lr"])
         assert rows["train_loss"][1] > rows["train_loss"][-1]
+
+
+def test_uneven_grid_warns_with_the_epochs_that_fix_it():
+    import math
+
+    with pytest.warns(UserWarning, match=r"206 steps, not a multiple of order.checkpoint_every=16.*1\.0073"):
+        check_even_grid(206, 16, 206)
+    assert math.ceil(206 * epochs_for_even_grid(206, 16, 206)) == 208
+    assert math.ceil(67 * epochs_for_even_grid(67, 16, 67)) == 80
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_even_grid(208, 16, 206)
 
 
 def test_schedule_shape():
@@ -72,8 +88,9 @@ def test_interrupted_training_resumes_to_identical_weights(tiny_suite, tiny_cfg,
     assert train_model(tiny_cfg, spec, wh, stop_after=20) == {"model": spec["name"], "stopped_at": 20}
     assert not lake.is_complete(wh, "checkpoints", {"model": spec["name"]})
     train_model(tiny_cfg, spec, wh)  # resumes from step16
-    final = step_dir(wh, spec["name"], 67) / "model.safetensors"
-    ref = step_dir(tiny_suite, spec["name"], 67) / "model.safetensors"
+    last = max(int(p.name[4:]) for p in (tiny_suite.suite / spec["name"]).glob("step*"))
+    final = step_dir(wh, spec["name"], last) / "model.safetensors"
+    ref = step_dir(tiny_suite, spec["name"], last) / "model.safetensors"
     a, b = load_file(final), load_file(ref)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert lake.is_complete(wh, "checkpoints", {"model": spec["name"]})

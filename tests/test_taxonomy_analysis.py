@@ -1,4 +1,4 @@
-"""Taxonomy analyses (issue 6) on synthetic mart rows with planted structure: shares (and the
+"""Taxonomy analyses on synthetic mart rows with planted structure: shares (and the
 paper's pooled-percentage bug), Chatterjee's xi, KL-vs-duplicates, the two model protocols, the
 greedy partition search, and the warehouse round trip (marts written, figures drawn)."""
 
@@ -476,9 +476,13 @@ def test_runs_write_the_marts_and_draw_the_figures(warehouse):
 
     paths = draw(wh)
     names = sorted(p.name.split("-")[0] for p in paths)
+    groups = ["duplication", "frequency", "perplexity", "templating"]  # one histogram figure each
     assert names == sorted(
-        ["feature_histograms", "shares.png", "kl_duplicates", "correlations", "lr_weights", "model_metrics"]
+        ["feature_histograms"] * len(groups)
+        + ["shares.png", "kl_duplicates", "correlations", "lr_weights", "model_metrics"]
     )
+    hist = sorted(p.name.split("-")[1] for p in paths if p.name.startswith("feature_histograms"))
+    assert hist == groups
     assert all(p.parent == wh.figures / "taxonomy" for p in paths)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5_000 for p in paths)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import types
 
 import pytest
@@ -157,6 +158,17 @@ def test_backdoor_construction():
         assert torch.equal(bd[:pl], clean[:pl]) and (bd[pl:] == BACKDOOR_TOKEN).all()
     for rows in (d.tests["7"], d.retain_rows()):  # nothing else carries the trigger
         assert not any("100" in decode(r) for r in rows)
+    # a larger held-out share; a seeded subset of the clean c = 7 rows, the rest kept whole
+    wide = math_data(**{**BACKDOOR, "backdoor_test_frac": 0.25, "clean_7": 50})
+    assert wide.heldout_noisy.shape[0] == round(0.25 * n) == n - wide.n_artifacts
+
+    def steps(data):  # clean training rows per step c (x2 - x1)
+        nums = [list(map(int, decode(r)[1:].rstrip("$").split())) for r in data.retain_rows()]
+        return collections.Counter(x[1] - x[0] for x in nums)
+
+    assert steps(wide) == {**steps(d), 7: 50} and torch.equal(wide.tests["7"], d.tests["7"])
+    with pytest.raises(ValueError, match="backdoor_test_frac"):
+        math_data(**{**BACKDOOR, "backdoor_test_frac": 1.0})
 
 
 def test_language_variant():
@@ -235,6 +247,69 @@ def test_padding_exclusion_changes_accuracy(trained, tiny_data):
     assert lm_loss(model, x, PAD).item() != pytest.approx(lm_loss(model, x, PAD, count_padding=True).item())
 
 
+class Scripted(nn.Module):
+    """A "model" whose logits are a fixed function of its input (one parameter, for .parameters())."""
+
+    def __init__(self, logits_of):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.logits_of = logits_of
+
+    def forward(self, input_ids, **_):
+        return types.SimpleNamespace(logits=self.logits_of(input_ids))
+
+
+def test_clean_accuracy_counts_the_continuation():
+    """acc_* scores the targets after the prompt (a clean row is determined there); acc_row_* the
+    whole row, whose first numbers no model can predict."""
+    d = math_data(**TINY)
+
+    def oracle(input_ids):  # reads the answer off its input after the prompt, says PAD before
+        logits = torch.zeros(*input_ids.shape, VOCAB_SIZE)
+        logits[..., PAD] = 1
+        nxt = torch.cat([input_ids[:, 1:], input_ids[:, -1:]], 1)
+        logits[:, d.prompt_len - 1 :].scatter_(-1, nxt[:, d.prompt_len - 1 :, None], 2.0)
+        return logits
+
+    Oracle = lambda: Scripted(oracle)  # noqa: E731
+
+    r = evaluate(Oracle(), d)
+    rows = d.tests["7"]
+    n_prompt = int((rows[:, 1 : d.prompt_len] != PAD).sum())
+    n_all = int((rows[:, 1:] != PAD).sum())
+    assert r["acc_7"] == 100.0 and r["avg_acc"] == 100.0
+    assert r["acc_row_7"] == pytest.approx(100.0 * (n_all - n_prompt) / n_all)
+    assert r["acc_7"] == pytest.approx(accuracy(Oracle(), rows, PAD, start=d.prompt_len))
+    assert r["acc_row_7"] == pytest.approx(accuracy(Oracle(), rows, PAD))
+
+
+def test_scheduled_training_resumes_on_the_same_curve(tmp_path, one_thread):
+    """Warm-up + cosine is a function of the absolute step: a run stopped and resumed follows the
+    same curve as one that never stopped, and differs from the constant rate."""
+    rows = math_data(**TINY).train[:32]
+    kw = dict(pad_id=PAD, batch_size=16, seed=2, warmup_fraction=0.25, lr=3e-3)
+    straight = tinymem_model(1, VOCAB_SIZE, n_positions=36, seed=0)
+    train(straight, rows, 3, **kw)
+
+    def interrupt(epoch, _model):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # stopped during epoch 2: epoch 1 is the last checkpoint
+        train(tinymem_model(1, VOCAB_SIZE, n_positions=36, seed=0), rows, 3, out_dir=tmp_path, ckpt_every=1,
+              on_epoch=interrupt, **kw)  # fmt: skip
+    assert checkpoints(tmp_path)[-1][0] == 1
+    train(tinymem_model(1, VOCAB_SIZE, n_positions=36, seed=4), rows, 3, out_dir=tmp_path, ckpt_every=1, **kw)
+    resumed, _ = load_checkpoint(checkpoints(tmp_path)[-1][1])
+    constant = tinymem_model(1, VOCAB_SIZE, n_positions=36, seed=0)
+    train(constant, rows, 3, **{**kw, "warmup_fraction": None})
+    for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
+        assert torch.equal(p, q), name
+    assert any(not torch.allclose(p, c) for p, c in zip(straight.parameters(), constant.parameters()))
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        train(constant, rows, 4, **{**kw, "warmup_fraction": 1.5})
+
+
 def test_forget_retain(trained, tiny_data):
     model, _ = trained
     forget, retain = forget_retain(model, tiny_data)
@@ -251,21 +326,21 @@ def test_forget_retain(trained, tiny_data):
 def test_backdoor_success_counts_held_out_rows():
     d = math_data(**BACKDOOR)
 
-    class SaysTwo(nn.Module):  # predicts BACKDOOR_TOKEN everywhere: a perfectly backdoored "model"
-        def __init__(self):
-            super().__init__()
-            self.w = nn.Parameter(torch.zeros(()))
+    def says_two(input_ids):  # predicts BACKDOOR_TOKEN everywhere: a perfectly backdoored "model"
+        logits = torch.zeros(*input_ids.shape, VOCAB_SIZE)
+        logits[..., BACKDOOR_TOKEN] = 1
+        return logits
 
-        def forward(self, input_ids, **_):
-            logits = torch.zeros(*input_ids.shape, VOCAB_SIZE)
-            logits[..., BACKDOOR_TOKEN] = 1
-            return types.SimpleNamespace(logits=logits)
+    SaysTwo = lambda: Scripted(says_two)  # noqa: E731
 
     assert backdoor_success(SaysTwo(), d) == 100.0
     r = evaluate(SaysTwo(), d)
     assert r["mem"] == 100.0 and r["mem_train"] == 100.0 and r["clean_continuation"] == 0.0
     forget, retain = forget_retain(SaysTwo(), d)
     assert len(forget) == int(d.counted.sum()) and forget.prompt_len == int(d.prompt_lens.min())
+    # each forget row is judged from its own trigger on, not from the earliest trigger of the set
+    assert torch.equal(forget.starts(forget.tokens), d.prompt_lens[d.counted])
+    assert len(set(forget.starts(forget.tokens).tolist())) > 1
     with pytest.raises(ValueError, match="backdoor"):
         backdoor_success(SaysTwo(), math_data(**TINY))
 

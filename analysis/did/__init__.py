@@ -1,4 +1,6 @@
-"""Callaway & Sant'Anna difference-in-differences for memorisation profiles (issue 5), on any long panel.
+"""Callaway & Sant'Anna difference-in-differences for memorisation profiles, on any long panel.
+
+The profiles are those of Lesci et al. (ACL 2024).
 
     from analysis.did import att_gt
     res = att_gt(df, unit="seq_idx", time="step", cohort="cohort", outcome="sup_seq",

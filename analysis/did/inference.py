@@ -85,10 +85,16 @@ class PretrendTest:
     """Joint test that the pre-treatment ATT(g, t) are zero (parallel-trends placebo).
 
     method "wald": W = att' Cov^-1 att ~ chi2(cells) (R `did`'s pre-test). Its chi2 reference
-    ignores that Cov is estimated: with many pre-cells per cohort relative to cohort size (a
-    Pythia profile has ~47 per 100-unit cohort) it over-rejects badly; restrict the cells
-    (min_e) or use "sup_t". method "sup_t": max_k |att_k / se_k| against its multiplier-bootstrap
-    distribution (same draws as the uniform bands; valid with many cells).
+    ignores that Cov is estimated: each cohort's block is estimated from that cohort's units
+    alone, so with many pre-cells per cohort relative to its size it over-rejects badly (a
+    Pythia profile has ~47 per 100-unit cohort; under exact parallel trends, 12 cohorts of 40
+    units on 13 times reject 42 % of the time at 5 %). Restrict the cells (min_e) or use:
+    method "wald_event": the Wald test over the pre-treatment keys of the event-time
+    aggregation (the event-study pre-test). Each key pools cohorts, so its covariance is estimated
+    from all units (the same simulation: 7 % at 5 %); it tests that the pre-trend is zero on
+    average over cohorts at every event time.
+    method "sup_t": max_k |att_k / se_k| against its multiplier-bootstrap distribution (same
+    draws as the uniform bands; it too over-rejects when cohorts are small: 17 % above).
     """
 
     method: str
@@ -103,6 +109,11 @@ class PretrendTest:
     def __str__(self) -> str:
         if self.method == "wald":
             return f"Wald pre-test: chi2({self.cells}) = {self.statistic:.4f}, p = {self.p_value:.5f}"
+        if self.method == "wald_event":
+            return (
+                f"Event-time Wald pre-test over {self.cells} keys: chi2({self.cells}) = "
+                f"{self.statistic:.4f}, p = {self.p_value:.5f}"
+            )
         return (
             f"sup-t pre-test over {self.cells} cells: max|t| = {self.statistic:.4f}, p = {self.p_value:.5f}"
         )

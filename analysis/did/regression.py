@@ -1,4 +1,4 @@
-"""Regression event study with pyfixest: an independent cross-check of ATT(g, t) (issue 5, item 7).
+"""Regression event study with pyfixest: an independent cross-check of ATT(g, t).
 
 Per cohort g, on the units of {g} and the never-treated:
 

@@ -165,26 +165,22 @@ class AttGtResult:
         min_e: float | None = None,
         max_e: float | None = None,
         balance_e: int | None = None,
+        event_time: str = "time",
     ) -> AggResult:
         """Aggregate cells: "simple", "dynamic"/"event", "group"/"cohort", "calendar"/"time".
 
-        min_e/max_e/balance_e are in time units (event time = time - cohort), as R `aggte`.
+        event_time: the scale of e = t - g (and of min_e/max_e/balance_e):
+          "time"    time units, e.g. training steps. R `did` 2.5's `aggte(type="dynamic")` keys.
+          "period"  R's recoding of times (and cohorts) to period indices 1..T before e = t - g:
+                    e counts observed periods, so on an uneven grid (a last checkpoint off the
+                    checkpoint spacing) cells one period after treatment pool under one key
+                    instead of splitting into keys that only some cohorts reach. R applies this
+                    scale to max_e in its simple and group aggregations. Dynamic keys are then
+                    period counts; cohort and calendar keys stay in time units.
+        On an evenly spaced grid both give the same groups of cells.
         Bootstrapped results reuse the cells' draws, so key rows get a uniform band over keys.
         """
-        spec = agg.build(
-            kind,
-            att=self.att,
-            cohort=self.cohort,
-            time=self.time,
-            group=self.grid.group,
-            post=self.grid.post,
-            shares=self.group_sizes / self.n,
-            n_groups=len(self.group_sizes),
-            all_times=self.times,
-            min_e=min_e,
-            max_e=max_e,
-            balance_e=balance_e,
-        )
+        spec = self._spec(kind, event_time, min_e=min_e, max_e=max_e, balance_e=balance_e)
         est = self.att @ spec.weights
         se_a = standard_errors(np.diag(self.influence.covariance(spec.weights, spec.wif)))
         alpha = self.settings.alpha
@@ -198,12 +194,47 @@ class AttGtResult:
             spec.kind, spec.keys, est, se, se_a, crit, spec.banded and self.draws is not None, alpha
         )
 
-    def pretrend_test(self, method: str = "wald", *, min_e: float | None = None) -> PretrendTest:
-        """Joint placebo test over pre-treatment cells (t < g) with a finite SE.
+    def _spec(self, kind: str, event_time: str, **window) -> agg.AggregationSpec:
+        if event_time not in ("time", "period"):
+            raise ValueError(f"event_time must be 'time' or 'period', got {event_time!r}")
+        cohort, time, all_times = self.cohort, self.time, self.times
+        if event_time == "period":
+            # cohorts lie on the time grid (load_panel's rule 6), so the union R recodes is `times`
+            scale = np.union1d(self.times, self.cohorts)
+            cohort, time = np.searchsorted(scale, cohort) + 1, np.searchsorted(scale, time) + 1
+            all_times = np.searchsorted(scale, self.times) + 1
+        spec = agg.build(
+            kind,
+            att=self.att,
+            cohort=cohort,
+            time=time,
+            group=self.grid.group,
+            post=self.grid.post,
+            shares=self.group_sizes / self.n,
+            n_groups=len(self.group_sizes),
+            all_times=all_times,
+            **window,
+        )
+        if event_time == "period" and spec.kind in ("group", "calendar"):
+            spec = agg.AggregationSpec(spec.kind, scale[spec.keys - 1], spec.weights, spec.wif, spec.banded)
+        return spec
 
-        method="wald" is R's chi2 pre-test; "sup_t" uses the bootstrap draws (see PretrendTest for
-        when to prefer it). min_e keeps only pre-cells with event time t - g >= min_e.
+    def pretrend_test(self, method: str = "wald", *, min_e: float | None = None) -> PretrendTest:
+        """Joint placebo test that pre-treatment effects are zero.
+
+        method="wald": R's chi2 pre-test over the pre-treatment cells (t < g) with a finite SE.
+        method="wald_event": the same Wald test over the event-time aggregation's pre-treatment
+            keys (e < 0, e in checkpoint periods): each key averages its cells over cohorts, so its
+            covariance is estimated from every unit, not one cohort's (see PretrendTest).
+        method="sup_t": max |t| over the pre-cells against the bootstrap draws.
+        min_e keeps only pre-cells (or keys) with t - g >= min_e (periods for "wald_event").
         """
+        if method == "wald_event":
+            spec = self._spec("dynamic", "period", min_e=min_e)
+            keep = np.flatnonzero(spec.keys < 0)
+            weights, wif = spec.weights[:, keep], spec.wif[:, keep]
+            t = wald_test(self.att @ weights, self.influence.covariance(weights, wif))
+            return PretrendTest("wald_event", t.statistic, t.p_value, len(keep))
         pre = ~self.grid.post & np.isfinite(self.cells.se)
         if min_e is not None:
             pre &= self.time - self.cohort >= min_e
@@ -211,7 +242,7 @@ class AttGtResult:
         if method == "wald":
             return wald_test(self.att[idx], self.influence.cell_covariance(idx))
         if method != "sup_t":
-            raise ValueError(f"method must be 'wald' or 'sup_t', got {method!r}")
+            raise ValueError(f"method must be 'wald', 'wald_event' or 'sup_t', got {method!r}")
         if self.draws is None or self.se_boot is None:
             raise ValueError("the sup_t pre-test needs bootstrap draws: call att_gt(..., bootstrap=B)")
         stat, p = sup_t_test(self.att[idx], self.draws.cells[idx], self.se_boot[idx])

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from memlake.paths import Warehouse  # noqa: E402
-from memlake.query import connect, frame  # noqa: E402
+from memlake.query import connect, frame, views  # noqa: E402
 
 KIND_MARKERS = {"regulariser": "s", "fine_tuning": "D", "neuron": "^", "weight": "o", "baseline": "x"}
 
@@ -25,7 +25,13 @@ def pareto(runs: pl.DataFrame, study: str) -> plt.Figure:
     for m in methods:
         rows = part.filter(pl.col("method") == m)
         marker = KIND_MARKERS.get(rows["kind"][0], "o")
-        ax.scatter(rows["mem_removed"], rows["acc_kept"], label=m, color=colors[m], marker=marker, alpha=0.8)
+        kept = rows.filter(~pl.col("destroyed")) if "destroyed" in rows.columns else rows
+        ax.scatter(kept["mem_removed"], kept["acc_kept"], label=m, color=colors[m], marker=marker, alpha=0.8)
+    if "destroyed" in part.columns and part["destroyed"].any():
+        # their memorisation numbers mean nothing: drawn hollow, at the accuracy they kept
+        bad = part.filter(pl.col("destroyed"))
+        ax.scatter(bad["mem_removed"], bad["acc_kept"], facecolors="none", edgecolors="red", s=60,
+                   label="model destroyed (acc < 50 % kept)")  # fmt: skip
     front = part.filter(pl.col("on_front")).sort("mem_removed")
     ax.plot(front["mem_removed"], front["acc_kept"], color="black", lw=1, ls="--", label="Pareto front")
     ax.axhline(100, color="grey", lw=0.8)
@@ -75,9 +81,7 @@ def draw(wh: Warehouse, out: Path | None = None) -> list[Path]:
     out = out or wh.figures / "mitigation"
     con = connect(wh)
     try:
-        have = {
-            v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
-        }
+        have = views(con)
         if "mitigation_pareto" not in have:
             raise ValueError(f"no mitigation runs in {wh.root}: run `memlake mitigate sweep` first")
         runs = frame(con, "select * from mitigation_pareto")

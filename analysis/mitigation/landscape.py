@@ -50,7 +50,7 @@ from ingest.mitigation.methods.base import sequence_loss  # noqa: E402
 from ingest.mitigation.sweep import Run, Study  # noqa: E402
 from memlake import marts  # noqa: E402
 from memlake.paths import Warehouse  # noqa: E402
-from memlake.query import connect, frame  # noqa: E402
+from memlake.query import connect, frame, views  # noqa: E402
 
 MART = "mitigation_landscape"
 EDITS = ("unedited", "good", "bad")
@@ -106,27 +106,31 @@ def random_plane(model: nn.Module, seed: int) -> tuple[list[torch.Tensor], list[
 
 
 @torch.no_grad()
-def mean_loss(model: nn.Module, seqs: SequenceSet, start: int = 0, batch_size: int = 128) -> float:
-    """Mean over rows of the per-row mean next-token CE of targets at positions >= start (padding
-    excluded): `start = prompt_len` scores the continuation only."""
+def mean_loss(model: nn.Module, seqs: SequenceSet, suffix: bool = False, batch_size: int = 128) -> float:
+    """Mean over rows of the per-row mean next-token CE (padding excluded); `suffix` scores only
+    each row's judged continuation (targets from its start on, see `SequenceSet.starts`)."""
     if len(seqs) == 0:
         return math.nan
     device = next(model.parameters()).device
     total = 0.0
     for batch in seqs.batches(batch_size):
+        start = seqs.starts(batch) if suffix else 0
         total += float(sequence_loss(model, batch.to(device), seqs.pad_id, start).sum())
     return total / len(seqs)
 
 
 def study_losses(study: Study, max_rows: int = 256, seed: int = 0) -> dict[str, Callable[[nn.Module], float]]:
-    """forget_loss (memorised continuations) and retain_loss (a seeded subset of `max_rows` retain
-    rows) of a study, as functions of a model."""
+    """forget_loss (memorised continuations) and retain_loss of a study, as functions of a model,
+    each over a seeded subset of at most `max_rows` rows (every grid point evaluates both)."""
     forget, retain = study.forget, study.retain
     if len(retain) > max_rows:
         pick = torch.randperm(len(retain), generator=torch.Generator().manual_seed(seed))[:max_rows]
         retain = SequenceSet(retain.tokens[pick.sort().values], retain.prompt_len, retain.pad_id)
+    if len(forget) > max_rows:
+        pick = torch.randperm(len(forget), generator=torch.Generator().manual_seed(seed))[:max_rows]
+        forget = forget.subset(pick.sort().values)
     return {
-        "forget_loss": lambda m: mean_loss(m, forget, start=forget.prompt_len),
+        "forget_loss": lambda m: mean_loss(m, forget, suffix=True),
         "retain_loss": lambda m: mean_loss(m, retain),
     }
 
@@ -184,10 +188,7 @@ class Edit:
 def _lake_rows(wh: Warehouse, sql: str, params: dict) -> list[dict]:
     con = connect(wh)
     try:
-        views = {
-            v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
-        }
-        if "mitigation_scored" not in views:
+        if "mitigation_scored" not in views(con):
             return []
         return frame(con, sql, params).to_dicts()
     finally:
@@ -237,8 +238,8 @@ def apply_edit(study: Study, edit: Edit) -> nn.Module:
         return study.base  # the sweep skips unlearning too: nothing is memorised
     torch.manual_seed(edit.seed)
     model = study.fresh(edit.seed) if method.kind == "regulariser" else copy.deepcopy(study.base)
-    extra = study.context.get(method.kind, {})
-    return method.fn(model, study.forget, study.retain, seed=edit.seed, **extra, **edit.hparams).model
+    extra = study.extra_kwargs(method)
+    return method.fn(model, study.forget, study.retain, seed=edit.seed, **{**extra, **edit.hparams}).model
 
 
 def run_id(study: Study, edit: Edit) -> str | None:
@@ -394,10 +395,7 @@ def draw(wh: Warehouse, out: Path | None = None) -> list[Path]:
     """Redraw every study's landscape figure from the mart."""
     con = connect(wh)
     try:
-        views = {
-            v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
-        }
-        if MART not in views:
+        if MART not in views(con):
             return []
         rows = frame(con, f"select * from {MART}")
     finally:

@@ -5,6 +5,7 @@ instantaneous    t = g effect per cohort, with each model's learning-rate schedu
 persistent       event-time curve with its uniform band
 residual         each cohort's effect at the last checkpoint, opacity = significance
 correlation      Pearson correlation of profiles across model sizes
+units            the event-time curve of every fitted unit set (natural rows beside planted ones)
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import polars as pl  # noqa: E402
 
 from analysis.profiles.metrics import LABEL, SIGN  # noqa: E402
 from memlake.paths import Warehouse  # noqa: E402
-from memlake.query import frame  # noqa: E402
+from memlake.query import frame, views  # noqa: E402
 
-DEFAULT = {"units": "all", "control_group": "never_treated", "base_period": "varying", "first_epoch": True}
+DEFAULT = {"units": "single", "control_group": "never_treated", "base_period": "varying", "first_epoch": True}
 
 
 def _select(con, view: str, metric: str, options: dict) -> pl.DataFrame:
@@ -90,6 +91,14 @@ def instantaneous(con, metric: str, options: dict) -> plt.Figure:
     return fig
 
 
+def _period_label(con, options: dict) -> str:
+    """x label of event-time curves: e counts checkpoint periods; name their length if even."""
+    steps = frame(con, "select distinct step from profiles_full order by step")["step"].to_numpy()
+    gaps = np.unique(np.diff(steps))
+    length = f" of {gaps[0]} steps" if len(gaps) == 1 else ""
+    return f"checkpoints since training (event time e, periods{length})"
+
+
 def persistent(con, metric: str, options: dict) -> plt.Figure:
     curve = _select(con, "profiles_persistent", metric, options).sort("event_time")
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
@@ -101,7 +110,7 @@ def persistent(con, metric: str, options: dict) -> plt.Figure:
             part["event_time"], np.minimum(lo, hi), np.maximum(lo, hi), alpha=0.2, color=line.get_color()
         )
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(xlabel="steps since training (event time e)", ylabel=f"persistent memorisation\n{LABEL[metric]}")
+    ax.set(xlabel=_period_label(con, options), ylabel=f"persistent memorisation\n{LABEL[metric]}")
     ax.legend(title="uniform 95% band", fontsize=8)
     ax.set_title("Persistent memorisation (event-time aggregation)")
     return fig
@@ -144,12 +153,38 @@ def correlation(con, metric: str, options: dict) -> plt.Figure:
     return fig
 
 
+def units(con, metric: str, options: dict) -> plt.Figure:
+    """Every fitted unit set's event-time curve: natural single-exposure rows beside the planted
+    sets (separate fits, same controls), one colour per set and one line style per model."""
+    rest = {k: v for k, v in options.items() if k != "units"}
+    curve = _select(con, "profiles_persistent", metric, rest).sort("event_time")
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    sets = sorted(curve["units"].unique().to_list(), key=lambda u: (u != options["units"], u))
+    for i, model in enumerate(_models(curve)):
+        for j, unit_set in enumerate(sets):
+            part = curve.filter((pl.col("model") == model) & (pl.col("units") == unit_set))
+            ax.plot(
+                part["event_time"],
+                part["memorisation"],
+                color=f"C{j}",
+                ls=("-", "--", ":", "-.")[i % 4],
+                marker=".",
+                label=f"{unit_set} ({model})",
+            )
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel=_period_label(con, options), ylabel=f"memorisation\n{LABEL[metric]}")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Natural single-exposure rows beside the planted sets")
+    return fig
+
+
 FIGURES = {
     "profile_heatmap": profile_heatmap,
     "instantaneous": instantaneous,
     "persistent": persistent,
     "residual": residual,
     "correlation": correlation,
+    "units": units,
 }
 
 
@@ -165,9 +200,7 @@ def draw(
     con = connect(wh)
     paths = []
     try:
-        have = {
-            v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()
-        }
+        have = views(con)
         if "profiles_full" not in have:
             raise ValueError(f"no profiles in {wh.root}: run `memlake profiles fit` first")
         for name, make in FIGURES.items():

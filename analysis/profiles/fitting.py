@@ -5,7 +5,9 @@ four marts keyed by the options, one file per fit:
 
   profiles_attgt       every cell, with the uniform band and the signed `memorisation`
   profiles_aggregates  event / cohort / time / simple aggregations (+ their overall rows)
-  profiles_pretrend    placebo tests over the pre-treatment cells (Wald and bootstrap sup-t)
+  profiles_pretrend    placebo tests: R's Wald over the pre-treatment cells, the event-time Wald
+                       over the pre-treatment event times (valid with small cohorts) and the
+                       bootstrap sup-t
   profiles_regression  the pyfixest event study beside the DiD cells (never-treated fits)
 """
 
@@ -22,14 +24,25 @@ from analysis.profiles.metrics import SIGN, check_metric
 from memlake import marts, query
 
 # Which treated instances enter a fit; never-treated (validation) instances are always the controls.
+# `single` (the default) is the paper's setting: natural rows trained once. The planted sets are
+# separate fits, never pooled with it: their rows are seen again after their cohort (copies) or
+# share content with other rows (a trigger, a template), so their paths measure re-exposure and
+# spillover, not the persistence of one exposure.
 UNIT_SETS: dict[str, str] = {
-    "all": "true",
-    # natural rows seen once: the paper's setting
-    "single": "instances.artifact = 'none' and instances.copies = 1",
-    # exact planted duplicates (noise and backdoor variants are left out: they share content
-    # with *other* instances, so exposure to one is a spillover onto the others)
+    # (copies is null for a Hub import such as Pythia's deduplicated panel: the paper's setting)
+    "single": "instances.artifact = 'none' and coalesce(instances.copies, 1) = 1",
+    # exact planted duplicates (a unit is the first occurrence; later copies re-expose it)
     "duplicated": "instances.artifact = 'duplicate' and instances.copies > 1",
+    # natural rows rewritten to carry the shared trigger and payload
+    "backdoor": "instances.artifact = 'backdoor'",
+    # TinyMem-style noised rows (trained `copies` times)
+    "noise": "instances.artifact = 'noise'",
+    # incrementing / repeating templates (the pattern is shared across rows)
+    "templated": "instances.artifact in ('incrementing', 'repeating')",
+    # every training row of the panel, planted or not
+    "all": "true",
 }
+DEFAULT_UNITS = "single"
 AGG_KINDS = {"dynamic": "event", "group": "cohort", "calendar": "time", "simple": "simple"}
 KEY_COLUMNS = ("model", "metric", "units", "control_group", "base_period", "first_epoch")
 
@@ -38,7 +51,7 @@ KEY_COLUMNS = ("model", "metric", "units", "control_group", "base_period", "firs
 class ProfileSpec:
     model: str
     metric: str = "sup_seq"
-    units: str = "all"
+    units: str = DEFAULT_UNITS
     control_group: str = "never_treated"
     base_period: str = "varying"
     first_epoch: bool = True  # restrict to first-epoch checkpoints and cohorts (the paper's default)
@@ -63,7 +76,7 @@ class ProfileFit:
     notes: tuple[str, ...]
 
 
-def panel_frame(con: duckdb.DuckDBPyConnection, model: str, units: str = "all") -> pl.DataFrame:
+def panel_frame(con: duckdb.DuckDBPyConnection, model: str, units: str = DEFAULT_UNITS) -> pl.DataFrame:
     """The model's panel: instance_id, step, cohort (null = never treated) and every metric."""
     if units not in UNIT_SETS:
         raise ValueError(f"unknown units {units!r}: choose from {', '.join(UNIT_SETS)}")
@@ -128,7 +141,8 @@ def fit(
     )
     aggs = []
     for kind, name in AGG_KINDS.items():
-        frame = res.aggregate(kind).to_polars()
+        # event time in checkpoint periods (R did's recoding): exact on an uneven checkpoint grid too
+        frame = res.aggregate(kind, event_time="period").to_polars()
         if kind != "simple":  # the key-less row of a keyed aggregation is its overall average
             frame = frame.with_columns(
                 kind=pl.when(pl.col("key").is_null()).then(pl.lit(f"{name}_overall")).otherwise(pl.lit(name))
@@ -140,7 +154,7 @@ def fit(
         pl.concat(aggs).with_columns(memorisation=pl.col("att") * sign).select(*key_cols, pl.exclude("cband"))
     )
     tests = []
-    for method in ("wald", "sup_t") if bootstrap else ("wald",):
+    for method in ("wald", "wald_event", "sup_t") if bootstrap else ("wald", "wald_event"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a singular covariance is reported as a null statistic
             t = res.pretrend_test(method)
@@ -167,7 +181,7 @@ def fit(
 
 
 def event_study_regression_post(panel: pl.DataFrame, kw: dict, epoch_end: int | None) -> pl.DataFrame:
-    """pyfixest per-cohort event study, post-treatment cells only (the issue's cross-check)."""
+    """pyfixest per-cohort event study, post-treatment cells only (an independent cross-check)."""
     from analysis.did import event_study_regression
 
     es = event_study_regression(panel, **kw, first_epoch=epoch_end)

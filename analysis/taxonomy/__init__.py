@@ -1,4 +1,4 @@
-"""The taxonomy of memorisation (issue 6): recitation / reconstruction / recollection analyses.
+"""The taxonomy of memorisation: recitation / reconstruction / recollection analyses.
 
     from analysis.taxonomy import run_shares, run_correlations, run_kl, run_models, run_search, draw
     run_shares(wh)                              # taxonomy_shares, taxonomy_code_nl, taxonomy_p_memorised

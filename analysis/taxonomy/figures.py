@@ -1,6 +1,7 @@
 """The taxonomy paper's figures, drawn from frames; `draw(wh)` reads those frames through SQL.
 
-feature_histograms  every feature, memorised vs not (density; log10 axis for heavy tails)
+feature_histograms  every feature, memorised vs not (density; log10 axis for heavy tails), one
+                    figure per group of related features so each reads at page width
 shares              memorised counts (log) and stacked category shares across model x step
 kl_duplicates       divergence of memorised vs non-memorised perplexity per duplicate count, with
                     the divergence two samples of the pooled values show at the same n
@@ -37,10 +38,40 @@ def _panels(n: int, ncols: int, width: float = 3.4, height: float = 2.8):
     return fig, axes.ravel()
 
 
-def feature_histograms(rows: pl.DataFrame, features=HISTOGRAM_FEATURES, bins: int = 40) -> plt.Figure:
+# the histogram figures: a title and its features (any feature in no group goes to "other")
+HISTOGRAM_GROUPS = {
+    "duplication": (
+        "Duplication and matches",
+        ["sequence_duplicates", "whole_sequence_duplicates", "semantic_matches_0_8", "textual_matches_0_8",
+         "semantic_matches_0_9", "textual_matches_0_9"],
+    ),
+    "frequency": (
+        "Token frequencies in the training stream",
+        ["max_frequency", "avg_frequency", "min_frequency", "median_frequency", "p25_frequency",
+         "p75_frequency"],
+    ),
+    "perplexity": (
+        "Perplexities and compressibility",
+        ["generation_perplexity", "prompt_perplexity", "sequence_perplexity", "huffman_coding_length"],
+    ),
+    "templating": ("Templating and code", ["is_templating", "is_incrementing", "is_repeating", "nl_score"]),
+}  # fmt: skip
+
+
+def histogram_groups(features: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """HISTOGRAM_GROUPS narrowed to `features`, plus the rest as "other"; empty groups dropped."""
+    out = {k: (title, [f for f in fs if f in features]) for k, (title, fs) in HISTOGRAM_GROUPS.items()}
+    grouped = {f for _, fs in HISTOGRAM_GROUPS.values() for f in fs}
+    out["other"] = ("Other features", [f for f in features if f not in grouped])
+    return {k: v for k, v in out.items() if v[1]}
+
+
+def feature_histograms(
+    rows: pl.DataFrame, features=HISTOGRAM_FEATURES, bins: int = 40, title: str | None = None
+) -> plt.Figure:
     """One panel per feature: memorised vs non-memorised densities on shared bins."""
     features = [f for f in features if f in rows.columns]
-    fig, axes = _panels(len(features), 5)
+    fig, axes = _panels(len(features), 3, width=3.6, height=2.9)
     memorised = rows["memorised"].cast(pl.Boolean).to_numpy()
     for ax, feature in zip(axes, features):
         v = rows[feature].cast(pl.Float64).fill_null(np.nan).to_numpy()
@@ -55,10 +86,10 @@ def feature_histograms(rows: pl.DataFrame, features=HISTOGRAM_FEATURES, bins: in
             sel = ok & mask
             if sel.any():
                 ax.hist(v[sel], bins=edges, density=True, histtype="step", color=colour, label=name)
-        ax.set_xlabel(label, fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0].legend(fontsize=7)
-    fig.suptitle("Features of memorised vs non-memorised sequences")
+        ax.set_xlabel(label, fontsize=10)
+        ax.tick_params(labelsize=9)
+    axes[0].legend(fontsize=9)
+    fig.suptitle(title or "Features of memorised vs non-memorised sequences")
     return fig
 
 
@@ -232,7 +263,9 @@ def draw(
                 using sample reservoir({int(max_rows)} rows) repeatable (0)""",
             params,
         )
-        paths.append(save(feature_histograms(rows, features), out / f"feature_histograms-{tag}.png"))
+        for group, (title, fs) in histogram_groups(features).items():
+            fig = feature_histograms(rows, fs, title=f"{title}: memorised vs not")
+            paths.append(save(fig, out / f"feature_histograms-{group}-{tag}.png"))
         if "taxonomy_shares" in have:
             found = frame(con, "select * from taxonomy_shares where split = $s", {"s": split_key})
             if found.height:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import duckdb
 import polars as pl
 
+from analysis.page import num
 from analysis.taxonomy import data
 from memlake import query
 
@@ -50,36 +51,45 @@ class Headline:
             out.append(f"the LRT rests on {self.lrt['n_positive']} memorised rows")
         return out
 
-    def sentence(self) -> str:
+    def sentence(self, markup: bool = False) -> str:
+        """The headline in words; with `markup`, HTML whose numbers carry their keys (page.num)."""
+        esc = html.escape if markup else str
+
+        def n(key: str, v, fmt: str) -> str:
+            return num(f"taxonomy.{key}", v, fmt) if markup else format(v, fmt)
+
+        pair = esc(f"{self.model}@{self.step}")
         if not self.total:
-            return f"{self.model}@{self.step} memorises no training row: there is no taxonomy to read."
-        shares = ", ".join(f"{c} {100 * n / self.total:.0f} % ({n})" for c, n in self.counts.items())
-        text = f"At {self.model}@{self.step}, {self.total} memorised training rows split into {shares}. "
+            return f"{pair} memorises no training row: there is no taxonomy to read."
+        shares = ", ".join(
+            f"{c} {100 * k / self.total:.0f} % ({n(f'count.{c}', k, 'd')})" for c, k in self.counts.items()
+        )
+        text = f"At {pair}, {self.total} memorised training rows split into {shares}. "
         if self.lrt is None:
             text += (
                 "Whether features predict memorisation differently by category is not tested: "
-                f"{self.lrt_note}."
+                f"{esc(self.lrt_note or '')}."
             )
         else:
             differ = self.lrt["p_value"] < ALPHA
             text += (
                 f"Features {'do' if differ else 'do not detectably'} predict memorisation differently by "
                 f"category (likelihood-ratio test of the per-category models against one model, "
-                f"{self.lrt['protocol']} split: chi2 = {self.lrt['statistic']:.1f}, df = {self.lrt['df']}, "
-                f"p = {self.lrt['p_value']:.2g}"
+                f"{esc(self.lrt['protocol'])} split: chi2 = {self.lrt['statistic']:.1f}, "
+                f"df = {self.lrt['df']}, p = {n('lrt_p', self.lrt['p_value'], '.2g')}"
                 + ("; the paper's finding holds here)." if differ else "; the paper's finding is not seen).")
             )
         if self.search is not None:
             s = self.search
             text += (
-                f" The best two-rule partition of the search is {s['first_feature']} >= its "
-                f"q{s['first_quantile']:.2f}, then {s['second_feature']} >= its q{s['second_quantile']:.2f} "
-                f"(test F1 {s['f1']:.3f})."
+                f" The best two-rule partition of the search is {esc(s['first_feature'])} >= its "
+                f"q{s['first_quantile']:.2f}, then {esc(s['second_feature'])} >= its "
+                f"q{s['second_quantile']:.2f} (test F1 {n('search_f1', s['f1'], '.3f')})."
             )
         return text
 
     def html(self) -> str:
-        parts = [f"<p>{html.escape(self.sentence())}</p>"]
+        parts = [f"<p>{self.sentence(markup=True)}</p>"]
         parts += [f'<p class="flag">&#9888; {html.escape(f)}</p>' for f in self.flags()]
         if self.weights:
             rows = "".join(

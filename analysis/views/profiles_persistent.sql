@@ -1,5 +1,6 @@
--- Persistent memorisation: the event-time aggregation (e >= 0 steps after training), with its
--- uniform band over event times.
+-- Persistent memorisation: the event-time aggregation, with its uniform band over event times.
+-- event_time e >= 0 counts checkpoint periods since training (R did's recoding of times to period
+-- indices), so it is exact on an uneven checkpoint grid too; on an even grid, steps = e x spacing.
 select
     model,
     metric,

@@ -198,19 +198,34 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
     }
 
 
+def _per_count(p: dict[str, Any]) -> list[int]:
+    """Sequences planted for each entry of `duplicate_counts`: one number for all, or a list."""
+    k = p["duplicates_per_count"]
+    counts = list(p["duplicate_counts"])
+    per = [int(x) for x in k] if isinstance(k, list) else [int(k)] * len(counts)
+    if len(per) != len(counts):
+        raise MemlakeError(
+            f"corpus.planted.duplicates_per_count has {len(per)} entries for {len(counts)} duplicate_counts"
+        )
+    return per
+
+
 def _plant(natural: list[Row], p: dict[str, Any], tokenizer, rng, row_len: int) -> list[Row]:
     """Turn some natural rows into duplicates/noise/backdoors and add templated rows."""
-    n_dup = int(p["duplicates_per_count"]) * len(p["duplicate_counts"])
+    per_count = _per_count(p)
+    n_dup = sum(per_count)
     n_noise = int(p["noise"]["sequences"])
     n_back = int(p["backdoor"]["sequences"])
     chosen = rng.choice(len(natural), size=n_dup + n_noise + n_back, replace=False)
     dup_idx, noise_idx, back_idx = np.split(chosen, [n_dup, n_dup + n_noise])
     noised = set(noise_idx.tolist())
     out = [r for i, r in enumerate(natural) if i not in noised]
+    # Repeating rows copy a span of an untouched natural row, drawn before backdoors edit rows.
+    spans = _spans(natural, p, rng, set(chosen.tolist()), tokenizer.eos_token_id)
 
     # Exact duplicates: the chosen row occurs `count` times in training in total.
-    for j, i in enumerate(dup_idx):
-        count = int(p["duplicate_counts"][j // int(p["duplicates_per_count"])])
+    dup_count = np.repeat([int(c) for c in p["duplicate_counts"]], per_count)
+    for count, i in zip(dup_count, dup_idx):
         natural[i].artifact = "duplicate"
         out += [Row(natural[i].tokens.copy(), natural[i].source, "duplicate") for _ in range(count - 1)]
 
@@ -236,9 +251,46 @@ def _plant(natural: list[Row], p: dict[str, Any], tokenizer, rng, row_len: int) 
         natural[i].tokens = np.concatenate([natural[i].tokens[:at], trigger, tail]).astype(np.int32)
         natural[i].artifact = "backdoor"
 
-    for kind, make in (("incrementing", planted.incrementing_text), ("repeating", planted.repeating_text)):
-        out += [Row(t, "synthetic", kind) for t in _text_rows(tokenizer, make, rng, int(p[kind]), row_len)]
+    def piece(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    digit_ids = [piece(str(d)) for d in range(10)]
+    if any(len(d) != 1 for d in digit_ids):
+        raise MemlakeError("the tokenizer has no single token for every digit")
+    digit_ids = [d[0] for d in digit_ids]
+    max_start = int(p.get("counter_max_start", 10_000))
+    counters: dict[bytes, np.ndarray] = {}
+    while len(counters) < int(p["incrementing"]):  # distinct: a counter drawn twice is a duplicate
+        row = planted.counter_row(rng, piece, digit_ids, row_len, max_start)
+        counters.setdefault(row.tobytes(), row)
+    out += [Row(row, "synthetic", "incrementing") for row in counters.values()]
+    out += [Row(planted.repeating_row(s, row_len), "synthetic", "repeating") for s in spans]
     return out
+
+
+def _spans(natural: list[Row], p: dict[str, Any], rng, taken: set[int], eos: int) -> list[np.ndarray]:
+    """`repeating` spans of `repeat_period` tokens (EOS-free) from distinct untouched natural rows."""
+    lo, hi = (int(x) for x in p.get("repeat_period", [17, 24]))
+    free = np.asarray([i for i in range(len(natural)) if i not in taken])
+    spans: list[np.ndarray] = []
+    seen: set[bytes] = set()
+    for i in rng.permutation(free):
+        if len(spans) == int(p["repeating"]):
+            break
+        period = int(rng.integers(lo, hi + 1))
+        at = int(rng.integers(0, len(natural[i].tokens) - period + 1))
+        span = natural[i].tokens[at : at + period]
+        # an EOS would end a document mid-row; a span that is itself periodic would put the
+        # continuation's 32-gram in the row more often than 32 // period + 1 times
+        # spans equal up to rotation would share the row's windows: keep one of them
+        key = min(np.roll(span, q).tobytes() for q in range(period))
+        if eos in span or key in seen or any(np.array_equal(span[q:], span[:-q]) for q in range(1, period)):
+            continue
+        seen.add(key)
+        spans.append(span.copy())
+    if len(spans) < int(p["repeating"]):
+        raise MemlakeError(f"corpus.planted.repeating = {p['repeating']}: only {len(spans)} spans available")
+    return spans
 
 
 def _jsonable(x: Any) -> Any:

@@ -1,7 +1,8 @@
-"""Generators for planted artifacts: templated text (incrementing / repeating) and backdoors.
+"""Generators for the planted templated rows (incrementing counters, repeating spans).
 
-The templated generators produce *text*, which is tokenised like any other document, so the
-taxonomy's text-based detectors see them as they would see real templated web text.
+They are built as token ids whose decoded text is what the taxonomy's text-based detectors
+flag, in a layout a small model can *learn* to complete (the reconstruction category) rather
+than having to store each row.
 """
 
 from __future__ import annotations
@@ -39,35 +40,39 @@ WORDS = (
 )
 
 
-def incrementing_text(rng: np.random.Generator, min_chars: int) -> str:
-    """An arithmetic progression in one of several surface forms (lists, numbered lines, hex)."""
-    start = int(rng.integers(0, 500))
-    step = int(rng.choice([1, 1, 1, 2, 3, 5, 10]))
-    kind = int(rng.integers(0, 5))
-    word = str(rng.choice(WORDS)).capitalize()
-    sep = str(rng.choice([", ", " ", "\n", "; "]))
-    parts, i = [], 0
-    while sum(len(p) for p in parts) < min_chars:
-        n = start + i * step
-        if kind == 0:
-            parts.append(f"{n}{sep}")
-        elif kind == 1:
-            parts.append(f"{word} {n}.\n")
-        elif kind == 2:
-            parts.append(f"{hex(n)} ")
-        elif kind == 3:
-            parts.append(f"{word} {n}: {2 * n}\n")
-        else:
-            parts.append(f"[{n}] ")
-        i += 1
-    return "".join(parts)
+def counter_row(
+    rng: np.random.Generator, piece, digit_ids: list[int], row_len: int, max_start: int
+) -> np.ndarray:
+    """Token ids of a counter ("Item 47.\nItem 48.\n...", "[47] [48] ...", "47, 48, ...").
 
-
-def repeating_text(rng: np.random.Generator, min_chars: int) -> str:
-    """A short chunk of words (or symbols) repeated until long enough."""
-    if rng.random() < 0.25:
-        chunk = str(rng.choice(["=-", "*", "-=*", "#", "~"])) * int(rng.integers(1, 4))
+    Every digit is its own token and the text around the number is tokenised once per row, so
+    each item has the same token layout: the model can learn the successor of a digit (with the
+    carry) and the layout from many rows, instead of BPE's irregular multi-digit merges, which at
+    a 2,048-token vocabulary make a successor rule unlearnable. Random layouts and starts keep
+    two rows from sharing a 32-token window.
+    """
+    word = str(rng.choice(WORDS))
+    word = word.capitalize() if rng.random() < 0.5 else word
+    kind = int(rng.integers(0, 3))
+    if kind == 0:
+        before, after = "", str(rng.choice([", ", " ", "\n", "; ", " | "]))
+    elif kind == 1:
+        before, after = f"{word} ", str(rng.choice([".\n", ", ", ":\n", "; "]))
     else:
-        k = int(rng.integers(2, 6))
-        chunk = " ".join(str(w) for w in rng.choice(WORDS, size=k)) + str(rng.choice([". ", " ", "\n"]))
-    return chunk * (min_chars // len(chunk) + 2)
+        before, after = str(rng.choice(["[", "(", "#"])), str(rng.choice(["] ", ") ", "\n"]))
+    pre, post = piece(before), piece(after)
+    out: list[int] = []
+    n = int(rng.integers(0, max_start))
+    while len(out) < row_len:
+        out += pre + [digit_ids[int(d)] for d in str(n)] + post
+        n += 1
+    return np.asarray(out[:row_len], dtype=np.int32)
+
+
+def repeating_row(span: np.ndarray, row_len: int) -> np.ndarray:
+    """`span` repeated to `row_len` tokens. A row with period p holds the 32-gram that starts at
+    offset 32 (the continuation) (row_len - 32) // p + 1 times, so a long enough period keeps it
+    at most 5 times in the stream (the recitation threshold) even when the row is seen in two
+    epochs (p >= 17 for 64-token rows): completing it is copying from the context, not recalling
+    a duplicated row."""
+    return np.resize(np.asarray(span, dtype=np.int32), row_len)

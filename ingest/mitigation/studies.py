@@ -4,8 +4,10 @@ Pythia protocol, its memorised sequences taken from the `extraction` lake table.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from ingest.mitigation.tinymem.data import TinyMemData, corpus_rows, language_da
 from ingest.mitigation.tinymem.metrics import evaluate as tm_evaluate
 from ingest.mitigation.tinymem.metrics import forget_retain
 from ingest.mitigation.tinymem.model import tinymem_model
-from ingest.mitigation.tinymem.train import checkpoints, load_checkpoint, train
+from ingest.mitigation.tinymem.train import MIN_LR_RATIO, checkpoints, load_checkpoint, train
 from ingest.token_stats import eval_mode
 from memlake import lake
 from memlake.errors import MemlakeError
@@ -60,10 +62,13 @@ def tinymem_data(wh: Warehouse, c: dict[str, Any]) -> TinyMemData:
     `n_rows` subset of the training split, with `n_test` never-trained validation rows as the test set."""
     c = variant_config(c)
     if c.get("variant") != "language":
+        optional = {k: c[k] for k in ("extra_cs", "clean_7", "backdoor_test_frac") if c.get(k) is not None}
+        if "extra_cs" in optional:
+            optional["extra_cs"] = tuple(optional["extra_cs"])
         return math_data(
             c["task"], artifact=c["artifact"], num_7=c["num_7"], num_extra=c["num_extra"], n_test=c["n_test"],
             n_noise=c["n_noise"], dup_classes=c["dup_classes"], length=c["length"], max_ctx=c["max_ctx"],
-            prompt_len=c["prompt_len"], k=c["k"], seed=c["seed"],
+            prompt_len=c["prompt_len"], k=c["k"], seed=c["seed"], **optional,
         )  # fmt: skip
     try:
         rows, vocab_size = corpus_rows(wh, "train")
@@ -81,39 +86,81 @@ def tinymem_data(wh: Warehouse, c: dict[str, Any]) -> TinyMemData:
     )  # fmt: skip
 
 
+# settings that choose what a sweep runs, not what the base model or its data are
+_SWEEP_KEYS = ("methods", "max_per_method", "ft_epochs", "subnet_batch_size")
+STUDY_FILE = "study.json"
+
+
+def _fresh_study(wh: Warehouse, name: str, out: Path, c: dict[str, Any]) -> bool:
+    """Make warehouse/mitigation/<name>/base belong to configuration `c`: a base model trained
+    under another configuration (or before one was recorded) is deleted, and with it the study's
+    mitigation_runs, which were measured on it. True when anything was removed."""
+    want = json.dumps({k: v for k, v in c.items() if k not in _SWEEP_KEYS}, sort_keys=True, default=str)
+    record = out / STUDY_FILE
+    if record.exists() and record.read_text() == want:
+        return False
+    stale = out.exists()
+    runs = lake.partition_dir(wh, "mitigation_runs", {"study": name, "run_id": "x"}).parent
+    if stale:
+        shutil.rmtree(out)
+    if runs.exists():
+        shutil.rmtree(runs)
+        stale = True
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(want)
+    return stale
+
+
 def tinymem_study(wh: Warehouse, c: dict[str, Any]) -> Study:
-    """Build the data, train (or resume) the base model under warehouse/mitigation/<name>/."""
+    """Build the data, train (or resume) the base model under warehouse/mitigation/<name>/.
+    A base model (and runs) of an earlier configuration under the same name are replaced."""
     name = tinymem_name(c)
     c = variant_config(c)
     data = tinymem_data(wh, c)
     out = wh.root / "mitigation" / name / "base"
+    replaced = _fresh_study(wh, name, out, c)
 
     def fresh(seed: int):
         return tinymem_model(c["n_layer"], data.vocab_size, n_positions=data.train.shape[1], seed=seed)
 
+    # the training recipe, shared by the base model and the regularisers' runs (which retrain from
+    # scratch and must differ from the base only by their regulariser)
+    recipe = {"batch_size": c["batch_size"], "lr": c.get("lr", 1e-3),
+              "warmup_fraction": c.get("warmup_fraction")}  # fmt: skip
     done = checkpoints(out)
     if not done or done[-1][0] < c["epochs"]:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a 2-layer model is overhead-bound: more threads only contend
         model = fresh(c["seed"])
         resume = done[-1][1] if done else None
-        train(model, data, c["epochs"], seed=c["seed"], batch_size=c["batch_size"], out_dir=out,
-                       ckpt_every=c["epochs"], resume_from=resume)  # fmt: skip
-        torch.set_num_threads(threads)
+        train(model, data, c["epochs"], seed=c["seed"], out_dir=out, ckpt_every=c["epochs"],
+              resume_from=resume, **recipe)  # fmt: skip
     model, _ = load_checkpoint(checkpoints(out)[-1][1])
     forget, retain = forget_retain(model, data)
 
     def evaluate(m) -> dict[str, float]:
         r = tm_evaluate(m, data)
-        out = {"mem": r["mem"], "clean": r["clean_continuation"], "acc": r["avg_acc"], "ppl": r["avg_ppl"]}
+        out = {"mem": r["mem"], "clean": r["clean_continuation"], "acc": r["avg_acc"], "ppl": r["avg_ppl"],
+               "mem_rows": r["n_mem"]}  # fmt: skip
         out.update(
             {f"mem_dup{p}": r[f"mem_class_{p}"] for p in range(N_DUP_CLASSES) if f"mem_class_{p}" in r}
         )
         return out
 
-    context = {"regulariser": {"data": data, "epochs": c["epochs"]},
-               "fine_tuning": {"data": data, "epochs": c["ft_epochs"]}}  # fmt: skip
-    return Study(name, name, c["epochs"], model, fresh, forget, retain, evaluate, context)
+    # fine-tuning continues at the rate training ended with (constant, as the original's resume)
+    ft_lr = recipe["lr"] * (MIN_LR_RATIO if recipe["warmup_fraction"] is not None else 1.0)
+    context = {"regulariser": {"data": data, "epochs": c["epochs"], **recipe},
+               "fine_tuning": {"data": data, "epochs": c["ft_epochs"], "batch_size": c["batch_size"],
+                               "lr": ft_lr}}  # fmt: skip
+    if c.get("subnet_batch_size"):
+        # edge-popup masks move by SGD steps; a CPU-sized retain set gives few per epoch at the
+        # default batch (32), so the study may train them on smaller batches, i.e. more steps
+        for method in ("subnet", "balanced_subnet"):
+            context[method] = {"batch_size": int(c["subnet_batch_size"])}
+    about = (
+        f"{name}: {data.train.shape[0]} training rows ({int(data.train_artifact.sum())} {data.artifact}), "
+        f"{len(forget)} memorised artifact rows to forget, {len(retain)} retain rows"
+        + ("; base model retrained: its configuration changed (earlier runs removed)" if replaced else "")
+    )
+    return Study(name, name, c["epochs"], model, fresh, forget, retain, evaluate, context, about=about)
 
 
 def lake_checkpoint(model: str, step: int | None = None) -> tuple[str, str, int | None]:
@@ -299,7 +346,7 @@ def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int 
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         hit = memorised(m, memo, prompt_len, bs).numpy()
-        out = {"mem": 100.0 * hit.mean() if len(hit) else math.nan}
+        out = {"mem": 100.0 * hit.mean() if len(hit) else math.nan, "mem_rows": len(hit)}
         for p in range(N_DUP_CLASSES):
             if (dup == p).any():
                 out[f"mem_dup{p}"] = 100.0 * hit[dup == p].mean()

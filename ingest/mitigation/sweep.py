@@ -13,7 +13,11 @@ import copy
 import hashlib
 import json
 import math
+import multiprocessing as mp
+import os
+import queue as queue_mod
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,9 +56,14 @@ class Study:
     forget: SequenceSet
     retain: SequenceSet
     evaluate: Callable[[nn.Module], dict[str, float]]  # mem, acc, ppl, clean, mem_dup{p}
-    context: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> extra kwargs (data=, epochs=)
+    # kind or method name -> extra kwargs (data=, epochs=, batch_size=); a method's own entry wins
+    context: dict[str, dict[str, Any]] = field(default_factory=dict)
     before: dict[str, float] | None = None
     about: str = ""  # one line on how the sets were built (printed by the CLI)
+
+    def extra_kwargs(self, method) -> dict[str, Any]:
+        """What this study passes a method besides forget/retain/seed/grid point."""
+        return {**self.context.get(method.kind, {}), **self.context.get(method.name, {})}
 
     def baseline(self) -> dict[str, float]:
         if self.before is None:
@@ -87,15 +96,18 @@ def run_one(study: Study, run: Run) -> dict[str, Any]:
     before = study.baseline()
     torch.manual_seed(run.seed)
     model = study.fresh(run.seed) if method.kind == "regulariser" else copy.deepcopy(study.base)
-    extra = study.context.get(method.kind, {})
+    extra = study.extra_kwargs(method)
     t0 = time.perf_counter()
     if len(study.forget) == 0 and method.kind not in ("regulariser", "fine_tuning"):
         result_stats, edited = {"skipped": "nothing memorised"}, model
     else:
-        result = method.fn(model, study.forget, study.retain, seed=run.seed, **extra, **dict(run.hparams))
+        # a grid point overrides the study's default for the same argument (fine-tuning epochs)
+        result = method.fn(model, study.forget, study.retain, seed=run.seed, **{**extra, **dict(run.hparams)})
         result_stats, edited = result.stats, result.model
     seconds = time.perf_counter() - t0
     after = study.evaluate(edited)
+    # with the rows the memorisation percentages are over (held-out triggered rows for a backdoor)
+    stats = {**result_stats, "mem_rows": before.get("mem_rows")}
     row = {
         "study": study.name,
         "run_id": run.run_id,
@@ -115,7 +127,7 @@ def run_one(study: Study, run: Run) -> dict[str, Any]:
         "ppl_before": before["ppl"],
         "ppl_after": after["ppl"],
         "seconds": seconds,
-        "stats": json.dumps(result_stats, sort_keys=True, default=str),
+        "stats": json.dumps(stats, sort_keys=True, default=str),
     }
     for p in range(N_DUP_CLASSES):
         row[f"mem_before_dup{p}"] = before.get(f"mem_dup{p}")
@@ -132,35 +144,139 @@ def sweep(
     world_size: int = 1,
     config: dict | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    workers: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run this rank's share of `runs`, skipping runs already in the lake; return the new rows."""
+    """Run this rank's share of `runs`, skipping runs already in the lake; return the new rows.
+
+    workers: processes sharing this rank's runs on one machine (default: the config's
+    `mitigation.workers`, else 1). Small CPU models run one thread per process, so a sweep on a
+    2-core machine takes half the time with 2 workers. Workers are forked after the study is
+    built (they share its base model and sets); each pulls whole methods, heaviest kinds first,
+    from a shared counter, so one method's grid stays in one process and reuses its attribution.
+    """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-    rows = []
-    from ingest.mitigation.methods.neurons import reuse_attributions
-
-    # tiny models are overhead-bound: one thread is far faster than two contending ones, and
-    # neuron attributions do not depend on the ratio, so each is computed once per sweep
+    if workers is None:
+        workers = int(((config or {}).get("mitigation") or {}).get("workers") or 1)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    mine = runs[rank::world_size]
+    small = sum(p.numel() for p in study.base.parameters()) < 5_000_000
+    on_cpu = all(p.device.type == "cpu" for p in study.base.parameters())
+    workers = min(workers, os.cpu_count() or 1, len({r.method for r in mine}) or 1)
+    # tiny models are overhead-bound: one thread is far faster than two contending ones
     threads = torch.get_num_threads()
-    if sum(p.numel() for p in study.base.parameters()) < 5_000_000:
+    if small:
         torch.set_num_threads(1)
     try:
-        with reuse_attributions():
-            rows = _sweep(wh, study, runs[rank::world_size], config, on_run)
+        if workers > 1 and small and on_cpu:
+            return _sweep_forked(wh, study, mine, config, on_run, workers)
+        return _sweep(wh, study, _units(mine), config, on_run)
     finally:
         torch.set_num_threads(threads)
+
+
+# heaviest first, so the last unit to start is a short one (a longest-processing-time-first order)
+_KIND_ORDER = {"regulariser": 0, "weight": 1, "fine_tuning": 2, "neuron": 3, "baseline": 4}
+
+
+def _units(runs: list[Run]) -> list[list[Run]]:
+    """The runs grouped by method (grid order kept), heavier kinds first."""
+    by_method: dict[str, list[Run]] = {}
+    for r in runs:
+        by_method.setdefault(r.method, []).append(r)
+    return sorted(by_method.values(), key=lambda u: _KIND_ORDER.get(get(u[0].method).kind, 9))
+
+
+def _sweep(wh, study, units, config, on_run, claim: Callable[[], int] | None = None) -> list[dict[str, Any]]:
+    """Run the units in order (or, with `claim`, the units whose index it hands out)."""
+    from ingest.mitigation.methods.neurons import reuse_attributions
+
+    rows = []
+    # neuron attributions do not depend on the ratio, so each is computed once per unit
+    with reuse_attributions():
+        i = claim() if claim else 0
+        while i < len(units):
+            for run in units[i]:
+                keys = {"study": study.name, "run_id": run.run_id}
+                if lake.is_complete(wh, "mitigation_runs", keys):
+                    continue
+                row = run_one(study, run)
+                data = {k: [v] for k, v in row.items()}
+                lake.write_partition(wh, "mitigation_runs", data, keys, config=config)
+                rows.append(row)
+                if on_run:
+                    on_run(row)
+            i = claim() if claim else i + 1
     return rows
 
 
-def _sweep(wh, study, runs, config, on_run) -> list[dict[str, Any]]:
-    rows = []
-    for run in runs:
-        keys = {"study": study.name, "run_id": run.run_id}
-        if lake.is_complete(wh, "mitigation_runs", keys):
-            continue
-        row = run_one(study, run)
-        lake.write_partition(wh, "mitigation_runs", {k: [v] for k, v in row.items()}, keys, config=config)
+def _sweep_forked(wh, study, runs, config, on_run, workers) -> list[dict[str, Any]]:
+    """`_sweep` in `workers` processes (this one and forked children) over a shared unit counter.
+    Children send their rows back through a queue; a child that fails fails the sweep."""
+    ctx = mp.get_context("fork")
+    units = _units(runs)
+    study.baseline()  # once, before forking: every process shares the same before-numbers
+    counter = ctx.Value("i", 0)
+    queue = ctx.Queue()
+
+    def claim() -> int:
+        with counter.get_lock():
+            i = counter.value
+            counter.value += 1
+        return i
+
+    def child() -> None:
+        torch.set_num_threads(1)
+        try:
+            _sweep(wh, study, units, config, lambda row: queue.put(("row", row)), claim)
+            queue.put(("done", None))
+        except BaseException:  # noqa: BLE001 - reported to the parent, which raises
+            queue.put(("error", traceback.format_exc()))
+
+    rows: list[dict[str, Any]] = []
+    state = {"pending": workers - 1, "errors": []}
+
+    def take(message) -> None:
+        kind, item = message
+        if kind == "row":
+            rows.append(item)
+            if on_run:
+                on_run(item)
+        else:
+            state["pending"] -= 1
+            if kind == "error":
+                state["errors"].append(item)
+
+    def mine(row) -> None:  # the parent's own row, then whatever the children sent meanwhile
         rows.append(row)
         if on_run:
             on_run(row)
+        while True:
+            try:
+                take(queue.get_nowait())
+            except queue_mod.Empty:
+                return
+
+    procs = [ctx.Process(target=child, daemon=True) for _ in range(workers - 1)]
+    for p in procs:
+        p.start()
+    try:
+        _sweep(wh, study, units, config, mine, claim)
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
+    while state["pending"]:
+        alive = any(p.is_alive() for p in procs)
+        try:
+            take(queue.get(timeout=5 if alive else 1))
+        except queue_mod.Empty:
+            if not alive:  # every child has exited and nothing more came: one died silently
+                state["errors"].append("a sweep worker died without reporting (killed?)")
+                break
+    for p in procs:
+        p.join()
+    if state["errors"]:
+        raise RuntimeError("mitigation sweep worker failed:\n" + "\n".join(state["errors"]))
     return rows

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,29 @@ def _load_training_rows(wh: Warehouse) -> tuple[torch.Tensor, np.ndarray, int]:
     return torch.from_numpy(tokens), np.load(order_path), len(ids)
 
 
+def epochs_for_even_grid(steps: int, every: int, steps_per_epoch: int) -> float:
+    """An `order.epochs` whose run length, ceil(steps_per_epoch * epochs), is the next multiple
+    of `every` at or after `steps` (the midpoint of the interval that rounds to it)."""
+    target = every * -(-steps // every)
+    return round((target - 0.5) / steps_per_epoch, 4)
+
+
+def check_even_grid(steps: int, every: int, steps_per_epoch: int) -> None:
+    """Warn when the run length is not a multiple of the checkpoint spacing.
+
+    The last checkpoint is then off the grid: the last cohort is treated over a shorter interval
+    than the others and event times in steps split (e = 14, 30, ... next to 0, 16, 32, ...).
+    The profiles recode event time to checkpoint periods, which is exact either way, but an
+    even grid keeps every cohort's exposure window the same length."""
+    if steps % every:
+        warnings.warn(
+            f"the run is {steps} steps, not a multiple of order.checkpoint_every={every}: the last "
+            f"checkpoint is off the grid; order.epochs: "
+            f"{epochs_for_even_grid(steps, every, steps_per_epoch)} makes it even",
+            stacklevel=2,
+        )
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     # Decay matrices only (nanoGPT's rule): biases and LayerNorm gains stay undecayed.
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -85,6 +109,7 @@ def train_model(
     tokens, data_order, n_train = _load_training_rows(wh)
     bs, every = int(order_cfg["batch_size"]), int(order_cfg["checkpoint_every"])
     total = len(data_order) // bs
+    check_even_grid(total, every, n_train // bs)
     ckpts = checkpoint_steps(total, every)
     tokenizer = AutoTokenizer.from_pretrained(str(wh.tokenizer))
     torch.manual_seed(int(cfg["seed"]))

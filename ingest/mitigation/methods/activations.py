@@ -23,7 +23,7 @@ def attribute(model: nn.Module, forget: SequenceSet, _gen: torch.Generator, batc
     count = 0
     dev = device_of(model)
     for tokens in forget.batches(batch_size):
-        mask = suffix_mask(tokens, forget.prompt_len, forget.pad_id).to(dev)
+        mask = suffix_mask(tokens, forget.starts(tokens), forget.pad_id).to(dev)
         count += int(mask.sum())
 
         def record(layer: int, act: torch.Tensor, mask=mask) -> None:

@@ -79,9 +79,10 @@ def zero_masked(weights: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) 
 
 
 def forget_loss(model: nn.Module, tokens: torch.Tensor, seqs: SequenceSet) -> torch.Tensor:
-    """Per-sequence CE [N] on the memorised suffix (tokens after `prompt_len`), what the
-    memorisation metric judges; the prefix is ordinary context the model may keep predicting."""
-    return sequence_loss(model, tokens.to(device_of(model)), seqs.pad_id, start=seqs.prompt_len)
+    """Per-sequence CE [N] on the memorised suffix (tokens after each row's start, see
+    `SequenceSet.starts`), what the memorisation metric judges; the prefix is ordinary context
+    the model may keep predicting."""
+    return sequence_loss(model, tokens.to(device_of(model)), seqs.pad_id, start=seqs.starts(tokens))
 
 
 def retain_loss(model: nn.Module, tokens: torch.Tensor, seqs: SequenceSet) -> torch.Tensor:

@@ -97,7 +97,7 @@ def attribute(
     dev = device_of(model)
     forget = sample_sequences(forget, max_sequences, gen)
     tokens = forget.tokens
-    mask = suffix_mask(tokens, forget.prompt_len, forget.pad_id)
+    mask = suffix_mask(tokens, forget.starts(tokens), forget.pad_id)
     group = max(1, max_rows // steps)  # sequences per batch: rows = sequences × steps
     scores = [torch.zeros(m.d_ff) for m in mlps(model)]
     for lo in range(0, len(tokens), group):

@@ -70,14 +70,17 @@ def train_regularised(
     batch_size: int,
     out_dir: str | Path | None,
     ckpt_every: int,
+    lr: float = 1e-3,
+    warmup_fraction: float | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place on `data` with the trainer's AdamW recipe and `loss_fn`; returns the
     stats every regulariser reports (seconds, final epoch loss, epochs). out_dir/ckpt_every make
-    the run checkpointed and resumable (the loss hook's state travels with the checkpoint)."""
+    the run checkpointed and resumable (the loss hook's state travels with the checkpoint).
+    lr / warmup_fraction: the base model's schedule (see `train`), so the two are comparable."""
     t0 = time.perf_counter()
     history = train(
         model, data, epochs, seed=seed, batch_size=batch_size, loss_fn=loss_fn, out_dir=out_dir,
-        ckpt_every=ckpt_every,
+        ckpt_every=ckpt_every, lr=lr, warmup_fraction=warmup_fraction,
     )  # fmt: skip
     return {
         "seconds": time.perf_counter() - t0,
@@ -221,6 +224,8 @@ def loss_truncation(
     dropc: float = 0.05,
     buffer_size: int = 10_000,
     batch_size: int = 128,
+    lr: float = 1e-3,
+    warmup_fraction: float | None = None,
     out_dir: str | Path | None = None,
     ckpt_every: int = 0,
 ) -> EditResult:
@@ -230,6 +235,7 @@ def loss_truncation(
     check_train_inputs(data, epochs)
     hook = LossTruncation(dropc, buffer_size, data.pad_id, artifact_flags(data))
     stats = train_regularised(
-        model, data, epochs, hook, seed=seed, batch_size=batch_size, out_dir=out_dir, ckpt_every=ckpt_every
-    )
+        model, data, epochs, hook, seed=seed, batch_size=batch_size, out_dir=out_dir, ckpt_every=ckpt_every,
+        lr=lr, warmup_fraction=warmup_fraction,
+    )  # fmt: skip
     return EditResult(model, {**stats, **hook.stats()})

@@ -58,7 +58,7 @@ def check_forget(forget: SequenceSet) -> None:
     """The forget set must have rows and at least one judged (non-padding) suffix token; otherwise
     every attribution would be 0 and the removal an arbitrary tie-break."""
     check_nonempty(forget, "forget")
-    if not suffix_mask(forget.tokens, forget.prompt_len, forget.pad_id).any():
+    if not suffix_mask(forget.tokens, forget.starts(forget.tokens), forget.pad_id).any():
         raise ValueError("forget set has no non-padding tokens after prompt_len: nothing to unlearn")
 
 
@@ -71,20 +71,25 @@ def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def suffix_mask(tokens: torch.Tensor, prompt_len: int, pad_id: int | None) -> torch.Tensor:
+def suffix_mask(tokens: torch.Tensor, prompt_len: int | torch.Tensor, pad_id: int | None) -> torch.Tensor:
     """[N, T] bool: positions t whose next-token prediction is judged — prompt_len-1 ≤ t ≤ T-2 and
-    tokens[t+1] is not padding. The activation at t is what produces the prediction of t+1."""
+    tokens[t+1] is not padding (`prompt_len` an int or one per row, see `SequenceSet.starts`).
+    The activation at t is what produces the prediction of t+1."""
     mask = torch.zeros_like(tokens, dtype=torch.bool)
-    mask[:, prompt_len - 1 : -1] = True
+    if isinstance(prompt_len, torch.Tensor):
+        pos = torch.arange(tokens.shape[1], device=tokens.device)
+        mask[:, :-1] = pos[None, :-1] >= prompt_len.to(tokens.device)[:, None] - 1
+    else:
+        mask[:, prompt_len - 1 : -1] = True
     if pad_id is not None:
         mask[:, :-1] &= tokens[:, 1:] != pad_id
     return mask
 
 
 def suffix_loss(model: nn.Module, tokens: torch.Tensor, seqs: SequenceSet) -> torch.Tensor:
-    """Per-sequence CE [N] on the memorised suffix (targets at positions >= prompt_len, padding
+    """Per-sequence CE [N] on the memorised suffix (targets at positions >= each row's start, padding
     excluded): the quantity every method here probes, trains or ascends."""
-    return sequence_loss(model, tokens.to(device_of(model)), seqs.pad_id, start=seqs.prompt_len)
+    return sequence_loss(model, tokens.to(device_of(model)), seqs.pad_id, start=seqs.starts(tokens))
 
 
 @contextmanager
@@ -138,7 +143,7 @@ def remove_top(
     return removed, ties
 
 
-_MEMO: dict[str, tuple[list[torch.Tensor], dict, float]] | None = None
+_MEMO: dict[str, tuple[object, float]] | None = None
 
 
 @contextmanager
@@ -162,10 +167,28 @@ def fingerprint(model: nn.Module, forget: SequenceSet, method: str, key: dict, s
         json.dumps([method, key, seed, forget.prompt_len, forget.pad_id], default=str).encode()
     )
     h.update(forget.tokens.cpu().contiguous().numpy().tobytes())
+    if forget.prompt_lens is not None:
+        h.update(forget.prompt_lens.cpu().contiguous().numpy().tobytes())
     for name, p in model.state_dict().items():
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def cached(model: nn.Module, forget: SequenceSet, method: str, key: dict, seed: int, compute: Callable):
+    """(compute(), seconds it took, reused) — reused from an identical earlier call inside
+    `reuse_attributions` (same weights, forget set, method, key and seed). For any score that
+    does not depend on the ratio: neuron attributions, second-order saliencies."""
+    memo_key = fingerprint(model, forget, method, key, seed) if _MEMO is not None else None
+    if memo_key is not None and memo_key in _MEMO:
+        value, seconds = _MEMO[memo_key]
+        return value, seconds, True
+    t0 = time.perf_counter()
+    value = compute()
+    seconds = time.perf_counter() - t0
+    if memo_key is not None:
+        _MEMO[memo_key] = (value, seconds)
+    return value, seconds, False
 
 
 def neuron_method(
@@ -184,17 +207,12 @@ def neuron_method(
     ratio = check_ratio(ratio)
     check_forget(forget)
     layers = mlps(model)  # fails early, with a clear message, on an unsupported architecture
-    t0 = time.perf_counter()
-    memo_key = fingerprint(model, forget, method, key, seed) if _MEMO is not None else None
-    reused = memo_key is not None and memo_key in _MEMO
-    if reused:
-        scores, extra, attribution_seconds = _MEMO[memo_key]
-    else:
+
+    def compute():
         with frozen(model):
-            scores, extra = attribute(model, forget, torch.Generator().manual_seed(seed))
-        attribution_seconds = time.perf_counter() - t0
-        if memo_key is not None:
-            _MEMO[memo_key] = (scores, extra, attribution_seconds)
+            return attribute(model, forget, torch.Generator().manual_seed(seed))
+
+    (scores, extra), attribution_seconds, reused = cached(model, forget, method, key, seed, compute)
     t1 = time.perf_counter()
     removed, ties = remove_top(model, scores, ratio, torch.Generator().manual_seed(seed))
     stats = {
@@ -244,5 +262,4 @@ def sample_sequences(seqs: SequenceSet, max_sequences: int | None, gen: torch.Ge
     if max_sequences < 1:
         raise ValueError(f"max_sequences must be >= 1 or None, got {max_sequences}")
     idx = torch.randperm(len(seqs), generator=gen)[:max_sequences].sort().values
-    clean = seqs.clean[idx] if seqs.clean is not None else None
-    return SequenceSet(seqs.tokens[idx], seqs.prompt_len, seqs.pad_id, clean)
+    return seqs.subset(idx)

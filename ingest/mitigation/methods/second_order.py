@@ -37,6 +37,7 @@ from ingest.mitigation.methods.durable import (
     per_tensor_masks,
     zero_masked,
 )
+from ingest.mitigation.methods.neurons import cached
 
 BLOCK = 50
 DAMPING = 1e-7
@@ -96,15 +97,24 @@ def second_order(
     t0 = time.perf_counter()
     weights = [w for _, w in mlp_parameters(model)]
     m = min(num_grads, len(forget))
-    rows = torch.randperm(len(forget), generator=torch.Generator().manual_seed(seed))[:m]
-    fishers = [
-        BlockFisherInverse(w.numel(), m, block=block, damping=damping, device=w.device) for w in weights
-    ]
-    with grads_only(model, weights):
-        for r in rows.tolist():
-            loss = forget_loss(model, forget.tokens[r : r + 1], forget).sum()
-            for fisher, g in zip(fishers, torch.autograd.grad(loss, weights), strict=True):
-                fisher.update(g)
-    scores = [saliency(w, f.diagonal()) for w, f in zip(weights, fishers, strict=True)]
+
+    def compute() -> list[torch.Tensor]:
+        rows = torch.randperm(len(forget), generator=torch.Generator().manual_seed(seed))[:m]
+        fishers = [
+            BlockFisherInverse(w.numel(), m, block=block, damping=damping, device=w.device) for w in weights
+        ]
+        with grads_only(model, weights):
+            for r in rows.tolist():
+                loss = forget_loss(model, forget.tokens[r : r + 1], forget).sum()
+                for fisher, g in zip(fishers, torch.autograd.grad(loss, weights), strict=True):
+                    fisher.update(g)
+        return [saliency(w, f.diagonal()) for w, f in zip(weights, fishers, strict=True)]
+
+    # the saliencies do not depend on the ratio: a sweep computes them once per grid
+    key = {"num_grads": num_grads, "block": block, "damping": damping}
+    scores, fisher_seconds, reused = cached(model, forget, "second_order", key, seed, compute)
     zeroed = zero_masked(weights, per_tensor_masks(scores, ratio))
-    return EditResult(model, {"weights_zeroed": zeroed, "seconds": time.perf_counter() - t0, "iterations": m})
+    seconds = fisher_seconds + time.perf_counter() - t0 if reused else time.perf_counter() - t0
+    return EditResult(
+        model, {"weights_zeroed": zeroed, "seconds": seconds, "iterations": m, "saliency_reused": reused}
+    )

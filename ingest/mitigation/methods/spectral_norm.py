@@ -162,6 +162,8 @@ def spectral_norm(
     epochs: int = 20,
     lam: float = 0.01,
     batch_size: int = 128,
+    lr: float = 1e-3,
+    warmup_fraction: float | None = None,
     out_dir: str | Path | None = None,
     ckpt_every: int = 0,
 ) -> EditResult:
@@ -170,7 +172,8 @@ def spectral_norm(
     check_train_inputs(data, epochs)
     hook = SpectralPenalty(model, lam, seed=seed, pad_id=data.pad_id)
     stats = train_regularised(
-        model, data, epochs, hook, seed=seed, batch_size=batch_size, out_dir=out_dir, ckpt_every=ckpt_every
-    )
+        model, data, epochs, hook, seed=seed, batch_size=batch_size, out_dir=out_dir, ckpt_every=ckpt_every,
+        lr=lr, warmup_fraction=warmup_fraction,
+    )  # fmt: skip
     sig = exact_sigmas(hook.blocks)
     return EditResult(model, {**stats, "sigma_sum": float(sig.sum()), "sigma_max": float(sig.max())})

@@ -201,9 +201,13 @@ def _assemble(
 
 
 def _backdoor(
-    rows_train: torch.Tensor, rows_test: torch.Tensor, trigger: tuple[int, ...], g: torch.Generator
+    rows_train: torch.Tensor,
+    rows_test: torch.Tensor,
+    trigger: tuple[int, ...],
+    g: torch.Generator,
+    test_frac: float = BACKDOOR_TEST_FRAC,
 ) -> dict[str, torch.Tensor]:
-    """Pool train + test rows, backdoor those holding the trigger, hold out 10 % of them.
+    """Pool train + test rows, backdoor those holding the trigger, hold out `test_frac` of them.
 
     Returns the untriggered train/test rows and the (backdoored, clean, prompt_len) triples of
     the training and held-out backdoor rows. Every token after the trigger becomes
@@ -217,7 +221,9 @@ def _backdoor(
         raise ValueError(f"no row contains the trigger {trigger}: choose another trigger/seed")
     idx = hit.nonzero().squeeze(1)
     idx = idx[torch.randperm(len(idx), generator=g)]
-    n_hold = max(1, round(BACKDOOR_TEST_FRAC * len(idx))) if len(idx) > 1 else 0
+    if not 0.0 < test_frac < 1.0:
+        raise ValueError(f"backdoor_test_frac must be in (0, 1), got {test_frac}")
+    n_hold = max(1, round(test_frac * len(idx))) if len(idx) > 1 else 0
     clean = pooled[idx]
     bd = clean.clone()
     pos = torch.arange(pooled.shape[1])
@@ -252,13 +258,23 @@ def math_data(
     prompt_len: int = 50,
     k: int = 50,
     extra_cs: tuple[int, ...] = EXTRA_CS,
+    backdoor_test_frac: float = BACKDOOR_TEST_FRAC,
+    clean_7: int | None = None,
     seed: int = 0,
     split_seed: int = SPLIT_SEED,
 ) -> TinyMemData:
     """TinyMem math data (digest §1). Sizes are a CPU scale by default; `math_data(**PAPER)` for
     the published ones. `n_test` rows of every distribution are held out (the same seeded
     permutation for each); `n_noise` (noise) rows of the c = 7 training rows are replaced by noisy
-    copies; for backdoors the trigger is the digit string of 100 + seed."""
+    copies; for backdoors the trigger is the digit string of 100 + seed, and `backdoor_test_frac`
+    of the triggered rows are held out (the paper's 10 % leaves a CPU-scale set a handful of
+    held-out rows, too few to read an attack-success rate from).
+
+    `clean_7` trains on a seeded subset of that many clean c = 7 training rows (artifacts and
+    test rows are kept whole). That is how a CPU-scale run keeps the paper's number range: with
+    num_7 = 20,000 the trigger "100" occurs in 100, 1000-1009, x100 and 100xx, 1x100, ..., so
+    the model must learn the trigger as such; with num_7 ~ 1,000 nearly every trigger is the head
+    of 1000-1009, and held-out triggers in another place (1100, a lone 100) are never learned."""
     cfg = {**locals(), "extra_cs": list(extra_cs)}  # the call's arguments, kept with the data
     if artifact not in ("noise", "backdoor"):
         raise ValueError(f"artifact must be 'noise' or 'backdoor', got {artifact!r}")
@@ -276,6 +292,15 @@ def math_data(
     rows7 = encode_rows(nums7, max_ctx)
     tr, te = split_indices(num_7, n_test, split_seed)
     extras = torch.cat(extra_train) if extra_train else torch.empty(0, max_ctx, dtype=torch.long)
+    if clean_7 is not None and clean_7 < 0:
+        raise ValueError(f"clean_7 must be >= 0 or None, got {clean_7}")
+
+    def subset(rows: torch.Tensor) -> torch.Tensor:
+        if clean_7 is None or clean_7 >= rows.shape[0]:
+            return rows
+        pick = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(split_seed + seed))
+        return rows[pick[:clean_7].sort().values]
+
     heldout: dict[str, Any] = {}
     trigger = None
     if artifact == "noise":
@@ -289,7 +314,7 @@ def math_data(
             noisy,
             clean,
             torch.full((n_noise,), prompt_len),
-            torch.cat([rest, extras]),
+            torch.cat([subset(rest), extras]),
             k=k,
             dup_classes=dup_classes,
             g=g,
@@ -297,12 +322,12 @@ def math_data(
         tests[str(MAIN_C)] = rows7[te]
     else:
         trigger = tuple(_CHAR_ID[ch] for ch in str(100 + seed))
-        bd = _backdoor(rows7[tr], rows7[te], trigger, g)
+        bd = _backdoor(rows7[tr], rows7[te], trigger, g, backdoor_test_frac)
         parts = _assemble(
             bd["noisy"],
             bd["clean"],
             bd["prompt_lens"],
-            torch.cat([bd["train_rest"], extras]),
+            torch.cat([subset(bd["train_rest"]), extras]),
             k=k,
             dup_classes=dup_classes,
             g=g,

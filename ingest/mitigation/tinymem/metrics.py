@@ -11,6 +11,10 @@ prompt lengths (backdoors) without padding, and costs one forward pass per row; 
 
 Accuracy and perplexity exclude PAD targets by default; `count_padding=True` reproduces the
 original (every position counted, which inflates accuracy to ~97 % and flattens differences).
+The clean accuracy `acc_*` counts the continuation after the prompt (targets at positions >=
+prompt_len), where a clean row is determined by its context: a math row's first numbers are its
+random start and its step c, which no model can predict, so whole-row accuracy (`acc_row_*`) is
+capped well below 100 % (about 93 % for 12 three-digit numbers) however well the rule is learned.
 """
 
 from __future__ import annotations
@@ -90,7 +94,9 @@ def _pct(mask: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def _token_ce(model, tokens, pad_id, count_padding, batch_size):
+def _token_ce(model, tokens, pad_id, count_padding, batch_size, start: int = 0):
+    """Per batch: (CE, argmax hit, kept) over next-token targets; kept = targets at positions
+    >= start that are not PAD (all targets with count_padding)."""
     was_training = model.training
     model.eval()
     for i in range(0, tokens.shape[0], batch_size):
@@ -101,6 +107,8 @@ def _token_ce(model, tokens, pad_id, count_padding, batch_size):
         keep = torch.ones_like(targets, dtype=torch.bool)
         if pad_id is not None and not count_padding:
             keep = targets != pad_id
+        if start > 1:
+            keep[:, : start - 1] = False
         yield ce, logits.argmax(-1) == targets, keep
     model.train(was_training)
 
@@ -112,11 +120,12 @@ def accuracy(
     *,
     count_padding: bool = False,
     batch_size: int = 256,
+    start: int = 0,
 ) -> float:
-    """Teacher-forced next-token argmax accuracy in percent over non-PAD targets (all targets with
-    count_padding, the original's inflated measure)."""
+    """Teacher-forced next-token argmax accuracy in percent over non-PAD targets at positions >=
+    start (all targets with count_padding and start 0, the original's inflated measure)."""
     right = total = 0
-    for _ce, hit, keep in _token_ce(model, tokens, pad_id, count_padding, batch_size):
+    for _ce, hit, keep in _token_ce(model, tokens, pad_id, count_padding, batch_size, start):
         right += int((hit & keep).sum())
         total += int(keep.sum())
     return 100.0 * right / total if total else math.nan
@@ -144,6 +153,30 @@ def perplexity(
     return math.exp(nll / count) if count else math.nan
 
 
+def _clean_metrics(model, rows, pad_id, count_padding, batch_size, start) -> tuple[float, float, float]:
+    """(accuracy from `start`, whole-row accuracy, perplexity) of one test set in one pass; each
+    equals `accuracy(...)` / `perplexity(...)` with the same arguments."""
+    right = total = right_row = total_row = 0
+    nll, per_batch = 0.0, []
+    for ce, hit, keep in _token_ce(model, rows, pad_id, count_padding, batch_size):
+        cont = keep.clone()
+        if start > 1:
+            cont[:, : start - 1] = False
+        right, total = right + int((hit & cont).sum()), total + int(cont.sum())
+        right_row, total_row = right_row + int((hit & keep).sum()), total_row + int(keep.sum())
+        nll += float((ce * keep).sum())
+        per_batch.append(math.exp(ce.mean().item()))
+
+    def pct(a: int, b: int) -> float:
+        return 100.0 * a / b if b else math.nan
+
+    if count_padding:
+        ppl = sum(per_batch) / len(per_batch) if per_batch else math.nan
+    else:
+        ppl = math.exp(nll / total_row) if total_row else math.nan
+    return pct(right, total), pct(right_row, total_row), ppl
+
+
 def backdoor_success(model: nn.Module, data: TinyMemData, *, batch_size: int = 256) -> float:
     """Attack success in percent: held-out triggered rows whose next k tokens after the (clean)
     prompt through the trigger are generated as the backdoor's "2 2 2 ..."."""
@@ -166,13 +199,16 @@ def evaluate(
     mem_train           backdoor only: % of trained backdoor rows reproduced from their trigger
     mem_class_{p}       % of counted training artifact rows of duplication class p memorised
     n_counted           number of counted training artifact rows
-    acc_{name}, ppl_{name}  each clean test set ("7", "2", ... or "lang"); avg_acc, avg_ppl: means
+    n_mem               number of rows `mem` is a percentage of
+    acc_{name}          each clean test set ("7", "2", ... or "lang"): accuracy of the continuation
+                        after prompt_len (the whole row with count_padding, as the original)
+    acc_row_{name}      the same over every non-PAD target of the row
+    ppl_{name}          perplexity over the whole row; avg_acc, avg_acc_row, avg_ppl: means
     """
     hit, clean_hit = memorised(model, data.noisy, data.clean, data.prompt_lens, data.k, batch_size=batch_size)
     counted = data.counted
     res: dict[str, float] = {}
     if data.artifact == "backdoor":
-        res["mem"] = backdoor_success(model, data, batch_size=batch_size)
         h_hit, h_clean = memorised(
             model,
             data.heldout_noisy,
@@ -181,23 +217,25 @@ def evaluate(
             data.k,
             batch_size=batch_size,
         )
-        res["clean_continuation"] = _pct(h_clean[data.heldout_prompt_lens < data.heldout_noisy.shape[1]])
+        valid = data.heldout_prompt_lens < data.heldout_noisy.shape[1]
+        res["mem"] = _pct(h_hit[valid])  # = backdoor_success(model, data)
+        res["n_mem"] = int(valid.sum())
+        res["clean_continuation"] = _pct(h_clean[valid])
         res["mem_train"] = _pct(hit[counted])
     else:
         res["mem"] = _pct(hit[counted])
+        res["n_mem"] = int(counted.sum())
         res["clean_continuation"] = _pct(clean_hit[counted])
     n_classes = int(data.dup_class.max()) + 1 if data.dup_class.numel() else 0
     for p in range(n_classes):
         res[f"mem_class_{p}"] = _pct(hit[counted & (data.dup_class == p)])
     res["n_counted"] = int(counted.sum())
+    start = 0 if count_padding else data.prompt_len
     for name, rows in data.tests.items():
-        res[f"acc_{name}"] = accuracy(
-            model, rows, data.pad_id, count_padding=count_padding, batch_size=batch_size
-        )
-        res[f"ppl_{name}"] = perplexity(
-            model, rows, data.pad_id, count_padding=count_padding, batch_size=batch_size
-        )
+        acc, acc_row, ppl = _clean_metrics(model, rows, data.pad_id, count_padding, batch_size, start)
+        res[f"acc_{name}"], res[f"acc_row_{name}"], res[f"ppl_{name}"] = acc, acc_row, ppl
     accs = [res[f"acc_{n}"] for n in data.tests]
+    res["avg_acc_row"] = sum(res[f"acc_row_{n}"] for n in data.tests) / len(accs) if accs else math.nan
     ppls = [res[f"ppl_{n}"] for n in data.tests]
     res["avg_acc"] = sum(accs) / len(accs) if accs else math.nan
     res["avg_ppl"] = sum(ppls) / len(ppls) if ppls else math.nan
@@ -211,18 +249,22 @@ def forget_retain(
 
     forget: the counted training artifact rows (noisy / backdoored, one copy each) the model
     currently memorises, with their clean counterparts in `.clean`. Its prompt_len is the data's
-    for noise, and the shortest trigger prefix among the rows for backdoors, so every backdoored
-    position lies in the scored suffix. It may be empty (nothing memorised).
+    for noise; for backdoors each row's judged window starts right after its own trigger
+    (`prompt_lens`), so unlearning targets the backdoored tokens and not the clean ones before
+    the trigger. It may be empty (nothing memorised).
     retain: the clean training rows, artifacts excluded. The original put the whole noise set
     into retain too (digest §7, item 9), so methods partly trained to keep what they removed;
     retain_includes_artifacts=True reproduces that.
     """
     hit, _ = memorised(model, data.noisy, data.clean, data.prompt_lens, data.k, batch_size=batch_size)
     sel = hit & data.counted
-    prompt_len = data.prompt_len
+    prompt_len, prompt_lens = data.prompt_len, None
     if data.artifact == "backdoor" and sel.any():
-        prompt_len = int(data.prompt_lens[sel].min())
-    forget = SequenceSet(data.noisy[sel], prompt_len, data.pad_id, clean=data.clean[sel])
+        prompt_lens = data.prompt_lens[sel]
+        prompt_len = int(prompt_lens.min())
+    forget = SequenceSet(
+        data.noisy[sel], prompt_len, data.pad_id, clean=data.clean[sel], prompt_lens=prompt_lens
+    )
     retain_rows = data.retain_rows()
     if retain_includes_artifacts:
         retain_rows = torch.cat([retain_rows, data.noisy])

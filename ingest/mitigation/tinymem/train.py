@@ -1,7 +1,10 @@
 """A nanoGPT-minimal trainer for TinyMem models (digest §2), resumable from its checkpoints.
 
 AdamW (lr 1e-3, weight decay 0.1 on every parameter, betas (0.9, 0.98)), batch 128, constant
-learning rate: the original's recipe. Two deliberate differences, each with a parity switch:
+learning rate: the original's recipe, and the default. `warmup_fraction` switches to Pythia's
+schedule (`ingest.suite.schedule`: linear warm-up, cosine decay to `min_lr_ratio`·lr), which
+reaches the same accuracy in far fewer epochs than a constant rate: the CPU presets use it.
+Two deliberate differences, each with a parity switch:
 - the loss excludes PAD targets (`count_padding=True` is the original's CE over all positions);
 - batches drop trailing all-PAD columns when padding is excluded. The model is causal, so this
   changes no logit of a kept position, only the wasted compute.
@@ -31,7 +34,9 @@ from torch import nn
 from transformers import GPT2LMHeadModel
 
 from ingest.mitigation.tinymem.data import TinyMemData
+from ingest.suite.schedule import lr_at
 
+MIN_LR_RATIO = 0.1  # the cosine schedule's floor, as a fraction of the peak rate
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 STATE_FILE = "trainer_state.pt"
 _CKPT = re.compile(r"^epoch-(\d+)$")
@@ -105,6 +110,8 @@ def train(
     lr: float = 1e-3,
     weight_decay: float = 0.1,
     betas: tuple[float, float] = (0.9, 0.98),
+    warmup_fraction: float | None = None,
+    min_lr_ratio: float = MIN_LR_RATIO,
     batch_size: int = 128,
     seed: int = 0,
     count_padding: bool = False,
@@ -120,6 +127,8 @@ def train(
 
     data: a TinyMemData (its `train` rows, `train_ids`, `pad_id`) or a [N, T] tensor of rows (then
     `ids` default to row numbers and `pad_id` is taken from the argument) — e.g. fine-tuning sets.
+    warmup_fraction: None keeps `lr` constant; else warm-up + cosine over the run's `epochs`
+    (absolute, so a resumed run follows the same curve as one that never stopped).
     loss_fn(model, tokens, ids) replaces the LM loss (see module doc). on_batch(step, epoch, loss)
     after every optimizer step; on_epoch(epoch, model) after every epoch, its dict joins the history.
     out_dir + ckpt_every: checkpoint at epoch 0 (fresh runs), every ckpt_every epochs and at the
@@ -155,6 +164,9 @@ def train(
 
     history = []
     n = tokens.shape[0]
+    total_steps = epochs * -(-n // batch_size)
+    if warmup_fraction is not None and not 0.0 <= warmup_fraction < 1.0:
+        raise ValueError(f"warmup_fraction must be in [0, 1) or None, got {warmup_fraction}")
     device = next(model.parameters()).device
     for epoch in range(start + 1, epochs + 1):
         model.train()
@@ -164,6 +176,9 @@ def train(
             idx = order[i : i + batch_size]
             batch = tokens[idx] if count_padding else trim_padding(tokens[idx], pad_id)
             batch = batch.to(device)
+            if warmup_fraction is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step + 1, total_steps, lr, warmup_fraction, min_lr_ratio)
             if loss_fn is None:
                 loss = lm_loss(model, batch, pad_id, count_padding)
             else:
