@@ -14,8 +14,11 @@ class Html(str):
     """Markup that `table` puts in a cell as it is (anything else is escaped)."""
 
 
-def num(key: str, value: float | int, fmt: str = ".2f") -> Html:
-    """`value` formatted for reading, with its key and exact value for machines."""
+def num(key: str, value: float | int | None, fmt: str = ".2f") -> Html:
+    """`value` formatted for reading, with its key and exact value for machines. A missing value
+    (None, NaN: a test that could not be computed) reads "n/a" and carries "nan"."""
+    if value is None or value != value:
+        return Html(f'<span class=num data-key="{html.escape(key)}" data-value="nan">n/a</span>')
     return Html(
         f'<span class=num data-key="{html.escape(key)}" data-value="{value!r}">'
         f"{html.escape(format(value, fmt))}</span>"

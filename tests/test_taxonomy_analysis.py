@@ -561,3 +561,20 @@ def test_headline_reads_the_finding_from_the_marts(warehouse, tmp_path):
     ]
     page = write_report(wh, tmp_path / "report", dbt_docs=False).read_text()
     assert "likelihood-ratio test" in page and f"{h.model}@{h.step}" in page
+
+
+def test_headline_flags_a_search_over_one_category():
+    """One category memorised (the demo's case): the search's F1 and the shares are flagged, and
+    the page carries each count with its key."""
+    from analysis.taxonomy.headline import Headline
+
+    search = {"first_feature": "max_frequency", "first_quantile": 0.25, "second_feature": "min_frequency",
+              "second_quantile": 0.25, "f1": 1.0}  # fmt: skip
+    counts = {"recitation": 26, "reconstruction": 0, "recollection": 0}
+    h = Headline("suite-s", 144, counts, None, "one class")
+    h.search = search
+    flags = h.flags()
+    assert any("partition search" in f for f in flags) and sum("0 memorised rows" in f for f in flags) == 2
+    assert 'data-key="taxonomy.count.recitation" data-value="26"' in h.html()
+    h.counts = {"recitation": 26, "reconstruction": 12, "recollection": 0}
+    assert not any("partition search" in f for f in h.flags())

@@ -49,6 +49,8 @@ class Headline:
         ]
         if self.lrt is not None and self.lrt["n_positive"] < MIN_POSITIVES:
             out.append(f"the LRT rests on {self.lrt['n_positive']} memorised rows")
+        if self.search is not None and sum(n >= MIN_POSITIVES for n in self.counts.values()) < 2:
+            out.append("the partition search's F1 rests on fewer than two categories: it says nothing here")
         return out
 
     def sentence(self, markup: bool = False) -> str:
