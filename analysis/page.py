@@ -8,6 +8,7 @@ page and compare it with the marts.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable, Sequence
 
 
 class Html(str):
@@ -31,9 +32,15 @@ def verdict(holds: bool | None) -> str:
     return "<b>holds</b>" if holds else "<b>does not reproduce at this scale</b>"
 
 
-def table(columns: list[str], rows: list) -> str:
+def table(columns: list[str], rows: list, flagged: Callable[[Sequence], bool] | None = None) -> str:
+    """An HTML table; rows for which `flagged(row)` holds are marked (class=flag)."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    body = "".join(
+        ("<tr class=flag>" if flagged is not None and flagged(r) else "<tr>")
+        + "".join(f"<td>{_cell(v)}</td>" for v in r)
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 

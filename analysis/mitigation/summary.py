@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from analysis import page
 from analysis.page import num
 
 PAPER_METHOD = "balanced_subnet"
@@ -239,17 +240,7 @@ def table(f: StudyFindings) -> str:
             f"{r['score']:.3f}",
         ]  # fmt: skip
         body.append(cells)
-    return _html_table(cols, body)
-
-
-def _html_table(columns: list[str], rows: list[list]) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    trs = "".join(
-        "<tr" + (' class=flag' if r[-3] == "model destroyed" else "") + ">"
-        + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
-        for r in rows
-    )  # fmt: skip
-    return f"<table>{head and '<tr>' + head + '</tr>'}{trs}</table>"
+    return page.table(cols, body, flagged=lambda r: r[-3] == "model destroyed")
 
 
 def report_html(scored: pl.DataFrame, best: pl.DataFrame) -> str:
