@@ -226,6 +226,7 @@ def test_destroyed_models_are_labelled_and_never_win(tmp_path):
     words = re.sub(r"<[^>]+>", "", text)  # numbers are wrapped in spans carrying their values
     assert "reproduces its planted artifact on 100.0 % of 42 rows" in words  # no artifact in the name
     assert 'data-key="mitigation.tinymem-synthetic.base_mem" data-value="100.0"' in text
+    assert text.count("<tr class=flag>") == 1  # gradient_ascent: its only run destroyed the model
     # the same data where fine-tuning scores better: the finding holds only in part
     more = _row(s, "ft_both", {"epochs": 1}, (100, 0), (98, 98.5), kind="fine_tuning")
     _write(wh, more)

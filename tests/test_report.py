@@ -121,6 +121,10 @@ def test_headline_numbers_match_the_marts(tiny_demo):
     wh, _ = tiny_demo
     page = (wh.root / "report" / "index.html").read_text()
     _check_headlines(wh, _numbers(page))
+    # a unit set whose smallest cohort holds < 10 rows is flagged, and only those
+    small = _sql(wh, f"select units, model, min(n_treated) as n from profiles_attgt where {FIT} group by all")
+    for u, m, n in small.iter_rows():
+        assert (f"{u} on {m}: its smallest cohort holds {n} rows" in page) == (n < 10)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
