@@ -1,11 +1,12 @@
-"""The taxonomy features of every instance: lake table `instance_features` (one row per instance).
+"""The taxonomy features of the panel: lake table `instance_features` (one row per panel instance).
 
 The taxonomy paper (digest §2) describes each memorisation candidate by model-free features of
 its 64-token *sample* (here tokens 0..prompt_len+k-1 of the instance row), most of them measured
 against the whole training corpus. This job computes them once per corpus, since they do not
 depend on a model or a checkpoint; the dbt marts join them to the extraction results of every
 checkpoint. The pure computations live in `transforms/`; this module only gathers their inputs
-from the warehouse and writes one partition:
+from the warehouse and writes one partition, over the panel's instances (`ingest.panel`: the
+rows the scoring jobs see; a Hub import's every row):
 
 - the training *stream* is the training rows in data order (`suite/data_order.npy` indexes the
   whole training rows sorted by instance_id; epochs beyond the first repeat rows), or every
@@ -50,6 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest import embedding_cache
+from ingest.panel import is_hub_import, panel_instance_ids
 from ingest.stream import TokenStream
 from ingest.stream_counts import StreamSource, count_stream, instance_rows
 from memlake import lake
@@ -118,6 +120,7 @@ def build_features(
         "code_nl_recipe": code_nl.RECIPE,
         "tokenizer": _tokenizer_key(wh, tokenizer_source),
         "columns": lake.spec(TABLE).schema.names,  # a contract change rebuilds an older partition
+        "panel": cfg["ingest"]["panel"],  # the rows it covers
     }
     if opened is not None:  # only when given, so partitions of the default stay up to date
         inputs["stream"] = {"identity": opened.identity(), "key": opened.key()}
@@ -141,10 +144,17 @@ def build_features(
         task = bar.add_task("features: reading instances", total=8)
         sample_len = s["prompt_len"] + s["k"]
         inst = instance_rows(wh, sample_len)
-        ids, split, sample, whole = inst.ids, inst.split, inst.sample, inst.whole
+        # every training row makes the stream and the match corpus; the features are the panel's
+        # (the rows the scoring jobs see), so a corpus planted by the thousand costs no more
+        train_pos = np.flatnonzero(inst.whole & (inst.split == "train"))  # rows of the instances table
+        train = inst.rows[inst.split[inst.whole] == "train"]
+        # sample-only rows (memorised samples of a Hub import) are never scored but have features
+        keep = np.isin(inst.ids, panel_instance_ids(wh, cfg["ingest"]["panel"], seed)) | ~inst.whole
+        if is_hub_import(wh):  # a Hub import is a published panel: every row
+            keep[:] = True
+        ids, sample, whole = inst.ids[keep], inst.sample[keep], inst.whole[keep]
+        whole_rows = inst.rows[keep[inst.whole]]
         n = len(ids)
-        train_pos = np.flatnonzero(whole & (split == "train"))  # rows of the instances table
-        train = inst.rows[split[whole] == "train"]
         order = None
         if stream is None:
             if not len(train):
@@ -155,7 +165,7 @@ def build_features(
             order = _data_order(order_path, len(train))
         tokenizer = _tokenizer(wh, tokenizer_source)
         vocab = max(len(tokenizer), 1)
-        for own_ids, matrix in ((ids[whole], inst.rows), (ids[~whole], sample[~whole])):
+        for own_ids, matrix in ((ids[whole], whole_rows), (ids[~whole], sample[~whole])):
             outside = (matrix >= vocab) | (matrix < 0)
             if outside.any():
                 row = int(np.flatnonzero(outside.any(axis=1))[0])
@@ -184,7 +194,9 @@ def build_features(
             cols["sequence_duplicates"] = continuation_duplicate_counts(
                 sample, rows_in_order(), offset=s["prompt_len"], k=s["k"], chunk_rows=chunk_rows
             )
-            whole_counts[whole] = sequence_duplicate_counts(inst.rows, rows_in_order(), chunk_rows=chunk_rows)
+            whole_counts[whole] = sequence_duplicate_counts(
+                whole_rows, rows_in_order(), chunk_rows=chunk_rows
+            )
             lap("duplicates")
             bar.update(task, advance=1, description="features: token frequencies")
             counts = token_counts(rows_in_order(), vocab)
@@ -195,12 +207,12 @@ def build_features(
             }
         else:
             sc = count_stream(wh, stream, prompt_len=s["prompt_len"], k=s["k"])
-            if not np.array_equal(sc.ids, ids):
+            if not np.array_equal(sc.ids, inst.ids):
                 raise MemlakeError(
                     f"{wh.table('instances')}: changed while the stream was counted; run again"
                 )
-            cols["sequence_duplicates"] = sc.sequence_duplicates
-            whole_counts = sc.whole_sequence_duplicates
+            cols["sequence_duplicates"] = sc.sequence_duplicates[keep]
+            whole_counts = sc.whole_sequence_duplicates[keep]
             lap("duplicates")
             bar.update(task, advance=1, description="features: token frequencies")
             counts = _vocabulary_counts(sc.token_counts, vocab, sc.stream, tokenizer_source)
@@ -251,8 +263,9 @@ def build_features(
                 len(train_pos), size=min(s["representative_sample"], len(train_pos)), replace=False
             )
             corpus_pos = train_pos[np.sort(picked)]
-            own = np.full(n, -1, dtype=np.int64)
+            own = np.full(len(inst.ids), -1, dtype=np.int64)
             own[corpus_pos] = np.arange(len(corpus_pos))
+            own = own[keep]
             corpus_rows = len(corpus_pos)
         else:
             corpus_ids, corpus_sample = corpus
@@ -264,8 +277,13 @@ def build_features(
                 own = np.where(known[at] == ids, first[at], -1)
         bar.update(task, advance=1, description=f"features: embedding {n} + {corpus_rows} texts")
         if corpus is None:
-            emb = embed_distinct(text)
-            corpus_emb, corpus_prompts = emb[corpus_pos], [prompt_text[i] for i in corpus_pos]
+            corpus_sample = inst.sample[corpus_pos]
+            corpus_text = tokenizer.batch_decode(corpus_sample.tolist(), clean_up_tokenization_spaces=False)
+            corpus_prompts = tokenizer.batch_decode(
+                corpus_sample[:, : s["prompt_len"]].tolist(), clean_up_tokenization_spaces=False
+            )
+            both = embed_distinct(text + corpus_text)  # a text in both is embedded once
+            emb, corpus_emb = both[:n], both[n:]
         else:
             corpus_text = tokenizer.batch_decode(corpus_sample.tolist(), clean_up_tokenization_spaces=False)
             corpus_prompts = tokenizer.batch_decode(

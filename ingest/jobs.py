@@ -294,14 +294,19 @@ def _vocab(location: str, revision: str | None) -> dict[str, int] | None:
         return None
 
 
+CPU_BATCH_TOKENS = 16_384
+
+
 def auto_batch_size(model, row_len: int, device: torch.device, free_bytes: int | None = None) -> int:
-    """Rows per forward for `batch_size: auto`: 64 on a CPU; on a GPU, the power of two whose
-    activations fit in half the free memory, next to one chunk of logits (`token_stats`), at most
-    1,024. Generous per row (24 bf16 values per hidden unit per position: QKV, the 4h MLP and the
-    residual stream of one layer at a time, inference frees the rest); an out-of-memory batch is
-    still halved and retried."""
+    """Rows per forward for `batch_size: auto`. On a CPU, the largest power of two within 16k
+    tokens (256 rows of 64 tokens, 4 of Pythia's 2,049): greedy decoding pays a fixed cost per
+    step and batch that small models only amortise over many rows. On a GPU, the power of two
+    whose activations fit in half the free memory, next to one chunk of logits (`token_stats`),
+    at most 1,024. Generous per row (24 bf16 values per hidden unit per position: QKV, the 4h MLP
+    and the residual stream of one layer at a time, inference frees the rest); an out-of-memory
+    batch is still halved and retried."""
     if device.type != "cuda":
-        return 64
+        return int(2 ** max(0, (CPU_BATCH_TOKENS // max(1, row_len)).bit_length() - 1))
     if free_bytes is None:
         free_bytes = torch.cuda.mem_get_info(device)[0]
     per_row = row_len * model.config.hidden_size * 24 * 2

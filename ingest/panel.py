@@ -21,8 +21,15 @@ from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
 
 
-def panel_ids(instances: pa.Table, per_cohort: int | None, validation: int | None, seed: int) -> np.ndarray:
-    """Sorted instance ids of the panel; `None` means every row of that kind."""
+def panel_ids(
+    instances: pa.Table,
+    per_cohort: int | None,
+    validation: int | None,
+    seed: int,
+    planted: dict[str, int] | None = None,
+) -> np.ndarray:
+    """Sorted instance ids of the panel; `None` means every row of that kind. `planted` caps the
+    planted sequences of an artifact kind at a seeded sample of that many (the rest: all)."""
     rng = np.random.default_rng(seed)
     ids = instances["instance_id"].to_numpy()
     split = np.asarray(instances["split"].to_pylist())
@@ -51,23 +58,47 @@ def panel_ids(instances: pa.Table, per_cohort: int | None, validation: int | Non
     val = ids[split == "validation"]
     take = len(val) if validation is None else min(validation, len(val))
     chosen.append(np.sort(rng.choice(val, size=take, replace=False)))
-    # The first occurrence of every planted sequence, so later stages see every artifact.
-    chosen.append(ids[(artifact != "none") & (split == "train") & first])
+    # The first occurrence of every planted sequence, so later stages see every artifact; a kind
+    # planted by the thousand (a curriculum, not a sample) is sampled down to its cap.
+    kept = (artifact != "none") & (split == "train") & first
+    for kind, cap in sorted((planted or {}).items()):
+        members = ids[kept & (artifact == kind)]
+        if cap is not None and len(members) > int(cap):
+            kept &= artifact != kind
+            chosen.append(np.sort(rng.choice(members, size=int(cap), replace=False)))
+    chosen.append(ids[kept])
     return np.unique(np.concatenate(chosen))
 
 
-def load_panel(wh: Warehouse, panel_cfg: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(instance_ids, tokens[N, T]) of the panel, sorted by instance_id; whole rows only (a
-    `sample_only` row holds 64 tokens of its row, from a Hub import of memorised samples)."""
+def is_hub_import(wh: Warehouse) -> bool:
+    """Whether the instances come from a Hub import (a published panel), not the embedded corpus."""
+    made_by = lake.manifest(wh.table("instances")).get("config", {})
+    return bool(made_by.get("imports") or made_by.get("import"))
+
+
+def _whole_rows(wh: Warehouse) -> pa.Table:
     columns = ["instance_id", "split", "cohort", "artifact", "tokens", "sample_only"]
     inst = lake.read_table(wh, "instances", columns=columns)
-    inst = inst.filter(pc.invert(pc.fill_null(inst["sample_only"], False)))
-    made_by = lake.manifest(wh.table("instances")).get("config", {})
-    if made_by.get("imports") or made_by.get("import"):
+    return inst.filter(pc.invert(pc.fill_null(inst["sample_only"], False)))
+
+
+def panel_instance_ids(wh: Warehouse, panel_cfg: dict[str, Any], seed: int) -> np.ndarray:
+    """The panel's instance ids, sorted: whole rows only (a `sample_only` row holds 64 tokens of
+    its row, from a Hub import of memorised samples)."""
+    inst = _whole_rows(wh)
+    if is_hub_import(wh):
         # a Hub import's instances are already a published panel (e.g. Pythia's 16.3k rows):
         # every row is a unit, so its statistics line up with the public ones row for row
         panel_cfg = {"per_cohort": None, "validation": None}
-    ids = panel_ids(inst, panel_cfg.get("per_cohort"), panel_cfg.get("validation"), seed)
+    return panel_ids(
+        inst, panel_cfg.get("per_cohort"), panel_cfg.get("validation"), seed, panel_cfg.get("planted")
+    )
+
+
+def load_panel(wh: Warehouse, panel_cfg: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(instance_ids, tokens[N, T]) of the panel (`panel_instance_ids`), sorted by instance_id."""
+    inst = _whole_rows(wh)
+    ids = panel_instance_ids(wh, panel_cfg, seed)
     sel = inst.filter(pc.is_in(inst["instance_id"], pa.array(ids)))
     sel = sel.sort_by("instance_id")
     lengths = pc.list_value_length(sel["tokens"]).to_numpy()

@@ -16,10 +16,12 @@ from collections import Counter
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from ingest import features as feat
 from ingest.features import build_features
+from ingest.panel import panel_instance_ids
 from memlake import config, lake, query
 from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
@@ -43,16 +45,21 @@ def copy_corpus(src: Warehouse, dst: Warehouse) -> Warehouse:
 
 @pytest.fixture(scope="module")
 def built(tiny_corpus, tiny_cfg, tmp_path_factory):
-    """build_features over a copy of the session corpus (features are corpus-level: never the original)."""
+    """build_features over a copy of the session corpus (features are corpus-level: never the
+    original), with the whole panel (every natural row and the first copy of every planted one)."""
     wh = copy_corpus(tiny_corpus, Warehouse.at(tmp_path_factory.mktemp("wh-features")))
-    result = build_features(tiny_cfg, wh)
+    cfg = config.apply_overrides(tiny_cfg, ["ingest.panel={per_cohort: null, validation: null}"])
+    result = build_features(cfg, wh)
     inst = pl.from_arrow(lake.read_table(wh, "instances"))
     frame = inst.join(pl.from_arrow(lake.read_table(wh, "instance_features")), on="instance_id")
     return wh, result, frame
 
 
-def training_stream(wh: Warehouse, frame: pl.DataFrame) -> np.ndarray:
-    train = frame.filter(pl.col("split") == "train").sort("instance_id")
+def training_stream(wh: Warehouse) -> np.ndarray:
+    """Every training row in data order (the panel is a sample of them)."""
+    train = (
+        pl.from_arrow(lake.read_table(wh, "instances")).filter(pl.col("split") == "train").sort("instance_id")
+    )
     rows = np.array(train["tokens"].to_list())
     return rows[np.load(wh.suite / "data_order.npy")]
 
@@ -62,11 +69,19 @@ def training_stream(wh: Warehouse, frame: pl.DataFrame) -> np.ndarray:
 
 def test_one_row_per_instance_with_the_contract(built):
     wh, result, frame = built
-    assert not result["skipped"] and result["rows"] == len(frame) == 1408
+    panel = panel_instance_ids(wh, {"per_cohort": None, "validation": None}, 0)
+    assert not result["skipped"] and result["rows"] == len(frame) == len(panel)
+    assert frame["instance_id"].to_list() == sorted(panel.tolist())  # one row per panel instance
+    inst = lake.read_table(wh, "instances")
+    assert 1000 < len(panel) < inst.num_rows  # later copies of a planted row are not units
     assert lake.read_table(wh, "instance_features").schema == lake.spec("instance_features").schema
     m = lake.manifest(wh.table("instance_features"))
     assert 0.9 < m["config"]["code_nl"]["held_out_accuracy"] <= 1
-    assert m["config"]["stream"]["rows"] == result["stream_rows"] == frame["split"].eq("train").sum()
+    assert (
+        m["config"]["stream"]["rows"]
+        == result["stream_rows"]
+        == pc.sum(pc.equal(inst["split"], "train")).as_py()
+    )
     assert set(m["config"]["seconds"]) >= {"duplicates", "embedding", "matches"}
     assert frame["text"].str.len_chars().min() > 0 and frame["prompt_text"].str.len_chars().min() > 0
     assert (frame["text"].str.starts_with(frame["prompt_text"])).all()
@@ -74,7 +89,7 @@ def test_one_row_per_instance_with_the_contract(built):
 
 def test_duplicate_counts_match_a_brute_force_pass_over_the_stream(built):
     wh, _, frame = built
-    stream = training_stream(wh, frame)
+    stream = training_stream(wh)
     windows = Counter(tuple(row[j : j + 32]) for row in stream for j in range(row.shape[0] - 32 + 1))
     whole = Counter(tuple(row) for row in stream)
     tokens = frame["tokens"].to_list()
@@ -94,7 +109,7 @@ def test_planted_duplicates_count_at_least_their_copies(built):
 
 def test_frequencies_are_the_stream_token_counts(built):
     wh, _, frame = built
-    counts = np.bincount(training_stream(wh, frame).ravel())
+    counts = np.bincount(training_stream(wh).ravel())
     for row in frame.sample(50, seed=0).iter_rows(named=True):
         f = counts[np.array(row["tokens"][:64])]
         assert row["max_frequency"] == f.max() and row["min_frequency"] == f.min()
@@ -129,8 +144,8 @@ def test_code_nl_scores_follow_the_source(built):
 
 def test_matches_are_nested_and_exclude_the_instance_itself(built):
     _, result, frame = built
-    sample = frame.filter(pl.col("in_representative_sample"))
-    assert len(sample) == result["representative_sample_rows"] == 300
+    sample = frame.filter(pl.col("in_representative_sample"))  # the sample's rows in the panel
+    assert result["representative_sample_rows"] == 300 and 200 < len(sample) <= 300
     assert (sample["split"] == "train").all()
     for t in ("0_8", "0_9"):
         assert (frame[f"textual_matches_{t}"] <= frame[f"semantic_matches_{t}"]).all()
@@ -139,7 +154,9 @@ def test_matches_are_nested_and_exclude_the_instance_itself(built):
     in_sample = Counter(sample["text"].to_list())
     others = [in_sample[t] - s for t, s in zip(frame["text"], frame["in_representative_sample"])]
     assert (frame["semantic_matches_0_9"].to_numpy() >= np.array(others)).all()
-    assert max(others) > 1
+    # a row planted 50+ times has copies among the sample's 300 training rows, panel or not
+    many = frame.filter((pl.col("artifact") == "duplicate") & (pl.col("copies") >= 50))
+    assert len(many) and (many["semantic_matches_0_9"] >= 2).all()
     # ... and a sample row never matches itself: unique sample rows mostly have no match at 0.9
     unique = sample.filter(pl.col("text").is_unique())
     assert (unique["semantic_matches_0_9"] == 0).mean() > 0.9
@@ -148,7 +165,9 @@ def test_matches_are_nested_and_exclude_the_instance_itself(built):
 def test_second_run_is_skipped_and_other_settings_rebuild(built, tiny_cfg, tmp_path, monkeypatch):
     wh, _, frame = built
     before = lake.manifest(wh.table("instance_features"))
-    again = build_features(tiny_cfg, wh)
+    again = build_features(
+        config.apply_overrides(tiny_cfg, ["ingest.panel={per_cohort: null, validation: null}"]), wh
+    )
     assert again["skipped"] and again["rows"] == len(frame)
     assert lake.manifest(wh.table("instance_features")) == before
     # force, or another sample size, rebuilds (on a copy; a fake embedding keeps it fast)
@@ -161,15 +180,16 @@ def test_second_run_is_skipped_and_other_settings_rebuild(built, tiny_cfg, tmp_p
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     monkeypatch.setattr(feat, "embed_distinct", fake_embed)
-    forced = build_features(tiny_cfg, copy, force=True)
+    cfg = config.apply_overrides(tiny_cfg, ["ingest.panel={per_cohort: null, validation: null}"])
+    forced = build_features(cfg, copy, force=True)
     assert not forced["skipped"]
     redone = pl.from_arrow(lake.read_table(copy, "instance_features"))
     same = ["instance_id", "text", "sequence_duplicates", "min_frequency", "is_templating", "nl_score"]
     assert redone.select(same).equals(frame.select(same))
-    other = config.apply_overrides(tiny_cfg, ["taxonomy.representative_sample=100"])
+    other = config.apply_overrides(cfg, ["taxonomy.representative_sample=100"])
     assert not build_features(other, copy)["skipped"]
-    assert pl.from_arrow(lake.read_table(copy, "instance_features"))["in_representative_sample"].sum() == 100
-    assert build_features(other, copy)["skipped"]
+    in_sample = pl.from_arrow(lake.read_table(copy, "instance_features"))["in_representative_sample"].sum()
+    assert 50 < in_sample <= 100 and build_features(other, copy)["skipped"]
 
 
 # --------------------------------------------------------------------------- bad input
@@ -274,10 +294,11 @@ def sql(wh, text):
 
 def test_features_cli_computes_once(stages):
     wh, logs = stages
-    assert "features: 1408 instances in" in logs["features"] and "held-out accuracy" in logs["features"]
+    n = len(panel_instance_ids(wh, config.load("tiny")["ingest"]["panel"], config.load("tiny")["seed"]))
+    assert f"features: {n} instances in" in logs["features"] and "held-out accuracy" in logs["features"]
     assert "ERROR=0" in logs["build"] and "test_taxonomy_category_rules" in logs["build"]
     out = memlake(["taxonomy", "features", "--config", "tiny"], wh)
-    assert out.returncode == 0 and "1408 instances (cached)" in out.stderr
+    assert out.returncode == 0 and f"{n} instances (cached)" in out.stderr
 
 
 def test_demo_runs_features_between_extraction_and_the_build():

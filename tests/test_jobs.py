@@ -160,7 +160,8 @@ def test_auto_batch_size_fits_the_device():
     from ingest.jobs import auto_batch_size
     from ingest.suite.model import PYTHIA_SHAPES, build_model
 
-    assert auto_batch_size(None, 2049, torch.device("cpu")) == 64
+    assert auto_batch_size(None, 2049, torch.device("cpu")) == 4  # the power of two under 16k tokens
+    assert auto_batch_size(None, 64, torch.device("cpu")) == 256
     pythia_1b = type("M", (), {"config": type("C", (), {"hidden_size": PYTHIA_SHAPES["1b"]["hidden_size"]})})
     gib = 2**30
     rows = auto_batch_size(pythia_1b, 2049, torch.device("cuda"), free_bytes=78 * gib)  # an idle H100

@@ -183,12 +183,13 @@ def test_one_class_categories_are_left_out_and_separation_is_flagged():
     assert lrt["df"] == 4 and "left out (one class only): recollection" in lrt["note"]
     assert lrt["n_rows"] == int((category != "recollection").sum())
     assert "recollection" not in set(tests["group"])
-    # perfect separation inside recitation: the fit does not converge and says so
+    # perfect separation inside recitation: no ML fit there, so every fit is Firth's, and says so
     y = np.where(category == "recitation", x[:, 0] > 0, y)
+    assert not logistic_mle(x[category == "recitation"], y[category == "recitation"]).converged
     tests = model_tests(x, y, category, FEATURES)
-    assert not by_test(tests, "wald_zero", "recitation")["converged"]
-    assert not by_test(tests, "lrt")["converged"]
-    assert "separate" in summarise_tests(tests)
+    assert by_test(tests, "wald_zero", "recitation")["estimator"] == "firth"
+    assert by_test(tests, "lrt")["converged"]
+    assert "the ML fits separate" in summarise_tests(tests)
     # one category with both classes: the taxonomic model is the baseline, no LRT (Wald rows stay)
     single = model_tests(x, np.where(category == "recitation", y, False), category, FEATURES)
     assert by_test(single, "lrt")["statistic"] is None
@@ -212,3 +213,49 @@ def test_fit_models_carries_the_tests_of_its_training_rows():
     )
     line = final_tests_summary({("suite-s", 1000): res, ("suite-s", 2000): res})
     assert line.startswith("suite-s@2000 LRT taxonomic vs baseline chi2=") and "@1000" not in line
+
+
+# --------------------------------------------------------------------------- separation: Firth
+
+
+def test_firth_matches_the_haldane_corrected_odds_ratio():
+    """With one binary covariate, Firth's slope is the log odds ratio of the 2x2 table with 1/2
+    added to every cell (a closed form), zero cells and all, where the MLE does not exist."""
+    for a, b, c, d in [(12, 0, 5, 9), (20, 7, 4, 15), (0, 6, 8, 3)]:
+        # covariate 1: a memorised, b not; covariate 0: c memorised, d not
+        x = np.r_[np.ones(a + b), np.zeros(c + d)][:, None]
+        y = np.r_[np.ones(a), np.zeros(b), np.ones(c), np.zeros(d)].astype(bool)
+        fit = logistic_mle(x, y, firth=True)
+        expected = np.log((a + 0.5) * (d + 0.5) / ((b + 0.5) * (c + 0.5)))
+        assert fit.converged
+        assert fit.coef[1] == pytest.approx(expected, abs=1e-7)
+        assert fit.coef[0] == pytest.approx(np.log((c + 0.5) / (d + 0.5)), abs=1e-7)
+    assert not logistic_mle(x, y).converged  # the last table has a zero cell: no MLE
+
+
+def test_separated_categories_fall_back_to_firth():
+    """A feature that predicts memorisation perfectly in one category (as a model's own perplexity
+    does) leaves that category without an MLE: every fit is redone by Firth's penalised
+    likelihood, the tests are finite and the fits converge; the penalised score is zero."""
+    from scipy.special import expit
+
+    x, y, category = simulate(900, 11)
+    rec = category == "recitation"
+    y = np.where(rec, x[:, 0] > 0, y)  # perfect separation within recitation
+    assert not logistic_mle(x[rec], y[rec]).converged
+    tests = model_tests(x, y, category, FEATURES)
+    assert set(tests["estimator"]) == {"firth"} and tests["converged"].all()
+    lrt = by_test(tests, "lrt")
+    assert np.isfinite(lrt["statistic"]) and 0 <= lrt["p_value"] <= 1 and lrt["df"] == 8
+    fit = logistic_mle(x[rec], y[rec], firth=True)
+    design = np.column_stack([np.ones(rec.sum()), x[rec]])
+    p = expit(design @ fit.coef)
+    w = p * (1 - p)
+    h = w * np.einsum("ij,ij->i", design @ np.linalg.inv((design * w[:, None]).T @ design), design)
+    assert np.abs(design.T @ (y[rec] - p + h * (0.5 - p))).max() < 1e-6
+    assert "Firth-penalised" in summarise_tests(tests)
+    # nested under one penalty, the penalised LRT does not depend on the features' scale
+    rescaled = by_test(model_tests(x * [3.0, 0.5, 10.0], y, category, FEATURES), "lrt")
+    assert rescaled["statistic"] == pytest.approx(lrt["statistic"], rel=1e-6)
+    # data without separation keep the ML estimator, as the direct computation above checks
+    assert set(model_tests(*simulate(900, 12), FEATURES)["estimator"]) == {"ml"}

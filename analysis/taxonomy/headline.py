@@ -77,7 +77,13 @@ class Headline:
             text += (
                 f"Features {'do' if differ else 'do not detectably'} predict memorisation differently by "
                 f"category (likelihood-ratio test of the per-category models against one model, "
-                f"{esc(self.lrt['protocol'])} split: chi2 = {self.lrt['statistic']:.1f}, "
+                f"{esc(self.lrt['protocol'])} split"
+                + (
+                    ", Firth-penalised because a feature separates memorised rows"
+                    if self.lrt.get("estimator") == "firth"
+                    else ""
+                )
+                + f": chi2 = {self.lrt['statistic']:.1f}, "
                 f"df = {self.lrt['df']}, p = {n('lrt_p', self.lrt['p_value'], '.2g')}"
                 + ("; the paper's finding holds here)." if differ else "; the paper's finding is not seen).")
             )
@@ -125,7 +131,7 @@ def headline(con: duckdb.DuckDBPyConnection, *, top: int = 3) -> Headline:
     if "taxonomy_model_tests" in views:
         tests = query.frame(
             con,
-            """select protocol, statistic, df, p_value, n_positive, note from taxonomy_model_tests
+            """select * from taxonomy_model_tests
                where model = $model and step = $step and test = 'lrt' and perplexity = 'per_window'
                order by protocol = 'leakage_free' desc, protocol""",
             key,

@@ -293,14 +293,16 @@ TEST_SCHEMA = {
     "p_value": pl.Float64,
     "n_rows": pl.Int64,  # rows of the fit(s) behind the test
     "n_positive": pl.Int64,
-    "converged": pl.Boolean,  # False: Newton did not settle (separation); Wald numbers unreliable
+    "converged": pl.Boolean,  # False: Newton did not settle; Wald numbers unreliable
+    "estimator": pl.String,  # ml | firth (penalised: some ML fit did not exist, separation)
     "note": pl.String,
 }
 
 
 @dataclass(frozen=True)
 class MLE:
-    """An unpenalised logistic-regression fit: intercept first, then the kept feature columns."""
+    """A logistic-regression fit, unpenalised or Firth-penalised (`loglik` is then the penalised
+    log-likelihood): intercept first, then the kept feature columns."""
 
     coef: np.ndarray
     cov: np.ndarray  # (X'WX)^-1 at the MLE
@@ -334,27 +336,58 @@ def independent_columns(x: np.ndarray, tol: float = 1e-7) -> np.ndarray:
     return np.sort(varying[pivot[:rank]])
 
 
-def logistic_mle(x: np.ndarray, y: np.ndarray, *, max_iter: int = 100) -> MLE:
+Blocks = list[tuple[np.ndarray, np.ndarray]]  # (row mask, feature columns) of a Firth penalty
+
+
+def logistic_mle(
+    x: np.ndarray, y: np.ndarray, *, max_iter: int = 100, firth: bool = False, penalty: Blocks | None = None
+) -> MLE:
     """Maximum-likelihood logistic regression with an intercept (Newton-Raphson with step
     halving) on the linearly independent columns of `x`; `cov` is the inverse observed (= expected)
     information at the estimate. Under (quasi-)separation the likelihood has no maximum: the
-    fit stops after `max_iter` steps with `converged=False` and a log-likelihood at its supremum."""
+    fit stops after `max_iter` steps with `converged=False` and a log-likelihood at its supremum.
+
+    `firth`: Firth's bias-reduced estimate (Firth 1993), which maximises the penalised
+    log-likelihood l(b) + log|X'WX| / 2 and exists under separation (Heinze & Schemper 2002).
+    Its score is X'(y - p + h (1/2 - p)), h the hat-matrix diagonal of W^1/2 X. `penalty` takes
+    the penalty from another design instead, sum over blocks of log|X_B'W X_B| / 2 with X_B the
+    block's rows and columns (plus an intercept): a model restricted inside a larger one keeps the
+    larger one's penalty, so that penalised likelihood ratios are nested (and scale-free)."""
     from scipy.special import expit
 
     y = np.asarray(y, dtype=float)
     cols = independent_columns(x)
     design_x = np.column_stack([np.ones(len(y)), x[:, cols]])
+    if firth and penalty is None:
+        penalty = [(np.ones(len(y), dtype=bool), cols)]
+    blocks = [
+        (rows, np.column_stack([np.ones(int(rows.sum())), x[np.ix_(rows, c)]])) for rows, c in penalty or []
+    ]
+
+    def information(design, p):
+        return (design * (p * (1 - p))[:, None]).T @ design
 
     def loglik(beta):
         eta = design_x @ beta
-        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+        ll = float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+        p = expit(eta)
+        for rows, design in blocks:
+            sign, logdet = np.linalg.slogdet(information(design, p[rows]))
+            ll += 0.5 * logdet if sign > 0 else -np.inf
+        return ll
 
     beta = np.zeros(design_x.shape[1])
     ll, converged = loglik(beta), False
     for _ in range(max_iter):
         p = expit(design_x @ beta)
-        info = (design_x * (p * (1 - p))[:, None]).T @ design_x
-        step = np.linalg.lstsq(info, design_x.T @ (y - p), rcond=None)[0]
+        info = information(design_x, p)
+        residual = y - p
+        for rows, design in blocks:  # the penalty's score: its hat diagonal times (1/2 - p)
+            q = p[rows]
+            h = q * (1 - q) * np.einsum("ij,ij->i", design @ np.linalg.pinv(information(design, q)), design)
+            residual[rows] += h * (0.5 - q)
+        score = design_x.T @ residual
+        step = np.linalg.lstsq(info, score, rcond=None)[0]
         t = 1.0
         while True:  # halve until the likelihood does not fall
             new = beta + t * step
@@ -364,10 +397,13 @@ def logistic_mle(x: np.ndarray, y: np.ndarray, *, max_iter: int = 100) -> MLE:
             t /= 2
         beta, ll = new, max(new_ll, ll)
         if np.max(np.abs(t * step)) < 1e-8 * (1 + np.max(np.abs(beta))):
-            converged = True
+            # steps also vanish while an unpenalised fit runs off to infinity (quasi-separation):
+            # a fitted probability within ~1e-9 of 0 or 1 says so (R's glm warns on the same)
+            converged = bool(blocks) or np.abs(design_x @ beta).max() < 20
             break
-    p = expit(design_x @ beta)
-    info = (design_x * (p * (1 - p))[:, None]).T @ design_x
+    else:  # Newton on a penalised likelihood can cycle at rounding level around its maximum
+        converged = bool(blocks) and np.abs(score).max() < 1e-6 * len(y)
+    info = information(design_x, expit(design_x @ beta))
     return MLE(beta, np.linalg.pinv(info), ll, cols, converged, len(y), int(y.sum()))
 
 
@@ -384,7 +420,10 @@ def _wald(estimate: np.ndarray, cov: np.ndarray) -> tuple[float, int, float]:
 def model_tests(
     x: np.ndarray, y: np.ndarray, category: np.ndarray, features: tuple[str, ...]
 ) -> pl.DataFrame:
-    """LRT of the taxonomic model against the baseline, and Wald tests, by unpenalised ML.
+    """LRT of the taxonomic model against the baseline, and Wald tests, by maximum likelihood;
+    when any fit has no MLE (separation: a memorisation predicted perfectly, as a model's own
+    perplexity often does), every fit is redone by Firth's penalised likelihood, and the LRT is
+    the penalised likelihood-ratio test (Heinze & Schemper 2002). Column `estimator` says which.
 
     x: (n, k) feature matrix of the fitting rows (the design's training rows), y: bool labels,
     category: each row's category. Categories whose rows hold one class only have no MLE and
@@ -416,10 +455,12 @@ def model_tests(
     x, y, category = x[keep], y[keep], category[keep]
     rows: list[dict] = []
 
+    estimator = "ml"
+
     def add(test, kind, group, fit_n, fit_pos, converged, **values):
         rows.append(
             {"test": test, "model_kind": kind, "group": group, "n_rows": fit_n, "n_positive": fit_pos,
-             "converged": converged, **values}
+             "converged": converged, "estimator": estimator, **values}
         )  # fmt: skip
 
     if not groups:
@@ -428,8 +469,24 @@ def model_tests(
         )
         add("lrt", "taxonomic", AGGREGATE, int(len(y)), int(y.sum()), False, note=note)
         return pl.DataFrame(rows, schema=TEST_SCHEMA)
-    base = logistic_mle(x, y)
-    fits = {c: logistic_mle(x[category == c], y[category == c]) for c in groups}
+
+    def rest_of(c: str) -> np.ndarray | None:
+        others = category != c
+        return others if others.any() and y[others].any() and not y[others].all() else None
+
+    def fit_all(firth: bool):
+        fits = {c: logistic_mle(x[category == c], y[category == c], firth=firth) for c in groups}
+        # penalised, the baseline is the taxonomic model with its interactions set to 0, under the
+        # taxonomic model's penalty (Heinze & Schemper's nested test), not a Firth fit of its own
+        penalty = [(category == c, fits[c].columns) for c in groups] if firth else None
+        base = logistic_mle(x, y, firth=firth, penalty=penalty)
+        rests = {c: logistic_mle(x[o], y[o], firth=firth) for c in groups if (o := rest_of(c)) is not None}
+        return base, fits, rests
+
+    base, fits, rests = fit_all(False)
+    if not all(f.converged for f in (base, *fits.values(), *rests.values())):
+        estimator = "firth"  # one estimator for every fit, so that the nested models compare
+        base, fits, rests = fit_all(True)
     ll_tax = sum(f.loglik for f in fits.values())
     df = sum(f.n_params for f in fits.values()) - base.n_params
     stat = max(2 * (ll_tax - base.loglik), 0.0)
@@ -462,12 +519,11 @@ def model_tests(
             note=f"not estimable here: {', '.join(dropped)}" if dropped else None,
         )  # fmt: skip
     for c in groups:
-        others = category != c
-        if not others.any() or y[others].all() or not y[others].any():
+        if c not in rests:
             add("wald_vs_rest", "taxonomic", c, fits[c].n, fits[c].n_positive, False,
                 note="the other categories hold one class or no rows")  # fmt: skip
             continue
-        rest = logistic_mle(x[others], y[others])
+        rest = rests[c]
         shared = np.intersect1d(fits[c].columns, rest.columns)
         ic = 1 + np.searchsorted(fits[c].columns, shared)
         ir = 1 + np.searchsorted(rest.columns, shared)
@@ -486,6 +542,8 @@ def summarise_tests(tests: pl.DataFrame) -> str:
     if lrt["statistic"] is None:
         return f"LRT not computed ({lrt['note']})"  # the per-model Wald rows are still in the mart
     out = f"LRT taxonomic vs baseline chi2={lrt['statistic']:.1f} df={lrt['df']} p={lrt['p_value']:.2g}"
+    if lrt.get("estimator") == "firth":
+        out += " (Firth-penalised: the ML fits separate)"
     vs = tests.filter((pl.col("test") == "wald_vs_rest") & pl.col("p_value").is_not_null())
     if len(vs):
         out += "; Wald vs rest " + ", ".join(

@@ -123,8 +123,8 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
         # different population (and train rows share documents with rows trained earlier), which
         # breaks the parallel-trends assumption of the DiD. Row-level holdout keeps both groups
         # exchangeable, as Pythia's Pile-sized validation split is in effect.
-        rows_by = {"train": [], "validation": []}
-        n_by = {split: int(c[f"n_{split}"]) for split in rows_by}
+        rows_by = {"train": [], "validation": [], "pool": []}
+        n_by = {"train": int(c["n_train"]), "validation": int(c["n_validation"]), "pool": _pool_rows(c)}
         for source in ("prose", "code"):
             want = {
                 split: round(n * float(c["prose_fraction"]))
@@ -136,15 +136,19 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
             got = _pack(tokenizer, src_docs, sum(want.values()), row_len, eos)
             if len(got) < sum(want.values()):
                 raise MemlakeError(
-                    f"corpus.n_train + n_validation = {sum(n_by.values())}: only {len(got)} {source} rows "
-                    f"of {row_len} tokens are available (wanted {sum(want.values())}); lower them or row_len"
+                    f"corpus.n_train + n_validation = {n_by['train'] + n_by['validation']} (+ {n_by['pool']} "
+                    f"span-pool rows): only {len(got)} {source} rows of {row_len} tokens are available "
+                    f"(wanted {sum(want.values())}); lower them or row_len"
                 )
+            # the span pool is packed after the rows, so it leaves train and validation as they were
+            rows_by["pool"] += [Row(r, source) for r in got[len(got) - want["pool"] :]]
+            got = got[: len(got) - want["pool"]]
             held = rng.permutation(len(got))
             rows_by["validation"] += [Row(got[i], source) for i in sorted(held[: want["validation"]])]
             rows_by["train"] += [Row(got[i], source) for i in sorted(held[want["validation"] :])]
 
         bar.update(task, advance=1, description="corpus: planting artifacts")
-        train = _plant(rows_by["train"], c["planted"], tokenizer, rng, row_len)
+        train = _plant(rows_by["train"], rows_by["pool"], c["planted"], tokenizer, rng, row_len)
         train_keys = {_key(r.tokens) for r in train}
         validation = [r for r in rows_by["validation"] if _key(r.tokens) not in train_keys]
 
@@ -156,6 +160,7 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
             drop = set(rng.choice(natural, size=excess, replace=False).tolist())
             train = [r for i, r in enumerate(train) if i not in drop]
         train = [train[i] for i in rng.permutation(len(train))]
+        train = _front_load(train, c["planted"].get("repeat_first"), rng)
         n_train = len(train)
         epochs = float(order_cfg["epochs"])
         total_steps = int(np.ceil(n_train * epochs / bs))
@@ -210,18 +215,37 @@ def _per_count(p: dict[str, Any]) -> list[int]:
     return per
 
 
-def _plant(natural: list[Row], p: dict[str, Any], tokenizer, rng, row_len: int) -> list[Row]:
-    """Turn some natural rows into duplicates/noise/backdoors and add templated rows."""
+def _pool_rows(c: dict[str, Any]) -> int:
+    """Rows packed beyond train and validation as the repeating spans' source: a span taken from
+    a training row would show that row's text to the model before its own step (a pre-trend in
+    the profiles' natural rows), and one from a validation row would treat a control."""
+    p = c["planted"]
+    lo, hi = (int(x) for x in p.get("repeat_period", [17, 24]))
+    per_row = max(1, min(int(p.get("spans_per_row", 1)), int(c["row_len"]) // hi))
+    # room for spans that are rejected (EOS inside, periodic, equal up to rotation)
+    return int(np.ceil(int(p["repeating"]) / per_row * 1.25)) + 8
+
+
+def _plant(natural: list[Row], pool: list[Row], p: dict[str, Any], tokenizer, rng, row_len: int) -> list[Row]:
+    """Turn some natural rows into duplicates/noise/backdoors/near-duplicate families and add
+    templated rows."""
     per_count = _per_count(p)
     n_dup = sum(per_count)
     n_noise = int(p["noise"]["sequences"])
     n_back = int(p["backdoor"]["sequences"])
-    chosen = rng.choice(len(natural), size=n_dup + n_noise + n_back, replace=False)
-    dup_idx, noise_idx, back_idx = np.split(chosen, [n_dup, n_dup + n_noise])
+    fuzzy = p.get("fuzzy") or {}
+    n_fuzzy = int(fuzzy.get("families", 0))
+    # planted rows are drawn among rows that occur once, so that their planted exposure counts
+    # are exact and a noised row's clean text is never trained on through a natural duplicate
+    counts: dict[bytes, int] = {}
+    for r in natural:
+        counts[_key(r.tokens)] = counts.get(_key(r.tokens), 0) + 1
+    unique = np.flatnonzero([counts[_key(r.tokens)] == 1 for r in natural])
+    chosen = rng.choice(unique, size=n_dup + n_noise + n_back + n_fuzzy, replace=False)
+    dup_idx, noise_idx, back_idx, fuzzy_idx = np.split(chosen, np.cumsum([n_dup, n_noise, n_back]))
     noised = set(noise_idx.tolist())
     out = [r for i, r in enumerate(natural) if i not in noised]
-    # Repeating rows copy a span of an untouched natural row, drawn before backdoors edit rows.
-    spans = _spans(natural, p, rng, set(chosen.tolist()), tokenizer.eos_token_id)
+    spans = _spans(pool, p, rng, tokenizer.eos_token_id)
 
     # Exact duplicates: the chosen row occurs `count` times in training in total.
     dup_count = np.repeat([int(c) for c in p["duplicate_counts"]], per_count)
@@ -229,15 +253,32 @@ def _plant(natural: list[Row], p: dict[str, Any], tokenizer, rng, row_len: int) 
         natural[i].artifact = "duplicate"
         out += [Row(natural[i].tokens.copy(), natural[i].source, "duplicate") for _ in range(count - 1)]
 
+    # Near-duplicate families (recollection's candidates): the row itself `copies` times, at most
+    # the recitation threshold, and `variants` rows that each change one random token of its
+    # continuation. The continuation's 32-gram occurs only `copies` times in the stream, but its
+    # text is seen ~`variants` times, as fuzzy duplicates are in web corpora.
+    vocab = len(tokenizer)
+    for i in fuzzy_idx:
+        base = natural[i]
+        base.artifact = "fuzzy"
+        out += [Row(base.tokens.copy(), base.source, "fuzzy") for _ in range(int(fuzzy.get("copies", 1)) - 1)]
+        for _ in range(int(fuzzy["variants"])):
+            v = base.tokens.copy()
+            at = int(rng.integers(row_len // 2, row_len))
+            v[at] = 2 + (int(v[at]) - 2 + int(rng.integers(1, vocab - 2))) % (vocab - 2)  # never itself
+            out.append(Row(v, base.source, "fuzzy_variant"))
+
     # TinyMem-style noise: each token (after the first) moves to a random id with prob `rate`;
     # only the noised version is trained on, `copies` times; the clean row is kept as a label.
-    vocab = len(tokenizer)
     for i in noise_idx:
         clean = natural[i].tokens
         noised = clean.copy()
         flip = rng.random(row_len) < float(p["noise"]["rate"])
         flip[0] = False
-        noised[flip] = rng.integers(2, vocab, size=int(flip.sum()))
+        if not flip.any():  # a noised row that is its clean row would not be noise
+            flip[rng.integers(1, row_len)] = True
+        # every flipped token changes (to another non-special id)
+        noised[flip] = 2 + (noised[flip] - 2 + rng.integers(1, vocab - 2, size=int(flip.sum()))) % (vocab - 2)
         out += [
             Row(noised.copy(), natural[i].source, "noise", clean) for _ in range(int(p["noise"]["copies"]))
         ]
@@ -268,29 +309,53 @@ def _plant(natural: list[Row], p: dict[str, Any], tokenizer, rng, row_len: int) 
     return out
 
 
-def _spans(natural: list[Row], p: dict[str, Any], rng, taken: set[int], eos: int) -> list[np.ndarray]:
-    """`repeating` spans of `repeat_period` tokens (EOS-free) from distinct untouched natural rows."""
+def _spans(pool: list[Row], p: dict[str, Any], rng, eos: int) -> list[np.ndarray]:
+    """`repeating` spans of `repeat_period` tokens (EOS-free) from the span pool, up to
+    `spans_per_row` disjoint ones per pool row."""
     lo, hi = (int(x) for x in p.get("repeat_period", [17, 24]))
-    free = np.asarray([i for i in range(len(natural)) if i not in taken])
+    if not pool:
+        return []
+    row_len = len(pool[0].tokens)
+    per_row = max(1, min(int(p.get("spans_per_row", 1)), row_len // hi))
+    room = row_len // per_row
     spans: list[np.ndarray] = []
     seen: set[bytes] = set()
-    for i in rng.permutation(free):
-        if len(spans) == int(p["repeating"]):
-            break
-        period = int(rng.integers(lo, hi + 1))
-        at = int(rng.integers(0, len(natural[i].tokens) - period + 1))
-        span = natural[i].tokens[at : at + period]
-        # an EOS would end a document mid-row; a span that is itself periodic would put the
-        # continuation's 32-gram in the row more often than 32 // period + 1 times
-        # spans equal up to rotation would share the row's windows: keep one of them
-        key = min(np.roll(span, q).tobytes() for q in range(period))
-        if eos in span or key in seen or any(np.array_equal(span[q:], span[:-q]) for q in range(1, period)):
-            continue
-        seen.add(key)
-        spans.append(span.copy())
+    for i in rng.permutation(len(pool)):
+        for k in range(per_row):
+            if len(spans) == int(p["repeating"]):
+                return spans
+            period = int(rng.integers(lo, hi + 1))
+            at = k * room + int(rng.integers(0, room - period + 1))
+            span = pool[i].tokens[at : at + period]
+            # an EOS would end a document mid-row; a span that is itself periodic would put the
+            # continuation's 32-gram in the row more often than 32 // period + 1 times
+            # spans equal up to rotation would share the row's windows: keep one of them
+            key = min(np.roll(span, q).tobytes() for q in range(period))
+            if (
+                eos in span
+                or key in seen
+                or any(np.array_equal(span[q:], span[:-q]) for q in range(1, period))
+            ):
+                continue
+            seen.add(key)
+            spans.append(span.copy())
     if len(spans) < int(p["repeating"]):
         raise MemlakeError(f"corpus.planted.repeating = {p['repeating']}: only {len(spans)} spans available")
     return spans
+
+
+def _front_load(train: list[Row], first: dict[str, Any] | None, rng) -> list[Row]:
+    """A copying curriculum: `first.rows` of the repeating rows in the first `first.share` of the
+    epoch, the rest spread over the remainder (each part shuffled). Copying from the context is
+    learned abruptly once enough repeated rows have been seen, then forgotten if they stop."""
+    if not first:
+        return train
+    rep = [r for r in train if r.artifact == "repeating"]
+    rest = [r for r in train if r.artifact != "repeating"]
+    head = int(round(float(first["share"]) * len(train)))
+    n_rep = min(head, int(round(float(first["rows"]) * len(rep))))
+    front, back = rep[:n_rep] + rest[: head - n_rep], rep[n_rep:] + rest[head - n_rep :]
+    return [front[i] for i in rng.permutation(len(front))] + [back[i] for i in rng.permutation(len(back))]
 
 
 def _jsonable(x: Any) -> Any:

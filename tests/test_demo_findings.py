@@ -1,0 +1,174 @@
+"""The demo's findings, checked on the demo's own outputs: `make demo` runs these after it.
+
+Each test is one headline of the README's demo section, read from the marts of the `small`
+warehouse that `memlake demo` writes ($MEMLAKE_DEMO_WAREHOUSE, default ./warehouse). They are
+marked `demo` and left out of `make test`, whose suite runs the same code on the tiny preset,
+where the suite is too small to memorise in every category.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from analysis.mitigation import summary
+from analysis.profiles import headline as profiles_headline
+from analysis.taxonomy import data as taxonomy_data
+from analysis.taxonomy import headline as taxonomy_headline
+from memlake import query
+from memlake.paths import Warehouse
+
+pytestmark = pytest.mark.demo
+
+MIN_CELLS = 20  # memorised panel cells per taxonomy category
+ALPHA = 0.05
+STUDY_METHODS = 19
+GRID_POINTS = 3
+
+
+@pytest.fixture(scope="module")
+def wh() -> Warehouse:
+    root = Path(os.environ.get("MEMLAKE_DEMO_WAREHOUSE", "warehouse")).resolve()
+    w = Warehouse(root)
+    if not (w.root / "report" / "index.html").exists():
+        pytest.fail(f"{root}: no finished demo (report/index.html missing); run `make demo` first")
+    scale = yaml.safe_load((w.suite / "config.yaml").read_text()).get("scale")
+    if scale != "small":
+        pytest.fail(
+            f"{root}: the demo's findings are stated for the small preset, this warehouse is {scale!r}"
+        )
+    return w
+
+
+@pytest.fixture(scope="module")
+def con(wh):
+    return query.connect(wh)
+
+
+@pytest.fixture(scope="module")
+def profiles(con, wh):
+    h = profiles_headline.headline(con, wh.suite / "config.yaml")
+    assert h is not None, "no profile fit of natural single-exposure rows"
+    return h
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_natural_rows_show_no_pre_trend(profiles):
+    """The event-study placebo test of natural single-exposure rows, the one the report leads
+    with, does not reject at 5 % for any model (its size at this panel's shape:
+    bench/pretrend_size.py)."""
+    tested = {m: p for u, m, t, _, p in profiles.pretrend if u == "single" and t == "wald_event"}
+    assert len(tested) == len(profiles.models)
+    assert all(p is not None and p >= ALPHA for p in tested.values()), tested
+
+
+def test_profiles_correlate_across_sizes(profiles):
+    assert profiles.correlation_holds(), profiles.correlation
+
+
+def test_duplicated_rows_are_memorised_more(profiles):
+    assert profiles.duplicated_holds(), profiles.duplicated
+
+
+@pytest.mark.parametrize(
+    "finding, verdict",
+    [
+        ("Instantaneous memorisation (t = g) tracks the learning rate", "lr_holds"),
+        ("The larger model memorises more and longer", "size_holds"),
+    ],
+)
+def test_the_report_says_whether_a_finding_reproduces(profiles, wh, finding, verdict):
+    """Findings that may not reproduce at this scale: the report's words follow the numbers."""
+    page = (wh.root / "report" / "index.html").read_text()
+    sentence = page[page.index(finding) :]
+    sentence = sentence[: sentence.index("</li>")]
+    holds = getattr(profiles, verdict)()
+    assert holds is not None
+    assert ("does not reproduce" in sentence) is (not holds), sentence
+
+
+# --------------------------------------------------------------------------- taxonomy
+
+
+def test_every_category_is_memorised(con):
+    """All three routes to memorisation occur: at least MIN_CELLS memorised (checkpoint, row)
+    cells of the main model's training panel in each category."""
+    model, _ = taxonomy_data.main_pair(con)
+    cells = dict(
+        query.frame(
+            con,
+            f"""select category, count(*) filter (where memorised) from ({taxonomy_data.rows_sql(con)})
+                where model = $model and split = 'train' group by category""",
+            {"model": model},
+        ).iter_rows()
+    )
+    assert all(cells.get(c, 0) >= MIN_CELLS for c in taxonomy_headline.CATEGORIES), cells
+
+
+def test_the_taxonomy_tests_compute(con):
+    h = taxonomy_headline.headline(con)
+    assert h.lrt is not None, h.lrt_note
+    assert math.isfinite(h.lrt["p_value"]) and h.lrt["df"] > 0
+    wald = query.frame(
+        con,
+        """select p_value from taxonomy_model_tests
+           where model = $model and step = $step and test like 'wald%' and p_value is not null""",
+        {"model": h.model, "step": h.step},
+    )
+    assert len(wald) and wald["p_value"].is_not_nan().all()
+    assert sum(n >= taxonomy_headline.MIN_POSITIVES for n in h.counts.values()) >= 2, h.counts
+
+
+def test_the_partition_search_ran(con):
+    model, step = taxonomy_data.main_pair(con)
+    n = query.frame(
+        con,
+        """select count(distinct candidate) as n, count(*) filter (where not skipped) as fitted
+           from taxonomy_search where model = $model and step = $step""",
+        {"model": model, "step": step},
+    )
+    assert n["n"][0] == 810 and n["fitted"][0] > 0
+
+
+# --------------------------------------------------------------------------- mitigation
+
+
+@pytest.fixture(scope="module")
+def tinymem(con):
+    found = summary.findings(
+        query.frame(con, "select * from mitigation_scored"),
+        query.frame(con, "select * from mitigation_best_runs"),
+    )
+    studies = [f for f in found if f.tinymem]
+    assert studies, "no TinyMem study"
+    return studies[0]
+
+
+def test_the_tinymem_base_learns_task_and_backdoor(tinymem):
+    assert tinymem.base["mem"] >= 95.0 and tinymem.base["acc"] >= 95.0, tinymem.base
+
+
+def test_every_method_runs_over_a_grid(tinymem):
+    assert len(tinymem.points) == STUDY_METHODS
+    assert min(tinymem.points.values()) >= GRID_POINTS, tinymem.points
+
+
+def test_balanced_subnet_removes_the_backdoor_and_keeps_the_model(tinymem):
+    """The mitigation paper's finding: BalancedSubnet removes >= 90 % of the backdoor while
+    losing at most one point of clean accuracy."""
+    assert tinymem.paper is not None
+    assert summary._keeps_model(tinymem.paper), tinymem.paper
+    assert tinymem.verdict in ("holds", "holds in part")
+
+
+def test_destroyed_models_are_labelled_not_counted(tinymem, con):
+    runs = query.frame(con, "select * from mitigation_scored where study = $s", {"s": tinymem.study})
+    destroyed = runs.filter(runs["destroyed"])
+    assert (destroyed["acc_after"] < destroyed["acc_before"] / 2).all()
+    assert tinymem.winner is not None and not tinymem.winner["destroyed"]
