@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 # the demo, then its findings checked on its own outputs (tests/test_demo_findings.py)
 demo: install
 	$(VENV)/bin/memlake demo
-	MEMLAKE_DEMO_WAREHOUSE=warehouse $(VENV)/bin/pytest -q -m demo tests/test_demo_findings.py
+	$(VENV)/bin/pytest -q -m demo tests/test_demo_findings.py
 
 lint: install
 	$(VENV)/bin/ruff check memlake ingest transforms analysis tests bench

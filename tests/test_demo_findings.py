@@ -1,7 +1,7 @@
 """The demo's findings, checked on the demo's own outputs: `make demo` runs these after it.
 
 Each test is one headline of the README's demo section, read from the marts of the `small`
-warehouse that `memlake demo` writes ($MEMLAKE_DEMO_WAREHOUSE, default ./warehouse). They are
+warehouse that `memlake demo` writes ($MEMLAKE_DEMO_WAREHOUSE, else memlake's default). They are
 marked `demo` and left out of `make test`, whose suite runs the same code on the tiny preset,
 where the suite is too small to memorise in every category.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import pytest
 import yaml
@@ -32,8 +31,8 @@ GRID_POINTS = 3
 
 @pytest.fixture(scope="module")
 def wh() -> Warehouse:
-    root = Path(os.environ.get("MEMLAKE_DEMO_WAREHOUSE", "warehouse")).resolve()
-    w = Warehouse(root)
+    w = Warehouse.at(os.environ.get("MEMLAKE_DEMO_WAREHOUSE"))  # else memlake's default warehouse
+    root = w.root
     if not (w.root / "report" / "index.html").exists():
         pytest.fail(f"{root}: no finished demo (report/index.html missing); run `make demo` first")
     scale = yaml.safe_load((w.suite / "config.yaml").read_text()).get("scale")
