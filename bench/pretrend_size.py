@@ -60,7 +60,8 @@ def placebo(rng, val: pl.DataFrame, cohorts: list[int]) -> pl.DataFrame:
     ids = rng.permutation(val["instance_id"].unique().sort().to_numpy())
     per = len(ids) // 2 // len(cohorts)
     fake = {int(i): int(cohorts[k // per]) for k, i in enumerate(ids[: per * len(cohorts)])}
-    return val.with_columns(cohort=pl.col("instance_id").replace_strict(fake, default=None, return_dtype=pl.Int64))
+    cohort = pl.col("instance_id").replace_strict(fake, default=None, return_dtype=pl.Int64)
+    return val.with_columns(cohort=cohort)
 
 
 def size(panels, reps: int, bootstrap: int, first_epoch: int | None) -> dict[str, float]:
@@ -97,20 +98,23 @@ def main() -> None:
     rng = np.random.default_rng(0)
     rows = []
     for heavy in (False, True):
-        rates = size(lambda r, h=heavy: synthetic(rng, args.per, args.controls, h), args.reps, args.bootstrap, None)
+        panels = lambda r, h=heavy: synthetic(rng, args.per, args.controls, h)  # noqa: E731
+        rates = size(panels, args.reps, args.bootstrap, None)
         shape = f"{args.per} x 10 cohorts, {args.controls} controls"
         rows.append({"panel": f"synthetic, {'t(3)' if heavy else 'normal'} steps", "shape": shape, **rates})
     if args.warehouse:
         val, cohorts, end = placebo_source(args.warehouse, args.model)
-        per = val["instance_id"].n_unique() // 2 // len(cohorts)
+        n = val["instance_id"].n_unique()
+        per = n // 2 // len(cohorts)
         rates = size(lambda r: placebo(rng, val, cohorts), args.reps, args.bootstrap, end)
-        shape = f"{per} x {len(cohorts)} cohorts, {val['instance_id'].n_unique() - per * len(cohorts)} controls"
+        shape = f"{per} x {len(cohorts)} cohorts, {n - per * len(cohorts)} controls"
         rows.append({"panel": f"placebo: {args.model} validation rows", "shape": shape, **rates})
     print(f"| panel | shape | {' | '.join(METHODS)} |\n|---|---|{'---|' * len(METHODS)}")
     for r in rows:
         print(f"| {r['panel']} | {r['shape']} | " + " | ".join(f"{r[m]:.3f}" for m in METHODS) + " |")
     out = Path(__file__).parent / "results" / "pretrend_size.json"
-    out.write_text(json.dumps({"reps": args.reps, "bootstrap": args.bootstrap, "rows": rows}, indent=1) + "\n")
+    record = {"reps": args.reps, "bootstrap": args.bootstrap, "rows": rows}
+    out.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

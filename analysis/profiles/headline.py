@@ -121,7 +121,8 @@ class Headline:
                 "per unit set. <code>wald_event</code> (the event-study pre-test over pre-treatment "
                 "event times) keeps its size with small cohorts; R's cell-level <code>wald</code> and "
                 "the bootstrap <code>sup_t</code> over every pre-treatment cell over-reject when cohorts "
-                "hold tens of units (analysis/did/inference.py). Planted sets share content across rows "
+                "hold tens of units (their size on panels of this shape: bench/pretrend_size.py and the "
+                "README's Benchmarks). Planted sets share content across rows "
                 "(triggers, templates, copies), so their pre-periods are not expected to be flat.</p>"
                 + table(["units", "model", "test", "cells", "p"], rows)
             )
