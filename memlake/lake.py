@@ -343,6 +343,32 @@ def spec(table: str) -> TableSpec:
         raise MemlakeError(f"unknown lake table {table!r} (known: {sorted(TABLES)})") from None
 
 
+_DUCKDB_SCALARS = {
+    pa.string(): "varchar",
+    pa.int64(): "bigint",
+    pa.int32(): "integer",
+    pa.float64(): "double",
+    pa.float32(): "float",
+    pa.bool_(): "boolean",
+}
+
+
+def duckdb_type(arrow_type: pa.DataType) -> str:
+    """The DuckDB type name (as `models/staging/__sources.yml` spells it) of a contract column type:
+    the dbt sources restate each lake column's type (an empty table's relation, the contract-column
+    source test), and tests/test_warehouse.py checks them against TABLES with this, so that this
+    module stays the one definition of the contract."""
+    if pa.types.is_list(arrow_type):
+        return duckdb_type(arrow_type.value_type) + "[]"
+    try:
+        return _DUCKDB_SCALARS[arrow_type]
+    except KeyError:
+        raise MemlakeError(
+            f"no DuckDB type for Arrow type {arrow_type} (known: {', '.join(map(str, _DUCKDB_SCALARS))}, "
+            "and lists of them)"
+        ) from None
+
+
 # --------------------------------------------------------------------------- provenance
 
 

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from memlake import lake
+from memlake.errors import MemlakeError
 from memlake.paths import REPO_ROOT, Warehouse
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
@@ -285,26 +286,19 @@ def test_docs_generate_documents_every_mart_column(runs):
 
 
 def test_sources_match_the_lake_contract():
+    """The dbt sources state the contract of memlake/lake.py: same tables, columns in order, types
+    (`lake.duckdb_type`), partition keys and glob depth."""
     sources = yaml.safe_load((REPO_ROOT / "models/staging/__sources.yml").read_text())
-    duck = {
-        "string": "varchar",
-        "int64": "bigint",
-        "int32": "integer",
-        "double": "double",
-        "float": "float",
-        "bool": "boolean",
-        "list<item: int32>": "integer[]",
-        "list<item: int64>": "bigint[]",
-        "list<item: float>": "float[]",
-    }
     tables = {t["name"]: t for t in sources["sources"][0]["tables"]}
     assert set(tables) == set(lake.TABLES)
     for name, spec in lake.TABLES.items():
-        declared = {c["name"]: c["data_type"] for c in tables[name]["columns"]}
-        assert declared == {f.name: duck[str(f.type)] for f in spec.schema}, name
+        declared = [(c["name"], c["data_type"]) for c in tables[name]["columns"]]
+        assert declared == [(f.name, lake.duckdb_type(f.type)) for f in spec.schema], name
         assert tables[name]["meta"]["partition_by"] == list(spec.partition_by), name
         depth = len(spec.partition_by)
         assert tables[name]["meta"]["lake_glob"].endswith(f"lake/{name}/" + "*/" * depth + "*.parquet")
+    with pytest.raises(MemlakeError, match="no DuckDB type for Arrow type"):
+        lake.duckdb_type(pa.timestamp("s"))
 
 
 # --------------------------------------------------------------------------- bad input
