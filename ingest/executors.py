@@ -58,12 +58,11 @@ def run_local(units: list[Unit], workers: int = 1, **_) -> list[dict[str, Any]]:
     """Run `units` here: one after the other, or `workers` at a time in as many processes.
 
     Workers pay off where one unit cannot use the machine: one process drives one GPU, and a small
-    model's one-token decode steps spread poorly over CPU threads (on 2 cores the `small` suite's
-    extraction job takes 58 s in one process, 44 s in 2 workers; its token statistics, whole-row
-    forwards that threads do share well, 35 s and 38 s). So each worker gets cores // workers
-    torch threads and, with GPUs, GPU i mod n (CUDA_VISIBLE_DEVICES is set in the worker before
-    CUDA starts). Units write separate partitions atomically, so workers need no
-    coordination; on the first failure no further unit starts, running ones finish, and the error
+    model's one-token decode steps spread poorly over CPU threads (whole-row forwards, as in token
+    statistics, share threads well and gain nothing; README.md gives the timings). So each worker
+    gets cores // workers torch threads and, with GPUs, GPU i mod n (CUDA_VISIBLE_DEVICES is set
+    in the worker before CUDA starts). Units write separate partitions atomically, so workers need
+    no coordination; on the first failure no further unit starts, running ones finish, and the error
     is raised here, with every finished partition kept.
     """
     if not isinstance(workers, int) or workers < 1:

@@ -14,14 +14,13 @@ decoding needs:
     pass are done; the others are decoded as below, from their prompt, as without targets.
     Verification runs only when at least `VERIFY_SHARE` of the batch look memorised (the
     prefill's argmax reproduces the target's first token and the prompt's last `SYNC_PROMPT`
-    tokens: true of 52 of the 53 memorised rows of the `small` panel, and of ~1.5 % of the rest), and
-    then checks every row whose first token matches: a decode step costs nearly as much for fewer
-    rows (per-step overhead and small matrix products; on a CPU 48 rows take ~90 % of the time of
-    64 for suite-xs), so verifying a few rows of a batch saves about what it costs, while a batch
-    that is (nearly) all memorised skips most or all of its decoding.
+    tokens: true of nearly every memorised row and of few others), and then checks every row whose
+    first token matches: a decode step costs nearly as much for fewer rows (per-step overhead and
+    small matrix products), so verifying a few rows of a batch saves about what it costs, while a
+    batch that is (nearly) all memorised skips most or all of its decoding.
     A row that drifts off its target is not continued speculatively (its greedy token, then the
-    rest of its target, as the next draft): on the `small` panel the target re-aligns for ~2 % of
-    the tokens after a divergence, and the slowest row sets the number of rounds anyway;
+    rest of its target, as the next draft): a diverged row seldom re-aligns with its target, and
+    the slowest row sets the number of rounds anyway;
   - decoding keeps the keys/values in buffers preallocated for the whole continuation (and reused
     by the next batch of the same shape) instead of a cache that is re-concatenated every step;
   - for GPT-NeoX (Pythia and the suite) a decode step calls the functional ops on the layers'
@@ -36,8 +35,8 @@ it in practice). A verified row's logits come from one multi-token forward inste
 steps, which can round differently in the last bits, so a row is verified only where every target
 token beats the runner-up by more than rounding (`TIE_EPS`); near-ties are decoded. On CUDA the
 decode loop is captured as a CUDA graph (`_GraphedDecode`) and replayed per batch: the same kernels
-on the same shapes without the per-launch overhead, 3-13x faster than `generate` on an H100
-(bench/extraction.py); there decoding costs less than verifying, so `targets` are not used.
+on the same shapes without the per-launch overhead (bench/extraction.py compares it with
+`generate`); there decoding costs less than verifying, so `targets` are not used.
 Tests and the bench compare the tokens with `generate`'s.
 """
 
@@ -238,9 +237,8 @@ class _NeoXDecoder:
         first = next(iter(cache))[0]
         shape = (len(self.layers), 2, *first.shape[:2], max_len, first.shape[-1])
         # One [layers, 2, B, heads, max_len, head] block. A fresh one per batch costs more than it
-        # holds: the allocator maps it anew and every page faults on first write (~6 ms per suite-s
-        # batch of 64 on a CPU, 4 % of its extraction), so `reuse` keeps it on the model, per
-        # shape and thread, for the next batch.
+        # holds: the allocator maps it anew and every page faults on first write, so `reuse` keeps
+        # it on the model, per shape and thread, for the next batch.
         if reuse:
             pool = base.__dict__.setdefault("_memlake_kv_buffers", {})
             key = (shape, first.dtype, first.device, threading.get_ident())

@@ -1,8 +1,8 @@
 """The taxonomy features of the panel: lake table `instance_features` (one row per panel instance).
 
-The taxonomy paper (digest §2) describes each memorisation candidate by model-free features of
-its 64-token *sample* (here tokens 0..prompt_len+k-1 of the instance row), most of them measured
-against the whole training corpus. This job computes them once per corpus, since they do not
+The taxonomy paper (Prashanth et al. 2024) describes each memorisation candidate by model-free
+features of its 64-token *sample* (here tokens 0..prompt_len+k-1 of the instance row), most of them
+measured against the whole training corpus. This job computes them once per corpus, since they do not
 depend on a model or a checkpoint; the dbt marts join them to the extraction results of every
 checkpoint. The pure computations live in `transforms/`; this module only gathers their inputs
 from the warehouse and writes one partition, over the panel's instances (`ingest.panel`: the

@@ -1,6 +1,6 @@
 """Per-token surprisal, rank and entropy of a causal LM over fixed-length rows.
 
-The statistics of the memorisation-profiles inference (DiD §2), for every scored position:
+The statistics of the memorisation-profiles inference (Lesci et al. 2024), for every scored position:
 
     surprisal = -log p(x_{j+1} | x_<=j)                      nats, float32
     rank      = #{v : logit_v > logit_true}                   int32; 0 = top-1, ties favour the truth
@@ -38,8 +38,7 @@ LOG2E = 1.0 / LN2
 # Logits per chunk. CPU: about 1 MiB of float32 (stays in L2 between passes), but at least
 # MIN_CPU_CHUNK positions, below which the LM-head matmul itself gets slow (Pythia's vocabulary).
 # GPU: 2^29 bf16 logits (1 GiB; 10.7k Pythia positions), read once by the fused kernel; large
-# chunks keep the head matmul efficient (bench/token_stats.py: 0.75 -> 0.87 of the bare forward
-# for pythia-70m going from 667 to 8,192 positions).
+# chunks keep the head matmul efficient (bench/token_stats.py --chunk N measures other sizes).
 _CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 29}
 MIN_CPU_CHUNK = 128
 
@@ -148,9 +147,9 @@ def _side_stream(device: torch.device):
     """A second CUDA stream for the fused reduction when `MEMLAKE_STATS_OVERLAP=1`, else None.
 
     The head matmul of a chunk is bound by arithmetic and the reduction of the chunk before it by
-    memory reads, so on two streams they can run at once instead of one after the other: what
-    kept Pythia-70m's statistics at 0.87 of the bare forward on an H100 was that read (1.5 ms of
-    a 12 ms batch). Same kernels on the same inputs, so the numbers are the same either way.
+    memory reads, so on two streams they can run at once instead of one after the other: for a
+    small model such as Pythia-70m that read is what separates the statistics from the bare
+    forward. Same kernels on the same inputs, so the numbers are the same either way.
     Off by default until measured on a GPU (bench/token_stats.py, MEMLAKE_STATS_OVERLAP=0/1).
     """
     if device.type != "cuda" or os.environ.get("MEMLAKE_STATS_OVERLAP", "0") != "1":

@@ -1,7 +1,7 @@
 """Code-vs-natural-language scores (the taxonomy paper's `nl_scores`), from a classifier trained here.
 
 The paper scores each decoded 64-token window with `usvsnsp/code-vs-nl`, a DistilBERT fine-tuned at
-lr 1e-7 for 1000 steps, whose scores sit squeezed around 0.5 (digest §6 h); that checkpoint needs the
+lr 1e-7 for 1000 steps, whose scores sit squeezed around 0.5; that checkpoint needs the
 Hub. This module instead trains a small, deterministic model on text every machine has:
 
 - code:  the CPython standard library's `.py` files, verbatim (comments and docstrings kept);
@@ -11,13 +11,13 @@ both taken from `ingest.corpus.sources.documents()`, which already splits module
 that no docstring used as prose also appears inside a code file. Documents are cut into windows of
 about 64 tokens, split into train / held-out *by source file* (so near-identical windows of one file
 never straddle the split), balanced per class, and fitted with character 1-4-gram hashing features +
-logistic regression (seconds on a CPU, no state in the featuriser, same result for the same seed).
+logistic regression (cheap on a CPU, no state in the featuriser, same result for the same seed).
 
 Labelling windows: a window of a `.py` file that is mostly a docstring or comment is English, not
-code, and labelling it "code" caps any classifier near 0.9 accuracy. So code windows whose share of
-characters inside comments/string literals exceeds `max_comment_share` (default 0.5) are left out of
-training and of the headline held-out accuracy; the text of kept windows is untouched, and the
-report also gives the accuracy on *all* held-out code windows.
+code, and labelling it "code" caps any classifier's accuracy well below 1. So code windows whose
+share of characters inside comments/string literals exceeds `max_comment_share` (default 0.5) are
+left out of training and of the headline held-out accuracy; the text of kept windows is untouched,
+and the report also gives the accuracy on *all* held-out code windows.
 
 Thresholds follow the paper: NL if score >= 0.525, code if <= 0.4, otherwise "uncertain" (some of its
 notebooks use `is_code = score <= 0.45`). They were tuned for the squeezed DistilBERT scores; with

@@ -1,4 +1,4 @@
-"""Exact counts of query token windows in a training stream (taxonomy paper §2, `sequence_duplicates`).
+"""Exact counts of query token windows in a training stream (Prashanth et al. 2024, `sequence_duplicates`).
 
 `continuation_duplicate_counts` is the recitation feature: for each sample row, the number of
 (row, offset) positions of the whole training stream whose k tokens equal the sample's
@@ -27,7 +27,7 @@ How, in bounded memory and without a Python loop per window:
   batches, so the per-chunk cost does not grow with the number of queries.
 
 Identical query windows are counted once and the count is shared (grouped by hash, then
-checked token by token; `np.unique(axis=0)` is an order of magnitude slower).
+checked token by token; `np.unique(axis=0)` would sort whole windows as opaque records instead).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Corpus token frequencies and the six per-sequence frequency statistics of the taxonomy paper (§2).
+"""Corpus token frequencies and the six per-sequence frequency statistics of Prashanth et al. 2024.
 
 The corpus frequency of a token id is its number of occurrences in the whole training stream
 (Pythia: 146,432,000 rows x 2049 tokens, so counts need int64). A sample's statistics are taken

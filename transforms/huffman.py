@@ -1,9 +1,10 @@
 """`huffman_coding_length`: expected bits per character of a Shannon code for a text's own characters.
 
-The taxonomy paper calls it a Huffman coding length, but the definition (§2) is the Shannon code:
-each character c with frequency p_c = count(c) / len(text) gets a codeword of ceil(-log2 p_c)
-bits, and the feature is the expected length sum_c p_c * ceil(-log2 p_c). It is low for texts
-made of few distinct characters (templates, repeated chunks) and high for varied prose or code.
+The taxonomy paper (Prashanth et al. 2024) calls it a Huffman coding length, but its definition is
+the Shannon code: each character c with frequency p_c = count(c) / len(text) gets a codeword of
+ceil(-log2 p_c) bits, and the feature is the expected length sum_c p_c * ceil(-log2 p_c). It is
+low for texts made of few distinct characters (templates, repeated chunks) and high for varied
+prose or code.
 
 The codeword lengths are computed in integers, so the result does not depend on floating-point
 log2 rounding near powers of two, nor on the order of the characters:

@@ -1,18 +1,18 @@
 """Semantic and textual match counts (the taxonomy paper's `0_8_snowclones` / `0_8_templates`).
 
-Definitions (digest §2, re-implemented):
+Definitions (Prashanth et al. 2024, re-implemented):
 - semantic matches of a query at threshold t: corpus items whose all-MiniLM-L6-v2 embedding (of the
   decoded 64-token text) has cosine >= t with the query's;
 - textual matches: those semantic matches whose *prompt* text (decoded first 32 tokens) is at
   character Levenshtein distance > 0 and < 20 from the query's prompt.
 
 Naming: the paper's figures call `0_8_snowclones` "Semantic Matches" and `0_8_templates` "Textual
-Matches", but the digest notes that released rows (templates = 1, snowclones = 0) suggest the two
+Matches", but released rows (templates = 1, snowclones = 0) suggest the two
 names were swapped in the data. Here outputs are named for what they count -
 `semantic_matches_0_8`, `semantic_matches_0_9`, `textual_matches_0_8`, `textual_matches_0_9` - and
 textual <= semantic is checked on every call. Map them to the paper's names in one place downstream.
 
-Fixes of the original's weaknesses (digest §6 e): counts are exact but computed by blocked matrix
+Fixes of the original's weaknesses: counts are exact but computed by blocked matrix
 products, so memory is bounded by the block size plus the matches found, never an N x N matrix;
 and the edit distance works on Unicode code points, where the original gave every query with a
 non-ASCII character 0 textual matches (kept as the opt-in `ascii_only_queries=True` for parity).
@@ -224,7 +224,7 @@ def semantic_match_counts(
                 mine = own[qs : qs + len(qb)] - cs
                 inside = np.flatnonzero((mine >= 0) & (mine < block.shape[1]))
                 block[inside, mine[inside]] = -np.inf
-            flat = np.flatnonzero(block >= lowest)  # 1-D: an order of magnitude faster than 2-D nonzero
+            flat = np.flatnonzero(block >= lowest)  # 1-D: one index array, not 2-D nonzero's two
             r, k = np.divmod(flat, block.shape[1])
             s = block.ravel()[flat].astype(np.float64)
             near = np.flatnonzero((np.abs(s[:, None] - thr[None, :]) <= margin).any(axis=1))

@@ -1,10 +1,10 @@
-"""Templating detectors of the taxonomy paper (§2): `is_incrementing`, `is_repeating`, `is_templating`.
+"""Templating detectors (Prashanth et al. 2024): `is_incrementing`, `is_repeating`, `is_templating`.
 
 A memorised sample is a *reconstruction* when its text follows a template a model can extend
 without having stored it: a counter ("128. 129. 130."), a numbered list ("A.1 , A.2 , A.3"), or a
 chunk repeated over and over. Both detectors work on the decoded text of the 64-token sample.
 
-Incrementing, as the digest defines it (re-implemented from the definition, not from its code):
+Incrementing, re-implemented from the paper's definition, not from its code:
 
 1. collapse whitespace: every run of whitespace (newlines included) becomes one space;
 2. each space-separated word that is a Python integer literal with auto base (`int(word, 0)`:
@@ -17,7 +17,7 @@ Incrementing, as the digest defines it (re-implemented from the definition, not 
    digit runs become ints, so "12.8" gives [12, ".", 8] (no floats, no signs: "-3" is ["-", 3]);
 5. the item list L is judged:
    - fewer than 3 items: no;
-   - exactly 3: all numbers and L3 - 2*L2 + L1 < 1e-5 (signed, as in the digest: any concave
+   - exactly 3: all numbers and L3 - 2*L2 + L1 < 1e-5 (signed, as in the definition: any concave
      triple passes, e.g. [3, 2, 0]);
    - more than 4: the first and last items are dropped (the 64-token window may cut them);
    - period search: for p = 1..n//2, every phase r < p walks r+p, r+2p, ...; each item must have
@@ -26,7 +26,7 @@ Incrementing, as the digest defines it (re-implemented from the definition, not 
      is incrementing iff some difference is non-zero and some difference value occurred at
      least twice in a phase (it was "confirmed"); later periods are not tried.
 
-Ambiguities, resolved so that the digest's documented positives are positive (`strict=True`
+Ambiguities, resolved so that the known positives below are positive (`strict=True`
 gives the literal rules above, under which "123456789", "128.\\n129.\\n130." and three-item
 lists such as "A.1 , A.2 , A.3" are negative):
 
@@ -40,7 +40,7 @@ lists such as "A.1 , A.2 , A.3" are negative):
 - "confirmed twice" is read as "the same difference seen twice" (128->129->130 has two equal
   differences), not three times.
 - "A.1 , A.2 , ... C.1"-style lists: lists with a fixed label and a counting number ("A.1 , A.2 ,
-  A.3") are positive. The letter does not count: the digest requires strings to be equal across
+  A.3") are positive. The letter does not count: the definition requires strings to be equal across
   a period, so a list that moves on from A.n to B.1 is not periodic and stays negative; we do not
   invent an order on letters.
 - Numbers are exact Python ints (the tolerance only matters for floats, which never occur);
@@ -141,7 +141,7 @@ def _judge(items: list[int | str], *, strict: bool) -> bool:
 def is_incrementing(text: str, *, strict: bool = False) -> bool:
     """Whether `text` is a counting template (see the module docstring for the rules and readings).
 
-    `strict=True` applies the digest's rules literally: trimmed list only, no digit-level retry.
+    `strict=True` applies the definition's rules literally: trimmed list only, no digit-level retry.
     """
     cleaned = _cleaned(text)
     items = _items(cleaned, _RUNS)

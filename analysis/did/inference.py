@@ -87,14 +87,14 @@ class PretrendTest:
     method "wald": W = att' Cov^-1 att ~ chi2(cells) (R `did`'s pre-test). Its chi2 reference
     ignores that Cov is estimated: each cohort's block is estimated from that cohort's units
     alone, so with many pre-cells per cohort relative to its size it over-rejects badly (a
-    Pythia profile has ~47 per 100-unit cohort; under exact parallel trends, 12 cohorts of 40
-    units on 13 times reject 42 % of the time at 5 %). Restrict the cells (min_e) or use:
+    Pythia profile has dozens of pre-cells per cohort; bench/pretrend_size.py measures the size
+    of each test under exact parallel trends). Restrict the cells (min_e) or use:
     method "wald_event": the Wald test over the pre-treatment keys of the event-time
     aggregation (the event-study pre-test). Each key pools cohorts, so its covariance is estimated
-    from all units (the same simulation: 7 % at 5 %); it tests that the pre-trend is zero on
+    from all units and its size stays near nominal; it tests that the pre-trend is zero on
     average over cohorts at every event time.
     method "sup_t": max_k |att_k / se_k| against its multiplier-bootstrap distribution (same
-    draws as the uniform bands; it too over-rejects when cohorts are small: 17 % above).
+    draws as the uniform bands; it too over-rejects when cohorts are small).
     """
 
     method: str

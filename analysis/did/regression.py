@@ -7,9 +7,9 @@ Per cohort g, on the units of {g} and the never-treated:
 With unit and time fixed effects and one treated cohort, beta_s is exactly the DiD of means
 (Y_s - Y_b in g) - (Y_s - Y_b in never-treated): it equals ATT(g, t) for post-treatment t, and
 the universal-base ATT(g, t) for pre-treatment t. Standard errors are CRV1 clustered by unit,
-within ~1 % of the influence-function SEs (pyfixest's small-sample factors). A full saturated
-model (every cohort x time at once) is not needed and would not fit for Pythia-sized grids,
-so this loops over cohorts.
+close to but not equal to the influence-function SEs (pyfixest's small-sample factors). A full
+saturated model (every cohort x time at once) is not needed and would not fit for Pythia-sized
+grids, so this loops over cohorts.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Filter-normalised random-plane loss landscapes (Li et al. 2018, "Visualizing the loss landscape
-of neural nets"; digest §6) of a study's unedited model, a good edit and a bad edit.
+of neural nets") of a study's unedited model, a good edit and a bad edit.
 
 Two Gaussian directions d1, d2 with the parameters' shapes are drawn from one seed. Filter
 normalisation rescales every filter of a direction — one output unit of a weight matrix: a row of

@@ -1,7 +1,7 @@
 """Names the taxonomy analyses share: categories, the model's 14 features, the search's 10.
 
-Kept in one place because the published protocol is defined by these exact lists (reference
-§4): changing one silently changes every model, search and correlation table.
+Kept in one place because the published protocol is defined by these exact lists
+(Prashanth et al. 2024): changing one silently changes every model, search and correlation table.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The baseline and taxonomic logistic models of memorisation (reference §4), two protocols.
+"""The baseline and taxonomic logistic models of memorisation (Prashanth et al. 2024), two protocols.
 
 baseline    one L2 logistic regression over every training row;
 taxonomic   one per category (recitation / reconstruction / recollection, the taxonomy every
@@ -230,7 +230,7 @@ def fit_models(
     A category whose training rows hold one class is predicted at that class's rate (`Constant`);
     one with no training rows falls back to the baseline's scores.
     """
-    with threadpool_limits(1):  # tiny BLAS calls: threads only contend (10x slower on 2 busy cores)
+    with threadpool_limits(1):  # tiny BLAS calls: threads cost more in contention than they share
         return _fit_models(rows, protocol, n_subsets, ece_bins, seed, always_train)
 
 
@@ -276,7 +276,7 @@ def _fit_models(rows, protocol, n_subsets, ece_bins, seed, always_train) -> Mode
 # Does the taxonomy fit better than one pooled model? The models above are L2-penalised with
 # balanced class weights (the paper's), which is not a likelihood a chi-squared test can use;
 # these tests refit the same design by plain maximum likelihood (no penalty, no weights) on the
-# design's training rows. The reference (digest §4) ran an LRT on hard 0/1 predictions with df=1
+# design's training rows. The paper's code ran an LRT on hard 0/1 predictions with df=1
 # and per-coefficient Wald tests with Fisher information on the *test* set; both are fixed here:
 # log-likelihoods of fitted probabilities, df = the difference in parameter counts, and Wald
 # covariances (X'WX)^-1 at the training MLE.
@@ -436,7 +436,7 @@ def model_tests(
                       difference in parameter counts (columns constant or collinear within a
                       category are not parameters there).
     wald_coefficient  every coefficient of the baseline and of each category's model against 0:
-                      z^2 ~ chi2(1) with SE from (X'WX)^-1 (what the reference computed, per
+                      z^2 ~ chi2(1) with SE from (X'WX)^-1 (what the paper's code computed, per
                       coefficient; here on the training MLE).
     wald_zero         per model, its feature coefficients jointly 0 (intercept free).
     wald_vs_rest      per category, its feature coefficients equal to those of one model pooled

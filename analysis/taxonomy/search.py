@@ -1,4 +1,4 @@
-"""The greedy taxonomic search (reference §4, "optimally partitioned model").
+"""The greedy taxonomic search (Prashanth et al. 2024, "optimally partitioned model").
 
 Is the intuitive taxonomy (duplicates, then templating) the best two-rule partition? Every
 ordered pair of (feature, quantile) rules with different features defines three groups:

@@ -33,8 +33,8 @@ from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
 
 VARIANTS = ("math", "language")
-# The mitigation paper's Pythia protocol (digest §3): a 32-token prompt, memorised iff the next 40
-# tokens come out greedily; perplexity over 80-token held-out chunks; batches of 32.
+# The mitigation paper's Pythia protocol (Sakarvadia et al. 2024): a 32-token prompt, memorised iff
+# the next 40 tokens come out greedily; perplexity over 80-token held-out chunks; batches of 32.
 PROTOCOL = {"prompt_len": 32, "test_len": 40, "chunk_len": 80, "batch_size": 32, "heldout": 1632,
             "forget_max": None, "ft_epochs": 5, "seed": 0}  # fmt: skip
 
@@ -284,7 +284,7 @@ def _heldout_chunks(
 
 
 def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int | None = None) -> Study:
-    """Any Hugging Face causal LM under the mitigation paper's Pythia protocol (digest §3).
+    """Any Hugging Face causal LM under the mitigation paper's Pythia protocol (Sakarvadia et al. 2024).
 
     Candidates: the `extraction` rows memorised at (model, step) with a `prompt_len`-token prompt
     (the latest step with extraction rows by default; at most `forget_max`, a seeded subset). A

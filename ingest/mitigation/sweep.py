@@ -149,9 +149,9 @@ def sweep(
     """Run this rank's share of `runs`, skipping runs already in the lake; return the new rows.
 
     workers: processes sharing this rank's runs on one machine (default: the config's
-    `mitigation.workers`, else 1). Small CPU models run one thread per process, so a sweep on a
-    2-core machine takes half the time with 2 workers. Workers are forked after the study is
-    built (they share its base model and sets); each pulls whole methods, heaviest kinds first,
+    `mitigation.workers`, else 1). Small CPU models run one thread per process, so one worker
+    per core keeps every core busy without threads contending. Workers are forked after the study
+    is built (they share its base model and sets); each pulls whole methods, heaviest kinds first,
     from a shared counter, so one method's grid stays in one process and reuses its attribution.
     """
     if not 0 <= rank < world_size:

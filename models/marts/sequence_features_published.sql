@@ -1,5 +1,5 @@
 -- `sequence_features` under the taxonomy paper's published column names (usvsnsp/semantic-filters,
--- digest section 2), for parity with the released tables: `sequence_id` is the instance, the
+-- Prashanth et al. 2024), for parity with the released tables: `sequence_id` is the instance, the
 -- perplexities are the shared-denominator variant the paper computed, `0_8_snowclones` the
 -- semantic and `0_8_templates` the textual match counts (the names the paper's figures use).
 {% set sample_len = var('extraction_prompt_len', 32) + var('extraction_gen_len', 32) %}

@@ -14,7 +14,7 @@ One gradient pass, no search: the cheapest weight method.
 
 This module also holds what every weight method shares (input checks, the selection count,
 top-k masks, the forget loss and gradient, the grad-only context), so the rules cannot drift
-apart between methods. Known flaw fixed (digest §7.4-style): `int(ratio·n)` is 0 for small
+apart between methods. Known flaw fixed (as in `neurons`): `int(ratio·n)` is 0 for small
 ratios, a silent no-op; here a positive ratio always selects at least one weight.
 """
 
@@ -31,8 +31,8 @@ from torch import nn
 from ingest.mitigation.arch import mlp_parameters
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register, sequence_loss
 
-# Ratio grid for the non-subnet weight methods: the digest's grid below 0.1 (only Subnet and
-# BalancedSubnet use ratios >= 0.1). Durable is one gradient pass, so nothing is scaled.
+# Ratio grid for the non-subnet weight methods: the mitigation paper's grid below 0.1 (only Subnet
+# and BalancedSubnet use ratios >= 0.1). Durable is one gradient pass, so nothing is scaled.
 RATIO_GRID = (1e-5, 1e-4, 1e-3, 0.01, 0.05)
 
 

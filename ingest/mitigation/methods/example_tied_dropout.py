@@ -6,7 +6,7 @@ shared by many examples is learned fastest by the units they all share; what onl
 needs (its artifact) can be stored in the few memorisation units tied to that example. At test
 time the memorisation units are dropped, and with them, ideally, the memorised exceptions.
 
-Here (digest §4) the mask acts on the residual stream at the start of every transformer block,
+Here the mask acts on the residual stream at the start of every transformer block,
 before ln_1, through a forward pre-hook on the block:
 - training (a forward inside `tied(ids)`, which the loss hook opens for each batch): the first
   round(p_fixed·d) units are always on; every other unit is on with probability p_mem, drawn once per
@@ -22,7 +22,7 @@ The returned model carries the evaluation behaviour: the hooks stay registered (
 `copy.deepcopy`), and `model.config.example_tied_dropout` records the settings so `restore(model)`
 re-attaches them to a model reloaded with `from_pretrained` (hooks are not saved).
 
-The original's flaw (digest §7.11), fixed here: its port indexed dim 1 of the activations, which
+The original's flaw, fixed here: its port indexed dim 1 of the activations, which
 for a transformer's [B, T, d] stream is the sequence position, so it dropped whole token
 positions instead of hidden units; and it allocated a 4-D CNN-style mask table with a hard max
 id of 60,000. Here masks are over hidden units (the last dim, identical at every position) and

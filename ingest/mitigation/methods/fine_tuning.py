@@ -1,5 +1,5 @@
-"""Fine-tuning as mitigation (digest §4): keep training the memorising model, for a few epochs,
-on data that contradicts or dilutes what it memorised.
+"""Fine-tuning as mitigation (Sakarvadia et al. 2024): keep training the memorising model, for a
+few epochs, on data that contradicts or dilutes what it memorised.
 
 - `ft_clean`: the clean counterparts of the forget rows (`forget.clean`; for backdoors the
   triggered rows without the backdoor). Each one contradicts a memorised artifact directly, so

@@ -13,7 +13,7 @@ slowest method, hence `max_iterations`, a cap reported in the stats.
 
 `MixedBatches` (also used by BalancedSubnet) draws forget and retain rows from two separately
 shuffled streams, so every batch holds both kinds; the original shuffled the union, where a
-batch without forget rows makes BalancedSubnet's forget mean NaN (digest §7.9).
+batch without forget rows makes BalancedSubnet's forget mean NaN.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from ingest.mitigation.arch import mlp_parameters
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
 from ingest.mitigation.methods.durable import check_inputs, forget_loss, grads_only, n_selected, retain_loss
 
-# Ratios scaled for CPU: the digest sweeps Greedy up to 0.05, but every iteration is a full
-# forward/backward, so 0.05 of a 2-layer TinyMem model (~0.4 M parameters) would be ~20 k passes.
-# 3e-4 (~120 passes, about a minute) is the CPU ceiling; Pythia in the original ran 1e-5 only.
+# Ratios scaled for CPU: the mitigation paper sweeps Greedy up to 0.05, but every iteration is a
+# full forward/backward, so 0.05 of a 2-layer TinyMem model (~0.4 M parameters) would be ~20 k
+# passes. 3e-4 (~120 passes) is the CPU ceiling; Pythia in the original ran 1e-5 only.
 RATIO_GRID = (1e-5, 1e-4, 3e-4)
 
 

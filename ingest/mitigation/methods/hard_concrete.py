@@ -2,7 +2,7 @@
 
 Each neuron gets a hard-concrete gate (Louizos et al. 2018) on the down-projection input:
 log α ~ N(0, 0.01) at the start (the original meant a constant init but overwrote it with
-this, digest §7.6 — we keep the behaviour it actually ran), temperature β = 2/3, stretch
+this — we keep the behaviour it actually ran), temperature β = 2/3, stretch
 interval (l, r) = (−0.1, 1.1):
 
     s = σ((log u − log(1−u) + log α) / β),  u ~ U(0, 1)

@@ -4,7 +4,7 @@ the probability of the memorised next token.
 For a forget sequence, a layer l and a judged suffix position t, the activation vector of
 layer l at t is scaled by α = k/m, k = 1..m (m = `ig_steps`, 20); IG = activation ⊙ mean over
 k of ∂p(token_{t+1})/∂activation. Scores are averaged over a sequence's positions and summed
-over sequences (the original hard-coded m = 20 and divided by 10, digest §7.7).
+over sequences (the original hard-coded m = 20 and divided by 10).
 
 Vectorised with the KV cache: scaling the activation at t changes only what position t
 computes (causal attention), so the unedited prefix 0..t-1 is run once, cached, and each

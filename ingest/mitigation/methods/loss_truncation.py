@@ -6,10 +6,11 @@ from the rules the rest of the data follows, so until the model memorises it its
 high tail of the per-sequence loss distribution. Leaving the highest-loss `dropc` fraction of
 sequences out of every gradient step means the model is never pushed to fit them.
 
-Mechanics (digest §4): the per-sequence mean CE of every training row goes into a ring buffer of
-`buffer_size` losses. Once at least `buffer_size` sequences have been seen, the (1 − dropc)
-quantile of the buffer becomes the cutoff, recomputed every `buffer_size` further sequences;
-sequences whose loss is ≥ the cutoff get zero weight. Before the buffer is full nothing is dropped.
+Mechanics (as in Sakarvadia et al. 2024): the per-sequence mean CE of every training row goes into
+a ring buffer of `buffer_size` losses. Once at least `buffer_size` sequences have been seen, the
+(1 − dropc) quantile of the buffer becomes the cutoff, recomputed every `buffer_size` further
+sequences; sequences whose loss is ≥ the cutoff get zero weight. Before the buffer is full nothing
+is dropped.
 The buffer, counters and cutoff are the loss hook's state (`state_dict` / `load_state_dict`), so
 a run resumed from a trainer checkpoint truncates exactly as one that never stopped.
 

@@ -11,7 +11,7 @@ scores MLP neurons; everything else lives here so the methods cannot drift apart
 - `reuse_attributions` lets a sweep score once per (weights, forget set, attribution
   hyper-parameters, seed) and remove at every ratio, since attribution does not depend on ratio.
 
-Known flaw fixed (digest §7.4): the original took `int(ratio·d_ff)` neurons, which is 0 for
+Known flaw fixed: the original took `int(ratio·d_ff)` neurons, which is 0 for
 ratio < 1/d_ff, so ratio 1e-3 on a 512-wide TinyMem MLP silently removed nothing. Here every
 ratio > 0 removes at least one neuron per layer; the stats say how many.
 
@@ -34,8 +34,8 @@ from torch import nn
 from ingest.mitigation.arch import mlps, neuron_hook
 from ingest.mitigation.methods.base import EditResult, SequenceSet, sequence_loss
 
-# The ratios the neuron methods sweep (digest §4: neuron methods need ratio > 1e-4; ≥ 0.1 is
-# only used by the subnet methods).
+# The ratios the neuron methods sweep (Sakarvadia et al. 2024: neuron methods need ratio > 1e-4;
+# ≥ 0.1 is only used by the subnet methods).
 RATIO_GRID = (1e-3, 0.01, 0.05)
 
 Attribution = Callable[[nn.Module, SequenceSet, torch.Generator], tuple[list[torch.Tensor], dict]]
@@ -151,7 +151,7 @@ def reuse_attributions() -> Iterator[None]:
     """Within this block, a neuron method that already scored identical weights and forget set
     with the same attribution hyper-parameters and seed reuses those scores. A ratio sweep then
     pays for Zero-Out or IG once. Reused runs report the original attribution time (the
-    original code logged NaN there, digest §7.13) and `attribution_reused: true`."""
+    original code logged NaN there) and `attribution_reused: true`."""
     global _MEMO
     outer, _MEMO = _MEMO, ({} if _MEMO is None else _MEMO)
     try:

@@ -14,7 +14,7 @@ matrix-vector product per gradient). Memory is 50 float64 numbers per weight: fi
 TinyMem and the suite, GPU work for Pythia (which the original also skipped).
 
 As in the original there is no OBS compensation update of the remaining weights: the edit is
-pure zeroing. Known flaw fixed (digest §7.8): the original never cleared gradients between
+pure zeroing. Known flaw fixed: the original never cleared gradients between
 its samples, so each "per-sample" gradient was a running sum; here each is one sequence's.
 """
 
@@ -42,8 +42,8 @@ from ingest.mitigation.methods.neurons import cached
 BLOCK = 50
 DAMPING = 1e-7
 
-# Same ratios as Durable; the digest's 512 per-sample gradients are scaled to 128 for CPU (each
-# gradient is a forward/backward of one sequence plus one block update per MLP tensor).
+# Same ratios as Durable; the mitigation paper's 512 per-sample gradients are scaled to 128 for CPU
+# (each gradient is a forward/backward of one sequence plus one block update per MLP tensor).
 GRID_GRADS = 128
 
 

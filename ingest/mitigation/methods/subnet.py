@@ -11,13 +11,13 @@ straight through to S (∂L/∂S := ∂L/∂M = ∂L/∂(W⊙M) ⊙ W). After tr
 - `balanced_subnet` trains on batches mixing forget and retain rows with
   L = −(1−α)·CE_forget + α·CE_retain, so the drop-set must also spare what retained data needs
   (the paper's best trade-off). Every batch holds both kinds (see `greedy.MixedBatches`), so the
-  original's NaN on a batch lacking one of them (digest §7.9) cannot happen.
+  original's NaN on a batch lacking one of them cannot happen.
 
 S is initialised like an nn.Linear weight, kaiming-uniform with a = √5, i.e. U(±1/√fan_in)
 with the layer's true fan-in (GPT-2's Conv1D stores W transposed; that does not change the
 init). The initial mask is therefore random; training moves S by SGD (lr 0.1, momentum 0.9,
 weight decay 5e-4). Masks are per tensor and sized from the tensor itself (the original
-hard-coded TinyMem/Pythia MLP widths, digest §7.10). The masked forward is
+hard-coded TinyMem/Pythia MLP widths). The masked forward is
 `torch.func.functional_call` with substituted weights: the model itself is never rewritten.
 """
 
@@ -36,13 +36,13 @@ from ingest.mitigation.methods.base import EditResult, SequenceSet, register
 from ingest.mitigation.methods.durable import check_inputs, forget_loss, grads_only, n_selected, retain_loss
 from ingest.mitigation.methods.greedy import MixedBatches
 
-# The digest's ratio grid runs 1e-5 ... 0.8, and the two subnet methods use all of it; their best
-# runs sit at 0.3-0.5 on TinyMem and at 0.001-0.05 on Pythia. The CPU grid spans both ends.
+# The mitigation paper's ratio grid runs 1e-5 ... 0.8, and the two subnet methods use all of it;
+# their best runs sit at 0.3-0.5 on TinyMem and at 0.001-0.05 on Pythia. The CPU grid spans both ends.
 RATIOS = (0.01, 0.05, 0.3)
-# Subnet's epoch is one pass over the forget set (small), so the digest's epochs are kept.
+# Subnet's epoch is one pass over the forget set (small), so the paper's epochs are kept.
 SUBNET_EPOCHS = (1, 10, 20)
 # BalancedSubnet's epoch is one pass over the larger of forget/retain (the retain set: thousands
-# of rows), so for CPU the digest's epochs {1, 10, 20} are halved to {1, 5, 10}.
+# of rows), so for CPU the paper's epochs {1, 10, 20} are halved to {1, 5, 10}.
 BALANCED_EPOCHS = (1, 5, 10)
 ALPHAS = (0.9, 0.7, 0.5)
 

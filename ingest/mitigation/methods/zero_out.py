@@ -2,7 +2,7 @@
 
 Score of neuron (l, i) = forget loss with i's activation zeroed at every position − the
 unedited forget loss (suffix CE, see `neurons.suffix_loss`). This is the definition the
-original intended; its one-hot mask kept *only* the probed neuron (digest §7.5).
+original intended; its one-hot mask kept *only* the probed neuron.
 
 Exact ablation costs L·d_ff forward passes over the forget set, so the probes are batched:
 K neurons × n sequences form one batch of K·n rows, and a hook on layer l zeroes neuron j in

@@ -1,5 +1,5 @@
-"""TinyMem (digest §1–3): small GPT-2 models trained on arithmetic sequences (or corpus rows) with
-planted noise / backdoor artifacts, so memorisation is known by construction and measurable.
+"""TinyMem (Sakarvadia et al. 2024): small GPT-2 models trained on arithmetic sequences (or corpus
+rows) with planted noise / backdoor artifacts, so memorisation is known by construction and measurable.
 
     from ingest.mitigation.tinymem import math_data, tinymem_model, train, evaluate, forget_retain
     data = math_data("increment")                     # CPU-scale sizes; math_data(**PAPER) for the paper's

@@ -1,6 +1,6 @@
 """TinyMem data: arithmetic sequences (and corpus rows) with planted noise or backdoor artifacts.
 
-Math rows follow the mitigation paper's construction (reference digest §1): a 14-token vocabulary,
+Math rows follow the mitigation paper's construction (Sakarvadia et al. 2024): a 14-token vocabulary,
 one character per token, `^` + numbers joined by spaces + `$`, right-padded with PAD to `max_ctx`.
 Example i of a distribution starts at s = i and holds `length` numbers x_1 = f(s), x_{j+1} = f(x_j)
 with f(x) = x + c (increment) or c·x mod 20134 (mult). c = 7 is the main distribution: only it
@@ -42,7 +42,7 @@ SPLIT_SEED = 598  # the original's DATA_SEED for the train/test permutation
 NOISE_P = 0.05  # per number (per token for language): +1 w.p. NOISE_P, -1 w.p. NOISE_P
 BACKDOOR_TEST_FRAC = 0.1
 
-# the paper's sizes (digest §1); the defaults below are a CPU scale of them
+# the paper's sizes (Sakarvadia et al. 2024); the defaults below are a CPU scale of them
 PAPER: dict[str, Any] = {"num_7": 20_000, "num_extra": 3000, "n_test": 1000, "n_noise": 1000}
 
 _CHAR_ID = {**{d: i for i, d in enumerate(DIGITS)}, "^": BOS, "$": EOS, " ": SEP}
@@ -263,12 +263,12 @@ def math_data(
     seed: int = 0,
     split_seed: int = SPLIT_SEED,
 ) -> TinyMemData:
-    """TinyMem math data (digest §1). Sizes are a CPU scale by default; `math_data(**PAPER)` for
-    the published ones. `n_test` rows of every distribution are held out (the same seeded
-    permutation for each); `n_noise` (noise) rows of the c = 7 training rows are replaced by noisy
-    copies; for backdoors the trigger is the digit string of 100 + seed, and `backdoor_test_frac`
-    of the triggered rows are held out (the paper's 10 % leaves a CPU-scale set a handful of
-    held-out rows, too few to read an attack-success rate from).
+    """TinyMem math data (Sakarvadia et al. 2024). Sizes are a CPU scale by default;
+    `math_data(**PAPER)` for the published ones. `n_test` rows of every distribution are held out
+    (the same seeded permutation for each); `n_noise` (noise) rows of the c = 7 training rows are
+    replaced by noisy copies; for backdoors the trigger is the digit string of 100 + seed, and
+    `backdoor_test_frac` of the triggered rows are held out (the paper's 10 % leaves a CPU-scale set
+    a handful of held-out rows, too few to read an attack-success rate from).
 
     `clean_7` trains on a seeded subset of that many clean c = 7 training rows (artifacts and
     test rows are kept whole). That is how a CPU-scale run keeps the paper's number range: with

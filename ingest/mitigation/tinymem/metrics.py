@@ -1,5 +1,5 @@
-"""TinyMem metrics (digest §3): % memorised, backdoor attack success, accuracy, perplexity, and
-the forget / retain sets that unlearning methods take.
+"""TinyMem metrics (Sakarvadia et al. 2024): % memorised, backdoor attack success, accuracy,
+perplexity, and the forget / retain sets that unlearning methods take.
 
 Memorisation is "greedy decoding from the clean prompt reproduces the artifact's next k tokens
 exactly". That is decided here by one teacher-forced pass instead of k decoding steps: greedy
@@ -10,7 +10,7 @@ prompt lengths (backdoors) without padding, and costs one forward pass per row; 
 (KV cache, no EOS stopping) is kept as the reference the tests compare it against.
 
 Accuracy and perplexity exclude PAD targets by default; `count_padding=True` reproduces the
-original (every position counted, which inflates accuracy to ~97 % and flattens differences).
+original (every position counted, which inflates accuracy and flattens differences).
 The clean accuracy `acc_*` counts the continuation after the prompt (targets at positions >=
 prompt_len), where a clean row is determined by its context: a math row's first numbers are its
 random start and its step c, which no model can predict, so whole-row accuracy (`acc_row_*`) is
@@ -253,7 +253,7 @@ def forget_retain(
     (`prompt_lens`), so unlearning targets the backdoored tokens and not the clean ones before
     the trigger. It may be empty (nothing memorised).
     retain: the clean training rows, artifacts excluded. The original put the whole noise set
-    into retain too (digest §7, item 9), so methods partly trained to keep what they removed;
+    into retain too, so methods partly trained to keep what they removed;
     retain_includes_artifacts=True reproduces that.
     """
     hit, _ = memorised(model, data.noisy, data.clean, data.prompt_lens, data.k, batch_size=batch_size)

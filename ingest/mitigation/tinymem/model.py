@@ -1,4 +1,4 @@
-"""The TinyMem model: a small GPT-2 (digest §2), built reproducibly from a seed.
+"""The TinyMem model: a small GPT-2 (Sakarvadia et al. 2024), built reproducibly from a seed.
 
 n_embd 128, 4 heads, d_ff 512, ReLU, no dropout, tied embeddings and a large init
 (0.8/sqrt(128) ≈ 0.071 instead of GPT-2's 0.02), as the original; n_layer ∈ {2, 4, 8, 16} there.

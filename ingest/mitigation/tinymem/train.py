@@ -1,4 +1,4 @@
-"""A nanoGPT-minimal trainer for TinyMem models (digest §2), resumable from its checkpoints.
+"""A nanoGPT-minimal trainer for TinyMem models (Sakarvadia et al. 2024), resumable from its checkpoints.
 
 AdamW (lr 1e-3, weight decay 0.1 on every parameter, betas (0.9, 0.98)), batch 128, constant
 learning rate: the original's recipe, and the default. `warmup_fraction` switches to Pythia's
