@@ -43,10 +43,10 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from ingest.checkpoints import load_model, local_steps, resolve  # noqa: E402
 from ingest.corpus.build import build_corpus  # noqa: E402
 from ingest.extraction import _LayerWeights, first_argmax, greedy_extract  # noqa: E402
+from ingest.lm.runtime import inference_device, to_inference  # noqa: E402
 from ingest.panel import load_panel  # noqa: E402
 from ingest.suite.model import PYTHIA_CONTEXT, PYTHIA_VOCAB, build_model, n_params, pythia_specs  # noqa: E402
 from ingest.suite.train import model_dir, train_suite  # noqa: E402
-from ingest.token_stats import inference_device, to_inference  # noqa: E402
 from memlake import config  # noqa: E402
 from memlake.paths import Warehouse  # noqa: E402
 

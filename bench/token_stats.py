@@ -24,8 +24,9 @@ os.environ.setdefault("MEMLAKE_QUIET", "1")
 
 import torch  # noqa: E402
 
+from ingest.lm.runtime import to_inference  # noqa: E402
 from ingest.suite.model import PYTHIA_CONTEXT, PYTHIA_VOCAB, build_model, n_params, pad_vocab, pythia_specs  # noqa: E402
-from ingest.token_stats import to_inference, token_statistics  # noqa: E402
+from ingest.token_stats import token_statistics  # noqa: E402
 from memlake import config  # noqa: E402
 
 # Dense bf16 peak per GPU (vendor datasheets, SXM parts), for MFU.

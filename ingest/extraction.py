@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from ingest.hf_compat import with_cache
-from ingest.token_stats import eval_mode, model_device
+from ingest.lm.runtime import eval_mode, model_device
 
 try:  # GPT-NeoX's own building blocks, so the fast decode step reproduces its forward exactly
     from transformers.models.gpt_neox import modeling_gpt_neox as _neox

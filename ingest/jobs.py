@@ -22,8 +22,8 @@ import pyarrow as pa
 import torch
 
 from ingest.checkpoints import ModelRef, expand_revisions, load_model, local_steps, resolve
+from ingest.lm.runtime import inference_device
 from ingest.panel import load_panel, shard_slice
-from ingest.token_stats import inference_device
 from memlake import lake
 from memlake.errors import MemlakeError
 from memlake.paths import Warehouse

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 
 from ingest import fused_stats
+from ingest.lm.runtime import eval_mode, model_device
 
 LN2 = math.log(2.0)
 LOG2E = 1.0 / LN2
@@ -43,43 +42,11 @@ _CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 29}
 MIN_CPU_CHUNK = 128
 
 
-def inference_device(device: str | torch.device | None = None) -> tuple[torch.device, torch.dtype]:
-    """Device and weight dtype for inference: bf16 weights on CUDA (Pythia's `bf16-true` runs), fp32 on CPU.
-
-    `device=None` picks CUDA when available. The statistics are reduced in float32 either way.
-    """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    return dev, (torch.bfloat16 if dev.type == "cuda" else torch.float32)
-
-
-def to_inference(model: torch.nn.Module, device: str | torch.device | None = None) -> torch.nn.Module:
-    """Move `model` to `inference_device(device)`, cast its weights, and put it in eval mode."""
-    dev, dtype = inference_device(device)
-    return model.to(device=dev, dtype=dtype).eval()
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Eval mode for the duration (dropout off), restoring the caller's mode after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def default_chunk(vocab: int, device: torch.device) -> int:
     """Positions per LM-head chunk for a vocabulary of `vocab` on `device`."""
     if device.type == "cpu":
         return max(MIN_CPU_CHUNK, _CHUNK_ELEMENTS["cpu"] // vocab)
     return max(1, _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS["cuda"]) // vocab)
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 @torch.inference_mode()

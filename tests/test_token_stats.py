@@ -4,8 +4,9 @@ import os
 import pytest
 import torch
 
+from ingest.lm.runtime import inference_device, to_inference
 from ingest.suite.model import build_model
-from ingest.token_stats import default_chunk, inference_device, to_inference, token_statistics
+from ingest.token_stats import default_chunk, token_statistics
 
 VOCAB = 200  # padded to 256 output rows: the padding rows take part in the softmax
 SPEC = {"hidden_size": 32, "layers": 2, "heads": 2}

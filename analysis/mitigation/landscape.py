@@ -45,6 +45,7 @@ import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from torch import nn  # noqa: E402
 
+from ingest.lm.runtime import model_device  # noqa: E402
 from ingest.mitigation.methods import SequenceSet, get  # noqa: E402
 from ingest.mitigation.methods.base import sequence_loss  # noqa: E402
 from ingest.mitigation.sweep import Run, Study  # noqa: E402
@@ -111,7 +112,7 @@ def mean_loss(model: nn.Module, seqs: SequenceSet, suffix: bool = False, batch_s
     each row's judged continuation (targets from its start on, see `SequenceSet.starts`)."""
     if len(seqs) == 0:
         return math.nan
-    device = next(model.parameters()).device
+    device = model_device(model)
     total = 0.0
     for batch in seqs.batches(batch_size):
         start = seqs.starts(batch) if suffix else 0

@@ -19,15 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ingest.checkpoints import parse_step
+from ingest.lm.runtime import eval_mode, model_device
 from ingest.mitigation.methods import SequenceSet
-from ingest.mitigation.methods.durable import device_of
 from ingest.mitigation.sweep import N_DUP_CLASSES, Study
 from ingest.mitigation.tinymem.data import TinyMemData, corpus_rows, language_data, math_data
 from ingest.mitigation.tinymem.metrics import evaluate as tm_evaluate
 from ingest.mitigation.tinymem.metrics import forget_retain
 from ingest.mitigation.tinymem.model import tinymem_model
 from ingest.mitigation.tinymem.train import MIN_LR_RATIO, checkpoints, load_checkpoint, train
-from ingest.token_stats import eval_mode
 from memlake import lake
 from memlake.errors import MemlakeError
 from memlake.paths import Warehouse
@@ -186,7 +185,7 @@ def memorised(model: nn.Module, rows: torch.Tensor, prompt_len: int, batch_size:
     """Bool [N]: whether greedy decoding from each row's first `prompt_len` tokens reproduces the
     rest of the row exactly. Greedy reproduces it iff the teacher-forced argmax equals it at every
     position, so one forward per batch of `batch_size` rows replaces the decoding loop."""
-    dev = device_of(model)
+    dev = model_device(model)
     hits = [torch.zeros(0, dtype=torch.bool)]
     with eval_mode(model):
         for lo in range(0, rows.shape[0], batch_size):
@@ -201,7 +200,7 @@ def chunk_metrics(model: nn.Module, chunks: torch.Tensor, batch_size: int) -> tu
     """(accuracy %, perplexity) over `chunks` [M, L]: teacher-forced argmax accuracy and exp(mean
     token NLL), accumulated as per-batch sums. The NLL is computed in float32 from the model's
     logits (bf16 on a GPU), which keep a 50k-token softmax from rounding away."""
-    dev = device_of(model)
+    dev = model_device(model)
     nll, correct, count = 0.0, 0, 0
     with eval_mode(model):
         for lo in range(0, chunks.shape[0], batch_size):
@@ -298,7 +297,7 @@ def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int 
     imports) are in none. The base is loaded in bf16 on a GPU, in float32 on the CPU.
     """
     from ingest.checkpoints import load_model, resolve
-    from ingest.token_stats import inference_device
+    from ingest.lm.runtime import inference_device
 
     c = {**PROTOCOL, **{k: v for k, v in c.items() if v is not None}}
     spelling, key, step = lake_checkpoint(model_name, step)

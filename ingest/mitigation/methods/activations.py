@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.arch import mlps, neuron_hook
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.neurons import RATIO_GRID, device_of, neuron_method, suffix_mask
+from ingest.mitigation.methods.neurons import RATIO_GRID, neuron_method, suffix_mask
 
 
 @torch.no_grad()
@@ -21,7 +22,7 @@ def attribute(model: nn.Module, forget: SequenceSet, _gen: torch.Generator, batc
     layers = mlps(model)
     total = [torch.zeros(m.d_ff, dtype=torch.float64) for m in layers]
     count = 0
-    dev = device_of(model)
+    dev = model_device(model)
     for tokens in forget.batches(batch_size):
         mask = suffix_mask(tokens, forget.starts(tokens), forget.pad_id).to(dev)
         count += int(mask.sum())

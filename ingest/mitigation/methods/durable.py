@@ -28,6 +28,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.arch import mlp_parameters
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register, sequence_loss
 
@@ -59,10 +60,6 @@ def n_selected(ratio: float, n: int) -> int:
     return min(n, max(1, math.floor(ratio * n)))
 
 
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def top_k_mask(score: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask, shaped like `score`, of its k largest entries (exactly k, ties broken by topk)."""
     mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
@@ -82,12 +79,12 @@ def forget_loss(model: nn.Module, tokens: torch.Tensor, seqs: SequenceSet) -> to
     """Per-sequence CE [N] on the memorised suffix (tokens after each row's start, see
     `SequenceSet.starts`), what the memorisation metric judges; the prefix is ordinary context
     the model may keep predicting."""
-    return sequence_loss(model, tokens.to(device_of(model)), seqs.pad_id, start=seqs.starts(tokens))
+    return sequence_loss(model, tokens.to(model_device(model)), seqs.pad_id, start=seqs.starts(tokens))
 
 
 def retain_loss(model: nn.Module, tokens: torch.Tensor, seqs: SequenceSet) -> torch.Tensor:
     """Per-sequence CE [N] over the whole row: everything about retained data should be kept."""
-    return sequence_loss(model, tokens.to(device_of(model)), seqs.pad_id)
+    return sequence_loss(model, tokens.to(model_device(model)), seqs.pad_id)
 
 
 @contextmanager

@@ -39,8 +39,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.loss_truncation import check_train_inputs, device_of, train_regularised
+from ingest.mitigation.methods.loss_truncation import check_train_inputs, train_regularised
 from ingest.mitigation.tinymem.data import TinyMemData
 from ingest.mitigation.tinymem.train import lm_loss
 
@@ -125,7 +126,7 @@ class ExampleTiedDropout:
 
     def __call__(self, model: nn.Module, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The trainer's loss hook: the LM loss with each row's example-tied masks."""
-        dev = device_of(model)
+        dev = model_device(model)
         with self.tied(ids, dev):
             return lm_loss(model, tokens.to(dev), self.pad_id)
 

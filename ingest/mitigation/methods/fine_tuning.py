@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.loss_truncation import device_of
 from ingest.mitigation.tinymem.data import TinyMemData
 from ingest.mitigation.tinymem.train import STATE_FILE, lm_loss, train
 
@@ -69,7 +69,7 @@ def finetune(
         if not state_file.exists():
             raise ValueError(f"{checkpoint} is not a trainer checkpoint (no {STATE_FILE})")
         start = int(torch.load(state_file, weights_only=False)["epoch"])  # our own file
-    dev = device_of(model)
+    dev = model_device(model)
 
     def loss_fn(m: nn.Module, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return lm_loss(m, tokens.to(dev), pad_id)

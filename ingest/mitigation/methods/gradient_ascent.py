@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
 from ingest.mitigation.methods.neurons import (
     check_forget,
     check_nonempty,
-    device_of,
     shuffled_batches,
     suffix_loss,
 )
@@ -70,7 +70,7 @@ def ascend(
     if steps < 1 or lr <= 0:
         raise ValueError(f"need steps >= 1 and lr > 0, got steps={steps}, lr={lr}")
     t0 = time.perf_counter()
-    dev = device_of(model)
+    dev = model_device(model)
     gen = torch.Generator().manual_seed(seed)
     original = None
     if retain is not None:

@@ -21,12 +21,12 @@ import math
 import torch
 from torch import nn
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.arch import mlps
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
 from ingest.mitigation.methods.neurons import (
     RATIO_GRID,
     backward_forget_loss,
-    device_of,
     gated,
     neuron_method,
     shuffled_batches,
@@ -56,7 +56,7 @@ def attribute(
     stop_loss: float,
     batch_size: int,
 ):
-    dev = device_of(model)
+    dev = model_device(model)
     layers = mlps(model)
     log_alphas = [(torch.randn(m.d_ff, generator=gen) * 0.01).to(dev).requires_grad_(True) for m in layers]
     opt = torch.optim.Adam(log_alphas, lr=lr)

@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from ingest.hf_compat import output_cache, with_cache
+from ingest.lm.runtime import model_device
 from ingest.mitigation.arch import mlps, neuron_hook
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
 from ingest.mitigation.methods.neurons import (
     RATIO_GRID,
-    device_of,
     neuron_method,
     sample_sequences,
     suffix_mask,
@@ -94,7 +94,7 @@ def attribute(
     max_sequences: int | None,
     max_rows: int,
 ):
-    dev = device_of(model)
+    dev = model_device(model)
     forget = sample_sequences(forget, max_sequences, gen)
     tokens = forget.tokens
     mask = suffix_mask(tokens, forget.starts(tokens), forget.pad_id)

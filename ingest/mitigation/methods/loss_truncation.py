@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register, sequence_loss
 from ingest.mitigation.tinymem.data import TinyMemData
 from ingest.mitigation.tinymem.train import train
@@ -48,10 +49,6 @@ def check_train_inputs(data: TinyMemData | None, epochs: int) -> None:
         raise ValueError("train-time regularisers need `data`, the TinyMemData the base model was trained on")
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs}")
-
-
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def artifact_flags(data: TinyMemData) -> torch.Tensor:
@@ -161,7 +158,7 @@ class LossTruncation:
         return keep
 
     def __call__(self, model: nn.Module, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        per_seq = sequence_loss(model, tokens.to(device_of(model)), self.pad_id)
+        per_seq = sequence_loss(model, tokens.to(model_device(model)), self.pad_id)
         keep = self.keep(per_seq)
         if self.is_artifact is not None and math.isfinite(self.cutoff):
             art = self.is_artifact[ids.cpu()]

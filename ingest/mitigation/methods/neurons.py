@@ -31,6 +31,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.arch import mlps, neuron_hook
 from ingest.mitigation.methods.base import EditResult, SequenceSet, sequence_loss
 
@@ -67,10 +68,6 @@ def n_remove(ratio: float, d_ff: int) -> int:
     return min(d_ff, max(1, math.floor(check_ratio(ratio) * d_ff)))
 
 
-def device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def suffix_mask(tokens: torch.Tensor, prompt_len: int | torch.Tensor, pad_id: int | None) -> torch.Tensor:
     """[N, T] bool: positions t whose next-token prediction is judged — prompt_len-1 ≤ t ≤ T-2 and
     tokens[t+1] is not padding (`prompt_len` an int or one per row, see `SequenceSet.starts`).
@@ -89,7 +86,7 @@ def suffix_mask(tokens: torch.Tensor, prompt_len: int | torch.Tensor, pad_id: in
 def suffix_loss(model: nn.Module, tokens: torch.Tensor, seqs: SequenceSet) -> torch.Tensor:
     """Per-sequence CE [N] on the memorised suffix (targets at positions >= each row's start, padding
     excluded): the quantity every method here probes, trains or ascends."""
-    return sequence_loss(model, tokens.to(device_of(model)), seqs.pad_id, start=seqs.starts(tokens))
+    return sequence_loss(model, tokens.to(model_device(model)), seqs.pad_id, start=seqs.starts(tokens))
 
 
 @contextmanager

@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.arch import mlps
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
 from ingest.mitigation.methods.neurons import (
     RATIO_GRID,
     backward_forget_loss,
-    device_of,
     gated,
     neuron_method,
 )
@@ -36,7 +36,7 @@ def attribute(
     stop_loss: float,
     batch_size: int,
 ):
-    dev = device_of(model)
+    dev = model_device(model)
     coefs = [torch.ones(m.d_ff, device=dev, requires_grad=True) for m in mlps(model)]
     opt = torch.optim.Adam(coefs, lr=lr)
     rows = torch.arange(len(forget))

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.loss_truncation import check_train_inputs, device_of, train_regularised
+from ingest.mitigation.methods.loss_truncation import check_train_inputs, train_regularised
 from ingest.mitigation.tinymem.data import TinyMemData
 from ingest.mitigation.tinymem.train import lm_loss
 
@@ -134,7 +135,7 @@ class SpectralPenalty:
         return 0.5 * self.lam * sum(s.sum() for s in self.sigmas().values())
 
     def __call__(self, model: nn.Module, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        loss = lm_loss(model, tokens.to(device_of(model)), self.pad_id)
+        loss = lm_loss(model, tokens.to(model_device(model)), self.pad_id)
         return loss + self.penalty() if self.lam > 0 else loss
 
     def state_dict(self) -> dict[str, Any]:

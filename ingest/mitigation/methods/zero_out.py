@@ -16,11 +16,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.arch import mlps, neuron_hook
 from ingest.mitigation.methods.base import EditResult, SequenceSet, register
 from ingest.mitigation.methods.neurons import (
     RATIO_GRID,
-    device_of,
     neuron_method,
     sample_sequences,
     suffix_loss,
@@ -36,7 +36,7 @@ def live_neurons(model: nn.Module, forget: SequenceSet, batch_size: int) -> list
     """Per layer, the neurons with a non-zero activation somewhere on the forget set."""
     layers = mlps(model)
     peak = [torch.zeros(m.d_ff) for m in layers]
-    dev = device_of(model)
+    dev = model_device(model)
 
     def record(layer: int, act: torch.Tensor) -> None:
         peak[layer] = torch.maximum(peak[layer], act.detach().abs().amax(dim=(0, 1)).float().cpu())
@@ -52,7 +52,7 @@ def ablation_deltas(
     model: nn.Module, forget: SequenceSet, layer: int, neurons: torch.Tensor, max_rows: int = 256
 ) -> torch.Tensor:
     """Δ mean suffix loss when each of `neurons` (in `layer`) is zeroed alone, batched."""
-    dev = device_of(model)
+    dev = model_device(model)
     d_ff = mlps(model)[layer].d_ff
     n_seq = min(len(forget), max_rows)
     k_max = max(1, max_rows // n_seq)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ingest.hf_compat import output_cache, with_cache
+from ingest.lm.runtime import model_device
 from ingest.mitigation.methods.base import SequenceSet
 from ingest.mitigation.tinymem.data import TinyMemData
 
@@ -35,7 +36,7 @@ def greedy_generate(model: nn.Module, prompts: torch.Tensor, n: int) -> torch.Te
     """[B, P + n]: prompts continued by n greedy tokens (KV cache; nothing stops at EOS)."""
     was_training = model.training
     model.eval()
-    prompts = prompts.to(_device(model))
+    prompts = prompts.to(model_device(model))
     out = model(input_ids=prompts, use_cache=True)
     seq = [prompts]
     for i in range(n):
@@ -75,17 +76,13 @@ def memorised(
         window = ((pos >= pl) & (pos < end))[:, 1:]
         c = clean[i : i + batch_size, :width]
         x = torch.cat([torch.where(pos < pl, c, noisy[i : i + batch_size, :width]), c])
-        pred = model(input_ids=x.to(_device(model))).logits[:, :-1].argmax(-1).cpu()
+        pred = model(input_ids=x.to(model_device(model))).logits[:, :-1].argmax(-1).cpu()
         ok = ((pred == x[:, 1:]) | ~window.repeat(2, 1)).all(1) & (pl < t).squeeze(1).repeat(2)
         hits_noisy.append(ok[: len(c)])
         hits_clean.append(ok[len(c) :])
     model.train(was_training)
     empty = torch.zeros(0, dtype=torch.bool)
     return (torch.cat(hits_noisy) if m else empty), (torch.cat(hits_clean) if m else empty)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _pct(mask: torch.Tensor) -> float:
@@ -100,7 +97,7 @@ def _token_ce(model, tokens, pad_id, count_padding, batch_size, start: int = 0):
     was_training = model.training
     model.eval()
     for i in range(0, tokens.shape[0], batch_size):
-        x = tokens[i : i + batch_size].to(_device(model))
+        x = tokens[i : i + batch_size].to(model_device(model))
         logits = model(input_ids=x).logits[:, :-1].float()
         targets = x[:, 1:]
         ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")

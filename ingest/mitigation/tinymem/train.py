@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2LMHeadModel
 
+from ingest.lm.runtime import model_device
 from ingest.mitigation.tinymem.data import TinyMemData
 from ingest.suite.schedule import lr_at
 
@@ -167,7 +168,7 @@ def train(
     total_steps = epochs * -(-n // batch_size)
     if warmup_fraction is not None and not 0.0 <= warmup_fraction < 1.0:
         raise ValueError(f"warmup_fraction must be in [0, 1) or None, got {warmup_fraction}")
-    device = next(model.parameters()).device
+    device = model_device(model)
     for epoch in range(start + 1, epochs + 1):
         model.train()
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))

@@ -1,0 +1,1 @@
+"""Language-model runtime shared by the jobs: devices, dtypes, modes (`ingest.lm.runtime`)."""
