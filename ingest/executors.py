@@ -15,6 +15,7 @@ unit is a `jobs.Unit` (run by `run_unit`) or any picklable object with its own `
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -48,13 +49,22 @@ def _label(u) -> str:
 
 
 def execute(units: list[Unit], executor: str = "local", **opts) -> list[dict[str, Any]]:
+    """Run `units` on `executor` with its options; an option it does not take is an error (a
+    misspelt `--exec-opt` would otherwise be dropped silently)."""
     if executor not in EXECUTORS:
         raise MemlakeError(f"unknown executor {executor!r} (choose from {sorted(EXECUTORS)})")
-    return EXECUTORS[executor](units, **opts)
+    run = EXECUTORS[executor]
+    known = [name for name in inspect.signature(run).parameters if name != "units"]
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise MemlakeError(
+            f"executor {executor!r} takes no option {unknown[0]!r} (its options: {', '.join(known)})"
+        )
+    return run(units, **opts)
 
 
 @register("local")
-def run_local(units: list[Unit], workers: int = 1, **_) -> list[dict[str, Any]]:
+def run_local(units: list[Unit], workers: int = 1) -> list[dict[str, Any]]:
     """Run `units` here: one after the other, or `workers` at a time in as many processes.
 
     Workers pay off where one unit cannot use the machine: one process drives one GPU, and a small
@@ -131,7 +141,6 @@ def run_slurm(
     timeout_min: int = 60,
     gpus_per_task: int = 1,
     array_parallelism: int = 16,
-    **_,
 ) -> list[dict[str, Any]]:
     try:
         import submitit
@@ -151,7 +160,7 @@ def run_slurm(
 
 @register("ray")
 def run_ray(
-    units: list[Unit], address: str | None = None, num_gpus: float = 0, num_cpus: int | None = None, **_
+    units: list[Unit], address: str | None = None, num_gpus: float = 0, num_cpus: int | None = None
 ) -> list[dict[str, Any]]:
     try:
         import ray

@@ -239,6 +239,13 @@ def test_local_workers_report_a_failing_unit(tiny_suite, tmp_path):
     assert not lake.partitions(wh, "token_stats")
     with pytest.raises(MemlakeError, match="workers must be a positive integer, got 0"):
         execute(units, "local", workers=0)
+    # an option the executor does not take (a misspelling, another executor's) is refused, not dropped
+    with pytest.raises(
+        MemlakeError, match="executor 'local' takes no option 'worker' \\(its options: workers\\)"
+    ):
+        execute(units, "local", worker=2)
+    with pytest.raises(MemlakeError, match="executor 'ray' takes no option 'partition'"):
+        execute(units, "ray", partition="gpu")
 
 
 def test_each_worker_gets_its_gpu_or_its_cores(monkeypatch):
