@@ -263,6 +263,7 @@ def build_features(
                 len(train_pos), size=min(s["representative_sample"], len(train_pos)), replace=False
             )
             corpus_pos = train_pos[np.sort(picked)]
+            corpus_sample = inst.sample[corpus_pos]
             own = np.full(len(inst.ids), -1, dtype=np.int64)
             own[corpus_pos] = np.arange(len(corpus_pos))
             own = own[keep]
@@ -276,21 +277,12 @@ def build_features(
                 at = np.minimum(np.searchsorted(known, ids), len(known) - 1)
                 own = np.where(known[at] == ids, first[at], -1)
         bar.update(task, advance=1, description=f"features: embedding {n} + {corpus_rows} texts")
-        if corpus is None:
-            corpus_sample = inst.sample[corpus_pos]
-            corpus_text = tokenizer.batch_decode(corpus_sample.tolist(), clean_up_tokenization_spaces=False)
-            corpus_prompts = tokenizer.batch_decode(
-                corpus_sample[:, : s["prompt_len"]].tolist(), clean_up_tokenization_spaces=False
-            )
-            both = embed_distinct(text + corpus_text)  # a text in both is embedded once
-            emb, corpus_emb = both[:n], both[n:]
-        else:
-            corpus_text = tokenizer.batch_decode(corpus_sample.tolist(), clean_up_tokenization_spaces=False)
-            corpus_prompts = tokenizer.batch_decode(
-                corpus_sample[:, : s["prompt_len"]].tolist(), clean_up_tokenization_spaces=False
-            )
-            both = embed_distinct(text + corpus_text)
-            emb, corpus_emb = both[:n], both[n:]
+        corpus_text = tokenizer.batch_decode(corpus_sample.tolist(), clean_up_tokenization_spaces=False)
+        corpus_prompts = tokenizer.batch_decode(
+            corpus_sample[:, : s["prompt_len"]].tolist(), clean_up_tokenization_spaces=False
+        )
+        both = embed_distinct(text + corpus_text)  # a text in both is embedded once
+        emb, corpus_emb = both[:n], both[n:]
         lap("embedding")
 
         bar.update(task, advance=1, description="features: semantic and textual matches")
