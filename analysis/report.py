@@ -14,8 +14,9 @@ import shutil
 from pathlib import Path
 
 from analysis.page import table
-from memlake import lake, query
-from memlake.paths import Warehouse
+from analysis.views import SQL_VIEWS
+from memlake.core import lake, query
+from memlake.core.paths import Warehouse
 
 SECTIONS = {  # figures folder -> (title, the command that builds it)
     "profiles": ("Memorisation profiles", "memlake profiles fit && memlake profiles figures"),
@@ -42,7 +43,7 @@ def _taxonomy_headline(con, wh: Warehouse) -> str:
 def _mitigation_headline(con, wh: Warehouse) -> str:
     from analysis.mitigation.summary import report_html
 
-    if "mitigation_best_runs" not in query.views(con):
+    if "mitigation_best_runs" not in query.view_names(con):
         return "<p class=muted>No mitigation runs yet: run <code>memlake mitigate sweep</code>.</p>"
     return report_html(query.frame(con, "select * from mitigation_scored"),
                        query.frame(con, "select * from mitigation_best_runs"))  # fmt: skip
@@ -57,7 +58,7 @@ HEADLINES = {
 
 
 def _headline(folder: str, wh: Warehouse) -> str:
-    con = query.connect(wh)
+    con = query.connect(wh, views=SQL_VIEWS)
     try:
         return HEADLINES[folder](con, wh)
     finally:
@@ -85,10 +86,10 @@ window.addEventListener('load', () => {
 
 def _summaries(wh: Warehouse) -> list[str]:
     """Row counts of every table, checkpoints per model, and headline numbers where marts exist."""
-    con = query.connect(wh)
+    con = query.connect(wh, views=SQL_VIEWS)
     out = []
     try:
-        views = sorted(query.views(con))
+        views = sorted(query.view_names(con))
         counts = [(v, con.execute(f"select count(*) from {v}").fetchall()[0][0]) for v in views]
         out.append("<h2>Tables</h2>" + table(["table or view", "rows"], counts))
         if "checkpoints" in views:

@@ -47,8 +47,8 @@ from ingest.lm.runtime import inference_device, to_inference  # noqa: E402
 from ingest.panel import load_panel  # noqa: E402
 from ingest.suite.model import PYTHIA_CONTEXT, PYTHIA_VOCAB, build_model, n_params, pythia_specs  # noqa: E402
 from ingest.suite.train import model_dir, train_suite  # noqa: E402
-from memlake import config  # noqa: E402
-from memlake.paths import Warehouse  # noqa: E402
+from memlake.core import config  # noqa: E402
+from memlake.core.paths import Warehouse  # noqa: E402
 
 RUNS = ("generate", "memlake", "targets")
 # The CPU kernels of a decode's arithmetic: the linear layers and LM head, attention, GELU, layer

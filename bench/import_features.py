@@ -138,7 +138,7 @@ MEASURED = """
 import json, resource, sys, time
 t0 = time.perf_counter()
 from ingest.hub_import import import_dataset
-from memlake.paths import Warehouse
+from memlake.core.paths import Warehouse
 out = {}
 if len(sys.argv) > 1:
     t0 = time.perf_counter()

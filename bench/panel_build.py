@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from memlake import lake
-from memlake.paths import REPO_ROOT, Warehouse
+from memlake.core import lake
+from memlake.core.paths import REPO_ROOT, Warehouse
 
 VALIDATION = 2000  # never-treated rows, as the profiles paper's panel
 STEP = 1000

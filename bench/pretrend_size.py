@@ -45,8 +45,8 @@ def synthetic(rng, per: int, controls: int, heavy: bool) -> pl.DataFrame:
 
 def placebo_source(warehouse: Path, model: str):
     from analysis.profiles.fitting import first_epoch_end, panel_frame
-    from memlake.paths import Warehouse
-    from memlake.query import connect
+    from memlake.core.paths import Warehouse
+    from memlake.core.query import connect
 
     con = connect(Warehouse(warehouse.resolve()))
     panel = panel_frame(con, model, "single")

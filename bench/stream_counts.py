@@ -154,8 +154,8 @@ def child(args) -> None:
         import pyarrow as pa
 
         from ingest.stream_counts import StreamSource, count_stream
-        from memlake import lake
-        from memlake.paths import Warehouse
+        from memlake.core import lake
+        from memlake.core.paths import Warehouse
 
         wh = Warehouse.at(args.warehouse)
         n = len(queries)

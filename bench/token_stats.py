@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from ingest.lm.runtime import to_inference  # noqa: E402
 from ingest.suite.model import PYTHIA_CONTEXT, PYTHIA_VOCAB, build_model, n_params, pad_vocab, pythia_specs  # noqa: E402
 from ingest.token_stats import token_statistics  # noqa: E402
-from memlake import config  # noqa: E402
+from memlake.core import config  # noqa: E402
 
 # Dense bf16 peak per GPU (vendor datasheets, SXM parts), for MFU.
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}

@@ -28,8 +28,8 @@ import torch.nn.functional as F  # noqa: E402
 from ingest.corpus.build import build_corpus  # noqa: E402
 from ingest.suite.model import build_model, n_params  # noqa: E402
 from ingest.suite.train import _load_training_rows, train_model  # noqa: E402
-from memlake import config  # noqa: E402
-from memlake.paths import Warehouse  # noqa: E402
+from memlake.core import config  # noqa: E402
+from memlake.core.paths import Warehouse  # noqa: E402
 
 
 def bare_loop(spec, cfg, tokens, order, steps: int) -> float:

@@ -1,1 +1,1 @@
-"""Ingest jobs: read models and corpora, write lake partitions (see memlake.lake)."""
+"""Ingest jobs: read models and corpora, write lake partitions (see memlake.core.lake)."""

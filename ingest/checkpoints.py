@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 _STEP = re.compile(r"^step(\d+)$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from memlake.paths import cache_root
+from memlake.core.paths import cache_root
 
 
 def cache_dir(encoder_sha256: str) -> Path:

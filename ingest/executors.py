@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ingest.jobs import Unit, run_unit
-from memlake.errors import MemlakeError
-from memlake.progress import progress
+from memlake.core.errors import MemlakeError
+from memlake.core.progress import progress
 
 EXECUTORS: dict[str, Callable[..., list[dict[str, Any]]]] = {}
 

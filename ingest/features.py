@@ -54,10 +54,10 @@ from ingest import embedding_cache
 from ingest.panel import is_hub_import, panel_instance_ids
 from ingest.stream import TokenStream
 from ingest.stream_counts import StreamSource, count_stream, instance_rows
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
-from memlake.progress import progress
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
+from memlake.core.progress import progress
 from transforms import code_nl, huffman, semantic
 from transforms.duplicates import continuation_duplicate_counts, sequence_duplicate_counts
 from transforms.frequencies import frequency_stats, sequence_frequencies, token_counts

@@ -90,9 +90,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 # Pythia's training stream: 1024 rows per optimiser step, a checkpoint every 1000 steps, and
 # the memorisation evaluations at the final checkpoint with 32-token prompts/continuations.

@@ -25,9 +25,9 @@ import pyarrow as pa
 import yaml
 
 from ingest.suite.schedule import lr_at
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "memlake" / "configs" / "suites"
 _STEP_REF = re.compile(r"^step(\d+)$")

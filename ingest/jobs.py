@@ -24,9 +24,9 @@ import torch
 from ingest.checkpoints import ModelRef, expand_revisions, load_model, local_steps, resolve
 from ingest.lm.runtime import inference_device
 from ingest.panel import load_panel, shard_slice
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from memlake.errors import MemlakeError
+from memlake.core.errors import MemlakeError
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1

@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 
 from ingest.panel import shard_slice
 from ingest.stream import TokenStream, digest, open_stream
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 from transforms.stream_tally import tally
 
 COUNTS = "stream_counts"

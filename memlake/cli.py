@@ -27,9 +27,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from memlake import config as configuration
-from memlake.errors import MemlakeError
-from memlake.paths import REPO_ROOT, Warehouse
+from memlake.core import config as configuration
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import REPO_ROOT, Warehouse
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -327,9 +327,10 @@ def query(
     limit: Annotated[int, typer.Option(help="Rows shown in table format.")] = 50,
 ):
     """Run read-only SQL against the warehouse and print the result."""
-    from memlake.query import run
+    from analysis.views import SQL_VIEWS
+    from memlake.core.query import run
 
-    columns, rows = run(Warehouse.at(warehouse), sql)
+    columns, rows = run(Warehouse.at(warehouse), sql, views=SQL_VIEWS)
     if format is Format.csv:
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(columns)
@@ -594,13 +595,15 @@ def mitigate_study(
     limit = spec.get("max_per_method") if max_per_method is None else max_per_method
     _mitigate(cfg, wh, "tinymem", ",".join(spec["methods"]), limit)
     from analysis.mitigation import draw
-    from memlake.query import read
+    from analysis.views import SQL_VIEWS
+    from memlake.core.query import read
 
     best = read(
         wh,
         "select method, hparams, mem_before, mem_after, acc_before, acc_after, seconds "
         "from mitigation_best_runs where study = $study order by mem_after, acc_after desc",
         {"study": m["tinymem"]["name"]},
+        views=SQL_VIEWS,
     )
     console.print("| method | hparams | mem before → after % | acc before → after % | seconds |")
     for r in best.iter_rows(named=True):

@@ -18,9 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from memlake import lake, query
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake, query
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_SHARD_BYTES = 500 * 2**20  # datasets' push_to_hub default; the viewer wants ~100-300 MB row groups
@@ -70,7 +70,7 @@ def tables_of(name: str, wh: Warehouse) -> dict[str, str]:
 def _available(wh: Warehouse) -> set[str]:
     con = query.connect(wh)
     try:
-        return query.views(con)
+        return query.view_names(con)
     finally:
         con.close()
 

@@ -15,8 +15,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 
-from memlake import config  # noqa: E402
-from memlake.paths import Warehouse  # noqa: E402
+from memlake.core import config  # noqa: E402
+from memlake.core.paths import Warehouse  # noqa: E402
 
 
 @pytest.fixture(scope="session")

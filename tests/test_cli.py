@@ -56,7 +56,7 @@ def test_query_errors_are_one_line(tiny_suite, sql, message):
 
 
 def test_config_override_errors(tmp_path):
-    from memlake.paths import Warehouse
+    from memlake.core.paths import Warehouse
 
     wh = Warehouse.at(tmp_path)
     out = run(["suite", "corpus", "--config", "tiny", "--set", "corpus.nope=3"], wh)

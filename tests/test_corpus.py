@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 
 from ingest.corpus.build import _per_count, build_corpus, checkpoint_steps, cohort_of
-from memlake import config, lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import config, lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 from transforms.duplicates import continuation_duplicate_counts
 from transforms.templating import templating_flags
 

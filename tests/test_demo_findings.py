@@ -18,8 +18,8 @@ from analysis.mitigation import summary
 from analysis.profiles import headline as profiles_headline
 from analysis.taxonomy import data as taxonomy_data
 from analysis.taxonomy import headline as taxonomy_headline
-from memlake import query
-from memlake.paths import Warehouse
+from memlake.core import query
+from memlake.core.paths import Warehouse
 
 pytestmark = pytest.mark.demo
 

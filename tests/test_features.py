@@ -22,9 +22,9 @@ import pytest
 from ingest import features as feat
 from ingest.features import build_features
 from ingest.panel import panel_instance_ids
-from memlake import config, lake, query
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import config, lake, query
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 CATEGORIES = {"recitation", "reconstruction", "recollection"}

@@ -17,9 +17,9 @@ import pytest
 
 from ingest import hub_import
 from ingest.hub_import import import_dataset
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import REPO_ROOT, Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import REPO_ROOT, Warehouse
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 

@@ -8,10 +8,10 @@ from typer.testing import CliRunner
 from ingest.checkpoints import resolve
 from ingest.hub_suites import family_suite, register, registered, suite_for
 from ingest.jobs import plan
-from memlake import lake
 from memlake.cli import app
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 PYTHIA = "EleutherAI/pythia-70m-deduped"
 

@@ -15,9 +15,9 @@ import torch
 from ingest.executors import execute
 from ingest.jobs import plan, run_unit
 from ingest.panel import load_panel, panel_ids, shard_slice
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 PANEL = {"per_cohort": 4, "validation": 8}
 OPTS = {"seed": 1, "batch_size": 16, "panel": PANEL}

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 
 @pytest.fixture
@@ -98,7 +98,7 @@ def test_killed_writer_is_invisible_and_rerun_completes(wh):
     """SIGKILL between writing the files and the rename: readers see nothing, re-run works."""
     code = (
         "import os, signal, pyarrow as pa\n"
-        "from memlake import lake\nfrom memlake.paths import Warehouse\n"
+        "from memlake.core import lake\nfrom memlake.core.paths import Warehouse\n"
         "from tests.test_lake import checkpoints\n"
         f"wh = Warehouse.at({str(wh.root)!r})\n"
         "lake.write_partition(wh, 'checkpoints', checkpoints(), {'model': 'm'},\n"

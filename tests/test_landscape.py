@@ -19,8 +19,8 @@ from ingest.mitigation.methods import REGISTRY, SequenceSet
 from ingest.mitigation.methods.base import sequence_loss
 from ingest.mitigation.studies import tinymem_study
 from ingest.mitigation.sweep import Run, sweep
-from memlake import config, query
-from memlake.paths import Warehouse
+from memlake.core import config, query
+from memlake.core.paths import Warehouse
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")

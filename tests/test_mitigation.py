@@ -13,8 +13,8 @@ import pytest
 from ingest.mitigation.methods import REGISTRY
 from ingest.mitigation.studies import tinymem_study
 from ingest.mitigation.sweep import Run, plan, sweep
-from memlake import config, lake, query
-from memlake.paths import Warehouse
+from memlake.core import config, lake, query
+from memlake.core.paths import Warehouse
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 CONTRACT = ["run_id", "method", "hparams", "seed", "model", "step", "mem_before", "mem_after", "acc_before",

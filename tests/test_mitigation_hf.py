@@ -22,9 +22,9 @@ from ingest.mitigation.studies import (
     memorised,
     suite_study,
 )
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 KEY, HUB_ID = "pythia-70m-deduped", "EleutherAI/pythia-70m-deduped"

@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 from analysis.profiles import SIGN, fit_profiles, grid
-from memlake import query
-from memlake.paths import Warehouse
+from memlake.core import query
+from memlake.core.paths import Warehouse
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 KEYS = ["model", "metric", "units", "control_group", "base_period", "first_epoch"]
@@ -114,7 +114,7 @@ def test_regression_cross_check_equals_did_on_post_cells(demo):
 def test_units_default_to_natural_single_exposure_rows(tiny_cfg):
     from analysis.profiles import DEFAULT_UNITS, UNIT_SETS, ProfileSpec
     from analysis.profiles.figures import DEFAULT
-    from memlake import config
+    from memlake.core import config
 
     assert DEFAULT_UNITS == "single" == ProfileSpec("m").units == grid(["m"])[0].units == DEFAULT["units"]
     assert "copies" in UNIT_SETS["single"] and "'none'" in UNIT_SETS["single"]

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from memlake import lake
-from memlake.paths import REPO_ROOT, Warehouse
+from memlake.core import lake
+from memlake.core.paths import REPO_ROOT, Warehouse
 
 HUB = "EleutherAI/pythia-70m-deduped"
 KEY = "pythia-70m-deduped"

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from memlake import query
+from memlake.core import query
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

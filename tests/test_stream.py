@@ -20,10 +20,10 @@ from ingest import features as feat
 from ingest import stream as st
 from ingest.stream import open_stream, write_mmap_stream
 from ingest.stream_counts import StreamSource, count_stream
-from memlake import lake
 from memlake.cli import app
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 from transforms import code_nl
 from transforms.stream_tally import tally
 

@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 from ingest.checkpoints import expand_revisions, load_model, resolve
 from ingest.suite.schedule import lr_at
 from ingest.suite.train import check_even_grid, epochs_for_even_grid, step_dir, train_model
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 
 def _seq_loss(model, tokens: list[list[int]]) -> float:

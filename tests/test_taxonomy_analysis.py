@@ -36,8 +36,8 @@ from analysis.taxonomy.shares import (
     code_nl_counts,
     memorised_given_code_nl,
 )
-from memlake import query
-from memlake.paths import Warehouse
+from memlake.core import query
+from memlake.core.paths import Warehouse
 
 SEARCH_SUBSET = ("huffman_coding_length", "sequence_duplicates", "avg_frequency")
 

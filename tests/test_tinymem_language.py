@@ -13,9 +13,9 @@ import torch
 
 from ingest.mitigation.studies import tinymem_name, tinymem_study, variant_config
 from ingest.mitigation.sweep import plan, sweep
-from memlake import config, lake, query
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import config, lake, query
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 

@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import REPO_ROOT, Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import REPO_ROOT, Warehouse
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 MODELS = {"suite-a": [0.0, 0.6, 1.2], "suite-b": [0.0, 0.4, 0.8]}  # epoch of each checkpoint
@@ -253,7 +253,7 @@ def test_sequence_panel_treatment_and_first_epoch(runs):
 
 
 def test_memorised_sequences_and_query_by_name(runs):
-    from memlake.query import run
+    from memlake.core.query import run
 
     built = runs["full"][1]["memorised_sequences"]
     assert built.num_rows == 2 * 3 * (N_TRAIN + N_VALIDATION) * len(LENGTHS)
@@ -286,8 +286,8 @@ def test_docs_generate_documents_every_mart_column(runs):
 
 
 def test_sources_match_the_lake_contract():
-    """The dbt sources state the contract of memlake/lake.py: same tables, columns in order, types
-    (`lake.duckdb_type`), partition keys and glob depth."""
+    """The dbt sources state the contract of memlake/core/lake/contract.py: same tables, columns in
+    order, types (`lake.duckdb_type`), partition keys and glob depth."""
     sources = yaml.safe_load((REPO_ROOT / "models/staging/__sources.yml").read_text())
     tables = {t["name"]: t for t in sources["sources"][0]["tables"]}
     assert set(tables) == set(lake.TABLES)

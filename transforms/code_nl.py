@@ -290,7 +290,7 @@ def load(directory: Path, seed: int = 0):
 def shared_dir() -> Path:
     """The per-user copy every warehouse starts from: the fit is deterministic given the recipe,
     seed, Python and scikit-learn, so a machine fits it once instead of once per warehouse."""
-    from memlake.paths import cache_root
+    from memlake.core.paths import cache_root
 
     return cache_root() / "code_nl"
 

@@ -11,8 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from memlake.paths import Warehouse  # noqa: E402
-from memlake.query import connect, frame, views  # noqa: E402
+from analysis.views import SQL_VIEWS
+from memlake.core.paths import Warehouse  # noqa: E402
+from memlake.core.query import connect, frame, view_names  # noqa: E402
 
 KIND_MARKERS = {"regulariser": "s", "fine_tuning": "D", "neuron": "^", "weight": "o", "baseline": "x"}
 
@@ -79,9 +80,9 @@ def dup_classes(best: pl.DataFrame) -> plt.Figure:
 def draw(wh: Warehouse, out: Path | None = None) -> list[Path]:
     """Every mitigation figure; PNGs under warehouse/figures/mitigation/."""
     out = out or wh.figures / "mitigation"
-    con = connect(wh)
+    con = connect(wh, views=SQL_VIEWS)
     try:
-        have = views(con)
+        have = view_names(con)
         if "mitigation_pareto" not in have:
             raise ValueError(f"no mitigation runs in {wh.root}: run `memlake mitigate sweep` first")
         runs = frame(con, "select * from mitigation_pareto")

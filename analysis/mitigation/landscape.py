@@ -45,13 +45,14 @@ import torch  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from torch import nn  # noqa: E402
 
+from analysis.views import SQL_VIEWS
 from ingest.lm.runtime import model_device  # noqa: E402
 from ingest.mitigation.methods import SequenceSet, get  # noqa: E402
 from ingest.mitigation.methods.base import sequence_loss  # noqa: E402
 from ingest.mitigation.sweep import Run, Study  # noqa: E402
-from memlake import marts  # noqa: E402
-from memlake.paths import Warehouse  # noqa: E402
-from memlake.query import connect, frame, views  # noqa: E402
+from memlake.core import marts  # noqa: E402
+from memlake.core.paths import Warehouse  # noqa: E402
+from memlake.core.query import connect, frame, view_names  # noqa: E402
 
 MART = "mitigation_landscape"
 EDITS = ("unedited", "good", "bad")
@@ -187,9 +188,9 @@ class Edit:
 
 
 def _lake_rows(wh: Warehouse, sql: str, params: dict) -> list[dict]:
-    con = connect(wh)
+    con = connect(wh, views=SQL_VIEWS)
     try:
-        if "mitigation_scored" not in views(con):
+        if "mitigation_scored" not in view_names(con):
             return []
         return frame(con, sql, params).to_dicts()
     finally:
@@ -394,9 +395,9 @@ def landscape(wh: Warehouse, study: Study, lc: dict[str, Any], **options: Any) -
 
 def draw(wh: Warehouse, out: Path | None = None) -> list[Path]:
     """Redraw every study's landscape figure from the mart."""
-    con = connect(wh)
+    con = connect(wh, views=SQL_VIEWS)
     try:
-        if MART not in views(con):
+        if MART not in view_names(con):
             return []
         rows = frame(con, f"select * from {MART}")
     finally:

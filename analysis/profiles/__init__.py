@@ -25,7 +25,8 @@ from analysis.profiles.fitting import (
     write,
 )
 from analysis.profiles.metrics import METRICS, SIGN
-from memlake.paths import Warehouse
+from analysis.views import SQL_VIEWS
+from memlake.core.paths import Warehouse
 
 __all__ = [
     "DEFAULT_UNITS",
@@ -42,9 +43,9 @@ __all__ = [
 
 
 def models_in(wh: Warehouse) -> list[str]:
-    from memlake.query import connect
+    from memlake.core.query import connect
 
-    con = connect(wh)
+    con = connect(wh, views=SQL_VIEWS)
     try:
         return [m for (m,) in con.execute("select distinct model from sequence_panel order by 1").fetchall()]
     except Exception as e:  # noqa: BLE001 - the view is missing before the first `memlake build`
@@ -79,9 +80,9 @@ def fit_profiles(
     on_fit: Callable[[ProfileFit], None] | None = None,
 ) -> list[ProfileFit]:
     """Fit and write every spec; the panel of a (model, units) pair is read once."""
-    from memlake.query import connect
+    from memlake.core.query import connect
 
-    con = connect(wh)
+    con = connect(wh, views=SQL_VIEWS)
     panels, ends, fits = {}, {}, []
     try:
         for spec in specs:

@@ -20,8 +20,9 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from analysis.profiles.metrics import LABEL, SIGN  # noqa: E402
-from memlake.paths import Warehouse  # noqa: E402
-from memlake.query import frame, views  # noqa: E402
+from analysis.views import SQL_VIEWS
+from memlake.core.paths import Warehouse  # noqa: E402
+from memlake.core.query import frame, view_names  # noqa: E402
 
 DEFAULT = {"units": "single", "control_group": "never_treated", "base_period": "varying", "first_epoch": True}
 
@@ -192,15 +193,15 @@ def draw(
     wh: Warehouse, metric: str = "sup_seq", options: dict | None = None, out: Path | None = None
 ) -> list[Path]:
     """Draw every profile figure for one metric and option set; return the PNG paths."""
-    from memlake.query import connect
+    from memlake.core.query import connect
 
     options = {**DEFAULT, **(options or {})}
     out = out or wh.figures / "profiles"
     out.mkdir(parents=True, exist_ok=True)
-    con = connect(wh)
+    con = connect(wh, views=SQL_VIEWS)
     paths = []
     try:
-        have = views(con)
+        have = view_names(con)
         if "profiles_full" not in have:
             raise ValueError(f"no profiles in {wh.root}: run `memlake profiles fit` first")
         for name, make in FIGURES.items():

@@ -1,6 +1,6 @@
 """Fit memorisation profiles: ATT(g, t) per (model, metric, options) from the `sequence_panel` view.
 
-Reads the panel through SQL (`memlake.query.connect`), runs `analysis.did.att_gt` and writes
+Reads the panel through SQL (`memlake.core.query.connect`), runs `analysis.did.att_gt` and writes
 four marts keyed by the options, one file per fit:
 
   profiles_attgt       every cell, with the uniform band and the signed `memorisation`
@@ -21,7 +21,7 @@ import polars as pl
 
 from analysis.did import att_gt
 from analysis.profiles.metrics import SIGN, check_metric
-from memlake import marts, query
+from memlake.core import marts, query
 
 # Which treated instances enter a fit; never-treated (validation) instances are always the controls.
 # `single` (the default) is the paper's setting: natural rows trained once. The planted sets are

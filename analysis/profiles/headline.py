@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from analysis.page import num, table, verdict
-from memlake import query
+from memlake.core import query
 
 # The fits the findings read: surprisal, never-treated controls, varying base, first epoch.
 FIT = "metric = 'sup_seq' and control_group = 'never_treated' and base_period = 'varying' and first_epoch"
@@ -148,7 +148,7 @@ def model_sizes(models: list[str], suite_config: Path | None) -> list[str]:
 def headline(con: duckdb.DuckDBPyConnection, suite_config: Path | None = None) -> Headline | None:
     """The headline of the profile marts `con` sees; None without a fit of natural rows."""
     q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
-    if "profiles_attgt" not in query.views(con):
+    if "profiles_attgt" not in query.view_names(con):
         return None
     fitted = [m for (m,) in q(f"select distinct model from profiles_attgt where {SINGLE}")]
     if not fitted:

@@ -11,7 +11,7 @@
 
 Every run_* reads the `sequence_features` + `taxonomy` marts through SQL (`data`), hands polars
 frames to a pure function (`shares`, `correlations`, `kl`, `model`, `search`) and writes one
-mart file per option set with `memlake.marts.write` (key columns inside the file). The pure
+mart file per option set with `memlake.core.marts.write` (key columns inside the file). The pure
 functions take frames of the marts' shape, so `synthetic` data exercises them without a lake.
 Pairs: model/step None means every (model, step) in the marts; split "train" (default) keeps
 trained instances only (None: every row); perplexity "per_window" (default) or "shared" (the
@@ -31,8 +31,9 @@ from analysis.taxonomy.kl import kl_by_duplicates
 from analysis.taxonomy.model import PROTOCOLS, ModelResult, fit_models
 from analysis.taxonomy.search import best, candidate_count, candidates, search
 from analysis.taxonomy.shares import category_shares, code_nl_breakdown, memorised_given_code_nl
-from memlake import marts, query
-from memlake.paths import Warehouse
+from analysis.views import SQL_VIEWS
+from memlake.core import marts, query
+from memlake.core.paths import Warehouse
 
 if TYPE_CHECKING:
     from analysis.taxonomy.figures import draw
@@ -75,7 +76,7 @@ def _keyed(frame: pl.DataFrame, **keys) -> pl.DataFrame:
 
 
 def _pairs_and_rows(wh: Warehouse, model, step, split, perplexity, columns: str = "*"):
-    con = query.connect(wh)
+    con = query.connect(wh, views=SQL_VIEWS)
     try:
         for m, s in data.select_pairs(con, model, step, split):
             yield m, s, data.rows(con, model=m, step=s, split=split, columns=columns, perplexity=perplexity)
@@ -86,7 +87,7 @@ def _pairs_and_rows(wh: Warehouse, model, step, split, perplexity, columns: str 
 def run_shares(wh: Warehouse, *, split: str | None = "train") -> dict[str, pl.DataFrame]:
     """Category counts and shares (per-model and the paper's pooled computation), the code/NL
     breakdown per category and P(memorised | code / NL), aggregated in SQL."""
-    con = query.connect(wh)
+    con = query.connect(wh, views=SQL_VIEWS)
     try:
         data.require_marts(con, "sequence_features", "taxonomy")
         where, params = data._where(None, None, split)
@@ -258,7 +259,7 @@ def run_main_search(
     with the most memorised rows, the largest model's final checkpoint in a suite that memorises
     more with scale and training; the paper searches Pythia 12b's). Empty when no pair holds a
     memorised training row: the thresholds are quantiles of the memorised rows."""
-    con = query.connect(wh)
+    con = query.connect(wh, views=SQL_VIEWS)
     try:
         model, step = data.main_pair(con, kwargs.get("split", "train"))
         memorised = query.frame(
@@ -276,7 +277,7 @@ def run_main_search(
 
 def search_results(wh: Warehouse, *, protocol: str = "published") -> pl.DataFrame:
     """Every searched candidate in the warehouse (all shards), best first per (model, step)."""
-    con = query.connect(wh)
+    con = query.connect(wh, views=SQL_VIEWS)
     try:
         data.require_marts(con, "taxonomy_search")
         return query.frame(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
-from memlake import query
+from memlake.core import query
 
 SKIPPED = ("text", "prompt_text", "tokens", "frequencies")  # heavy and unused by the analyses
 
@@ -71,7 +71,7 @@ def _where(model: str | None, step: int | None, split: str | None) -> tuple[str,
 
 def require_marts(con: duckdb.DuckDBPyConnection, *names: str) -> None:
     """Fail with a hint when a mart the analysis reads has not been built yet."""
-    have = query.views(con)
+    have = query.view_names(con)
     missing = [n for n in names if n not in have]
     if missing:
         raise ValueError(f"marts {', '.join(missing)} are missing: run `memlake build` first")

@@ -22,8 +22,9 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from analysis.taxonomy.features import AGGREGATE, BASELINE, CATEGORIES, HISTOGRAM_FEATURES  # noqa: E402
-from memlake import marts  # noqa: E402
-from memlake.paths import Warehouse  # noqa: E402
+from analysis.views import SQL_VIEWS
+from memlake.core import marts  # noqa: E402
+from memlake.core.paths import Warehouse  # noqa: E402
 
 COLOURS = {"recitation": "C0", "reconstruction": "C1", "recollection": "C2", BASELINE: "grey", "all": "grey"}
 
@@ -239,13 +240,13 @@ def draw(
     mart has not been written yet are skipped.
     """
     from analysis.taxonomy import data
-    from memlake.query import connect, frame, views
+    from memlake.core.query import connect, frame, view_names
 
     out = out or wh.figures / "taxonomy"
-    con = connect(wh)
+    con = connect(wh, views=SQL_VIEWS)
     paths: list[Path] = []
     try:
-        have = views(con)
+        have = view_names(con)
         if model is None or step is None:
             model, step = data.main_pair(con, split)
         tag = marts.file_key(model, step)

@@ -20,7 +20,7 @@ import polars as pl
 
 from analysis.page import num
 from analysis.taxonomy import data
-from memlake import query
+from memlake.core import query
 
 MIN_POSITIVES = 10
 ALPHA = 0.05
@@ -116,7 +116,7 @@ class Headline:
 def headline(con: duckdb.DuckDBPyConnection, *, top: int = 3) -> Headline:
     """The headline of the marts `con` sees (raises ValueError when the taxonomy marts are absent)."""
     model, step = data.main_pair(con)
-    views = query.views(con)
+    views = query.view_names(con)
     key = {"model": model, "step": step}
     counts = query.frame(
         con,

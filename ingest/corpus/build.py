@@ -21,10 +21,10 @@ import pyarrow as pa
 from ingest.corpus import planted
 from ingest.corpus.sources import Document, documents
 from ingest.tokenizer import save_tokenizer, train_tokenizer
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
-from memlake.progress import progress
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
+from memlake.core.progress import progress
 
 TOKENIZER_TRAIN_CHARS = 6_000_000  # enough text for a stable BPE; bounds tokenizer time
 

@@ -27,9 +27,9 @@ from ingest.mitigation.tinymem.metrics import evaluate as tm_evaluate
 from ingest.mitigation.tinymem.metrics import forget_retain
 from ingest.mitigation.tinymem.model import tinymem_model
 from ingest.mitigation.tinymem.train import MIN_LR_RATIO, checkpoints, load_checkpoint, train
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 VARIANTS = ("math", "language")
 # The mitigation paper's Pythia protocol (Sakarvadia et al. 2024): a 32-token prompt, memorised iff

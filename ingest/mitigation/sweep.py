@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from ingest.mitigation.methods import REGISTRY, SequenceSet, get
-from memlake import lake
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.paths import Warehouse
 
 N_DUP_CLASSES = 4  # per-duplication-class columns mem_{before,after}_dup0..3 (10^p copies)
 

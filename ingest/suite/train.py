@@ -25,10 +25,10 @@ from transformers.utils import logging as hf_logging
 from ingest.corpus.build import checkpoint_steps
 from ingest.suite.model import build_model
 from ingest.suite.schedule import lr_at
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
-from memlake.progress import progress
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
+from memlake.core.progress import progress
 
 STATE = "_train_state.pt"
 hf_logging.disable_progress_bar()  # one rich bar per model is enough

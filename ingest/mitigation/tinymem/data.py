@@ -464,7 +464,7 @@ def corpus_rows(wh, split: str = "train", clean_only: bool = True) -> tuple[torc
     import numpy as np
     from transformers import AutoTokenizer
 
-    from memlake import lake
+    from memlake.core import lake
 
     t = lake.read_table(wh, "instances", columns=["instance_id", "split", "artifact", "tokens"])
     t = t.sort_by("instance_id").to_pydict()

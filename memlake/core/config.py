@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from memlake.errors import MemlakeError
+from memlake.core.errors import MemlakeError
 
-PRESETS_DIR = Path(__file__).parent / "configs"
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def presets() -> list[str]:

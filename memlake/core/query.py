@@ -8,17 +8,17 @@ files dbt writes with `materialized='external'`; reading them never takes the Du
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from memlake import lake
-from memlake.errors import MemlakeError
-from memlake.paths import Warehouse
+from memlake.core import lake
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-VIEWS_DIR = Path(__file__).resolve().parent.parent / "analysis" / "views"  # derived SQL views over marts
 _DUCK_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER"}
 
 
@@ -53,7 +53,11 @@ def mart_paths(wh: Warehouse) -> dict[str, str]:
     return out
 
 
-def connect(wh: Warehouse, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    wh: Warehouse, threads: int | None = None, views: Mapping[str, str] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with a view per lake table and mart, plus the caller's derived
+    `views` (name -> SELECT) whose inputs exist."""
     con = duckdb.connect(":memory:")
     if threads:
         con.execute(f"set threads = {int(threads)}")
@@ -65,7 +69,7 @@ def connect(wh: Warehouse, threads: int | None = None) -> duckdb.DuckDBPyConnect
         if name in lake.TABLES:
             continue
         con.execute(f"create view {name} as select * from read_parquet('{glob}', union_by_name=true)")
-    _create_derived_views(con)
+    _create_derived_views(con, views or {})
     return con
 
 
@@ -74,23 +78,25 @@ def frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) 
     return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
 
 
-def views(con: duckdb.DuckDBPyConnection) -> set[str]:
+def view_names(con: duckdb.DuckDBPyConnection) -> set[str]:
     """The tables, marts and derived views a connection sees (by name)."""
     return {v for (v,) in con.execute("select view_name from duckdb_views() where not internal").fetchall()}
 
 
-def read(wh: Warehouse, sql: str, params: dict | None = None) -> pl.DataFrame:
+def read(
+    wh: Warehouse, sql: str, params: dict | None = None, views: Mapping[str, str] | None = None
+) -> pl.DataFrame:
     """One query over a fresh read-only connection, as a polars frame."""
-    con = connect(wh)
+    con = connect(wh, views=views)
     try:
         return frame(con, sql, params)
     finally:
         con.close()
 
 
-def _create_derived_views(con: duckdb.DuckDBPyConnection) -> None:
-    """Views from analysis/views/*.sql whose inputs exist; passes until no view can be added."""
-    pending = {p.stem: p.read_text() for p in sorted(VIEWS_DIR.glob("*.sql"))}
+def _create_derived_views(con: duckdb.DuckDBPyConnection, views: Mapping[str, str]) -> None:
+    """The derived views whose inputs exist; passes until no view can be added."""
+    pending = dict(views)
     while pending:
         added = []
         for name, sql in pending.items():
@@ -105,9 +111,9 @@ def _create_derived_views(con: duckdb.DuckDBPyConnection) -> None:
             del pending[name]
 
 
-def run(wh: Warehouse, sql: str) -> tuple[list[str], list[tuple]]:
+def run(wh: Warehouse, sql: str, views: Mapping[str, str] | None = None) -> tuple[list[str], list[tuple]]:
     """Run one or more read-only statements; return the last one's columns and rows."""
-    con = connect(wh)
+    con = connect(wh, views=views)
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
@@ -124,7 +130,7 @@ def run(wh: Warehouse, sql: str) -> tuple[list[str], list[tuple]]:
         columns = [d[0] for d in rel.description]
         return columns, rel.fetchall()
     except duckdb.Error as e:
-        known = sorted(views(con))
+        known = sorted(view_names(con))
         hint = (
             f" (tables: {', '.join(known) or 'none yet: run `memlake demo`'})"
             if "does not exist" in str(e)

@@ -2,7 +2,7 @@
 
 A mart is a folder `marts/<name>/` of files `<key>.parquet`, each holding every row of one
 fit (its key columns included), so re-running a fit replaces exactly its own rows and the
-query layer reads the folder as one table (`memlake.query.mart_paths`).
+query layer reads the folder as one table (`memlake.core.query.mart_paths`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import uuid
 
 import polars as pl
 
-from memlake.paths import Warehouse
+from memlake.core.paths import Warehouse
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
