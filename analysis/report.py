@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from analysis.page import table
@@ -106,13 +107,13 @@ def _summaries(wh: Warehouse) -> list[str]:
     return out
 
 
-def write_report(wh: Warehouse, out: Path, *, dbt_docs: bool = True) -> Path:
-    """Write `out/index.html` (and figures/, dbt-docs/); return the index path."""
+def write_report(wh: Warehouse, out: Path, *, docs: Callable[[Path], bool] | None = None) -> Path:
+    """Write `out/index.html` (and figures/); return the index path. `docs(folder)`, when given,
+    writes the dbt docs site into `out/dbt-docs` and says whether it did; the page links it."""
     out.mkdir(parents=True, exist_ok=True)
     parts = [f"<h1>memlake report</h1><p class=muted>warehouse <code>{html.escape(str(wh.root))}</code>, "
              f"code version <code>{html.escape(lake.code_version())}</code></p>"]  # fmt: skip
-    docs = out / "dbt-docs"
-    if dbt_docs and _dbt_docs(wh, docs):
+    if docs is not None and docs(out / "dbt-docs"):
         parts.append('<p><a href="dbt-docs/index.html">dbt docs: every model, column and test</a></p>')
     for folder, (title, command) in SECTIONS.items():
         src = wh.figures / folder
@@ -154,13 +155,3 @@ def _aspect(png: Path) -> float:
     head = png.read_bytes()[:24]
     width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     return width / height if height else 1.0
-
-
-def _dbt_docs(wh: Warehouse, target: Path) -> bool:
-    """`dbt docs generate` into `target` (needs the catalog from `memlake build`)."""
-    if not wh.catalog.exists():
-        return False
-    from memlake.cli import dbt
-
-    code = dbt(["docs", "generate", "--quiet", "--target-path", str(target)], wh)
-    return code == 0 and (target / "index.html").exists()

@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from memlake import publish
 from memlake.core import query
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from memlake.warehouse import publish
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 

@@ -496,7 +496,7 @@ def test_main_search_covers_the_pair_with_the_most_memorised_rows(warehouse, tmp
     import shutil
 
     from analysis.taxonomy import run_main_search
-    from memlake.cli import _search_summary
+    from memlake.pipeline.taxonomy import search_summary
 
     src, frames = warehouse
     wh = Warehouse.at(tmp_path / "wh")
@@ -511,14 +511,14 @@ def test_main_search_covers_the_pair_with_the_most_memorised_rows(warehouse, tmp
     assert found.height == candidate_count(SEARCH_SUBSET)
     stored = search_results(wh).sort("candidate")
     assert stored["candidate"].equals(found["candidate"]) and stored["f1"].equals(found["f1"])
-    summary = _search_summary(found)
+    summary = search_summary(found)
     assert (
         summary.startswith(f"partition search (taxonomy_search): {main[0]}@{main[1]} ") and "F1 0." in summary
     )
     # nothing memorised anywhere: no thresholds to search with, so nothing is run
     features.with_columns(memorised=pl.lit(False)).write_parquet(wh.marts / "sequence_features.parquet")
     assert run_main_search(wh, n_subsets=0, features=SEARCH_SUBSET).is_empty()
-    assert "not run" in _search_summary(pl.DataFrame())
+    assert "not run" in search_summary(pl.DataFrame())
 
 
 def test_headline_reads_the_finding_from_the_marts(warehouse, tmp_path):
@@ -559,7 +559,7 @@ def test_headline_reads_the_finding_from_the_marts(warehouse, tmp_path):
     assert h.flags() == [
         f"reconstruction: {MIN_POSITIVES - 1} memorised rows (< {MIN_POSITIVES}), too few to mean anything"
     ]
-    page = write_report(wh, tmp_path / "report", dbt_docs=False).read_text()
+    page = write_report(wh, tmp_path / "report").read_text()
     assert "likelihood-ratio test" in page and f"{h.model}@{h.step}" in page
 
 

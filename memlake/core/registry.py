@@ -40,7 +40,9 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise MemlakeError(f"unknown {self.kind} {name!r} (choose from {', '.join(self.names())})") from None
+            raise MemlakeError(
+                f"unknown {self.kind} {name!r} (choose from {', '.join(self.names())})"
+            ) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -1,0 +1,49 @@
+"""`memlake profiles`: DiD memorisation profiles into marts, and their figures."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from memlake.cli._options import ConfigOpt, ListOpt, ModelsOpt, SetOpt, WarehouseOpt, say, split
+from memlake.core.paths import Warehouse
+from memlake.pipeline import profiles, setup
+
+app = typer.Typer(no_args_is_help=True, help="Memorisation profiles: DiD ATT(g,t) fits and figures.")
+
+
+@app.command("fit")
+def fit(
+    models: ModelsOpt = None,
+    metrics: ListOpt = None,
+    units: ListOpt = None,
+    control_groups: ListOpt = None,
+    base_periods: ListOpt = None,
+    all_epochs: Annotated[bool, typer.Option(help="Use every checkpoint, not only the first epoch.")] = False,
+    bootstrap: Annotated[int | None, typer.Option(help="Bootstrap draws (0: analytic only).")] = None,
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
+    """ATT(g,t), aggregations, placebo tests and the pyfixest cross-check into the profiles marts."""
+    cfg, wh = setup(config, set_, warehouse)
+    lists = [split(v) for v in (metrics, units, control_groups, base_periods)]
+    profiles.fit(cfg, wh, models, *lists, all_epochs=all_epochs, bootstrap=bootstrap, log=say)
+
+
+@app.command("figures")
+def figures(
+    metric: Annotated[str, typer.Option(help="Outcome metric.")] = "sup_seq",
+    units: Annotated[
+        str, typer.Option(help="single (natural rows seen once), duplicated, backdoor, noise, templated, all")
+    ] = "single",
+    control_group: Annotated[str, typer.Option()] = "never_treated",
+    base_period: Annotated[str, typer.Option()] = "varying",
+    all_epochs: Annotated[bool, typer.Option(help="Figures of the all-epochs fit.")] = False,
+    warehouse: WarehouseOpt = None,
+):
+    """Profile heatmap, instantaneous vs LR, persistent curve, residual bars, cross-size correlation."""
+    opts = dict(units=units, control_group=control_group, base_period=base_period, first_epoch=not all_epochs)
+    for path in profiles.figures(Warehouse.at(warehouse), metric, opts):
+        say(f"figure: {path}")

@@ -1,0 +1,1 @@
+"""The warehouse's own operations: the dbt runner and Hub publishing."""
