@@ -25,6 +25,7 @@ demo: install
 lint: install
 	$(VENV)/bin/ruff check memlake ingest transforms analysis tests bench
 	$(VENV)/bin/ruff format --check memlake ingest transforms analysis tests bench
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(VENV)/bin/pytest

@@ -2,7 +2,8 @@
 
 A run starts from a preset (`tiny`, `small`, `medium` in memlake/configs/) or a user YAML
 file, then applies `key.sub=value` overrides. Only keys that exist in the base may be
-overridden, so a typo is an error rather than a silently ignored setting. The resolved config
+overridden, so a typo is an error rather than a silently ignored setting, and the result is
+checked against the typed schema in `settings.py`. The resolved config
 is saved beside every output and recorded in every lake manifest.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from memlake.core import settings
 from memlake.core.errors import MemlakeError
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -40,7 +42,11 @@ def load(source: str | Path = "small", overrides: list[str] | None = None) -> di
         raise MemlakeError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(cfg, dict):
         raise MemlakeError(f"{path}: top level must be a mapping")
-    return apply_overrides(cfg, overrides or [])
+    cfg = apply_overrides(cfg, overrides or [])
+    # typed check of the whole config; stages keep the plain mapping it was checked on, so the
+    # values (and the fingerprints of configs in manifests and caches) are exactly the YAML's
+    settings.validate(cfg, str(path))
+    return cfg
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
