@@ -4,8 +4,8 @@
 #     bash bench/device_check.sh            # results under $OUT (default bench/results/device)
 # 1. the GPU-only tests (compiled Triton kernels, CUDA streams);
 # 2. token statistics vs the bare forward at Pythia shapes: the fused reduction serial and on a
-#    second stream beside the head matmul (MEMLAKE_STATS_OVERLAP), at three chunk sizes; then
-#    the head folded into the reduction (MEMLAKE_FUSED_HEAD) at a few tile shapes;
+#    second stream beside the head matmul (runtime.stats_overlap), at three chunk sizes; then
+#    the head folded into the reduction (runtime.fused_head) at a few tile shapes;
 # 3. extraction vs generate at the 70m shape.
 # About 3-4 minutes on an H100/H200 (the model builds and Triton compiles are most of it).
 set -uo pipefail
@@ -21,16 +21,16 @@ transformers.__version__, 'triton', triton.__version__)"
   echo "== GPU tests"
   python3 -m pytest -q -p no:cacheprovider tests/test_token_stats.py tests/test_extraction.py -k gpu
   echo "== token statistics (16 x 2,049 tokens)"
-  for overlap in 0 1; do
+  for overlap in false true; do
     for chunk in 2668 5336 ""; do  # 2^27, 2^28 and (default) 2^29 bf16 logits per chunk
-      echo "-- MEMLAKE_STATS_OVERLAP=$overlap chunk=${chunk:-default}"
-      MEMLAKE_STATS_OVERLAP=$overlap python3 bench/token_stats.py --device cuda --pythia 70m,160m \
+      echo "-- stats_overlap: $overlap, chunk=${chunk:-default}"
+      python3 bench/token_stats.py --device cuda --pythia 70m,160m --runtime "{stats_overlap: $overlap}" \
         --batch 16 --batches 4 --repeats 5 ${chunk:+--chunk $chunk} | grep -v '^|'
     done
   done
   for tiles in '{}' '{"BLOCK_N": 256}' '{"BLOCK_M": 64, "num_warps": 4}' '{"num_stages": 4}'; do
-    echo "-- MEMLAKE_FUSED_HEAD=1 MEMLAKE_HEAD_TILES=$tiles"
-    MEMLAKE_FUSED_HEAD=1 MEMLAKE_HEAD_TILES="$tiles" python3 bench/token_stats.py --device cuda \
+    echo "-- fused_head: true, head_tiles: $tiles"
+    python3 bench/token_stats.py --device cuda --runtime "{fused_head: true, head_tiles: $tiles}" \
       --pythia 70m,160m --batch 16 --batches 4 --repeats 5 | grep -v '^|'
   done
   echo "== extraction (70m shape, batch 64 and 256)"

@@ -23,8 +23,9 @@ from pathlib import Path
 os.environ.setdefault("MEMLAKE_QUIET", "1")
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
-from ingest.lm.runtime import to_inference  # noqa: E402
+from ingest.lm.runtime import Switches, to_inference, using  # noqa: E402
 from ingest.suite.model import PYTHIA_CONTEXT, PYTHIA_VOCAB, build_model, n_params, pad_vocab, pythia_specs  # noqa: E402
 from ingest.token_stats import token_statistics  # noqa: E402
 from memlake.core import config  # noqa: E402
@@ -69,7 +70,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
     ap.add_argument("--chunk", type=int, default=None, help="positions per LM-head chunk (default: auto)")
     ap.add_argument("--pythia", default=None, help="Pythia shapes instead of the suite, e.g. 70m,160m")
+    ap.add_argument(
+        "--runtime", default="{}", help="runtime switches as the config's section, e.g. '{fused_head: true}'"
+    )
     args = ap.parse_args()
+    switches = Switches.of(yaml.safe_load(args.runtime))
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     cfg = config.load(args.scale)
     vocab, row_len = cfg["corpus"]["vocab_size"], cfg["corpus"]["row_len"]
@@ -96,7 +101,7 @@ def main() -> None:
             model = to_inference(build_model(spec, vocab, row_len), device)
         runs = {"bare": bare(model), "memlake": ours(model)}
         best = {k: (float("inf"), float("inf")) for k in runs}
-        with torch.inference_mode():
+        with torch.inference_mode(), using(switches):
             for fn in runs.values():  # warm-up: allocator, kernels, lazy init
                 fn(batches[0])
             for _ in range(args.repeats):
@@ -111,6 +116,7 @@ def main() -> None:
             "device": str(device),
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
             "threads": torch.get_num_threads(),
+            "runtime": yaml.safe_load(args.runtime),
             "batch": args.batch,
             "row_len": row_len,
             "tokens": tokens,

@@ -42,7 +42,6 @@ Tests and the bench compare the tokens with `generate`'s.
 
 from __future__ import annotations
 
-import os
 import threading
 
 import torch
@@ -50,7 +49,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from ingest.hf_compat import with_cache
-from ingest.lm.runtime import eval_mode, model_device
+from ingest.lm.runtime import eval_mode, model_device, switches
 
 try:  # GPT-NeoX's own building blocks, so the fast decode step reproduces its forward exactly
     from transformers.models.gpt_neox import modeling_gpt_neox as _neox
@@ -338,9 +337,9 @@ def _rotary_table(base) -> _RotaryTable:
     return base.__dict__.setdefault("_memlake_rotary_table", _RotaryTable(base.rotary_emb))
 
 
-# CUDA graphs for the decode loop (MEMLAKE_CUDA_GRAPHS=0 turns them off).
+# CUDA graphs for the decode loop (`runtime.cuda_graphs: false` turns them off).
 def _graphs_enabled(model, device: torch.device) -> bool:
-    return device.type == "cuda" and _fast_path(model) and os.environ.get("MEMLAKE_CUDA_GRAPHS", "1") != "0"
+    return device.type == "cuda" and _fast_path(model) and switches().cuda_graphs
 
 
 class _GraphedDecode:

@@ -15,7 +15,7 @@ float32 in registers and keeps an online softmax (Milakov & Gimelshein 2018):
 
 the same definitions as the torch reduction (equal up to float32 rounding).
 
-`head_stats` goes one step further (`MEMLAKE_FUSED_HEAD=1`): it computes the head matmul itself,
+`head_stats` goes one step further (config `runtime.fused_head`): it computes the head matmul itself,
 tile by tile, and folds each logit tile into the same online softmax while it is in registers,
 so the logits are never written or read (in a model as small as Pythia-70m, where the head is a
 large share of the FLOPs, that one read is what the statistics add to the forward). Each tile is
@@ -30,10 +30,11 @@ runs on CPU tensors through Triton's interpreter, which is how the tests check i
 from __future__ import annotations
 
 import functools
-import json
 import os
 
 import torch
+
+from ingest.lm.runtime import switches
 
 BLOCK = 2048  # vocabulary entries per loop step; 50,304 = 24.6 steps
 NUM_WARPS = 4  # 2048 x 4 warps read the logits fastest of the 1024..8192 x 4..16 tried on a GPU
@@ -41,12 +42,12 @@ NUM_WARPS = 4  # 2048 x 4 warps read the logits fastest of the 1024..8192 x 4..1
 
 def available(device: torch.device) -> bool:
     """Whether `token_stats` uses the fused kernel on `device`: on CUDA when Triton is installed
-    (`MEMLAKE_FUSED_STATS=0` turns it off); on a CPU only when asked (`MEMLAKE_FUSED_STATS=1`) under
-    Triton's interpreter (`TRITON_INTERPRET=1`, set before Triton is imported), for tests."""
-    flag = os.environ.get("MEMLAKE_FUSED_STATS")
-    if flag == "0":
+    (`runtime.fused_stats: false` turns it off); on a CPU only when asked (`fused_stats: true`)
+    under Triton's interpreter (`TRITON_INTERPRET=1`, set before Triton is imported), for tests."""
+    flag = switches().fused_stats
+    if flag is False:
         return False
-    if device.type != "cuda" and not (flag == "1" and os.environ.get("TRITON_INTERPRET") == "1"):
+    if device.type != "cuda" and not (flag and os.environ.get("TRITON_INTERPRET") == "1"):
         return False
     try:
         import triton  # noqa: F401
@@ -107,10 +108,10 @@ def _head_kernel():
 
 def head_fusable(head: torch.nn.Module) -> bool:
     """Whether `token_stats` folds the LM head into the reduction (`head_stats`): asked for with
-    `MEMLAKE_FUSED_HEAD=1` (off by default until bench/device_check.sh measures it against the
+    `runtime.fused_head` (off by default until bench/device_check.sh measures it against the
     head matmul + `reduce_logits_fused`), for a bias-free linear head."""
     return (
-        os.environ.get("MEMLAKE_FUSED_HEAD", "0") == "1"
+        switches().fused_head
         and type(head) is torch.nn.Linear
         and head.bias is None
     )
@@ -126,8 +127,8 @@ def head_stats(
     weights' dtype writes (float32 accumulation, rounded to bf16 for bf16 weights), so the numbers
     are the unfused path's to rounding. `tiles` overrides HEAD_TILES (tests, tuning).
     """
-    # MEMLAKE_HEAD_TILES='{"BLOCK_N": 256, ...}' for tuning runs (bench/device_check.sh)
-    tiles = {**HEAD_TILES, **json.loads(os.environ.get("MEMLAKE_HEAD_TILES") or "{}"), **(tiles or {})}
+    # runtime.head_tiles={BLOCK_N: 256, ...} for tuning runs (bench/device_check.sh)
+    tiles = {**HEAD_TILES, **dict(switches().head_tiles), **(tiles or {})}
     hidden, weight = hidden.contiguous(), weight.contiguous()
     n, dim = hidden.shape
     vocab = weight.shape[0]

@@ -22,7 +22,7 @@ import pyarrow as pa
 import torch
 
 from ingest.checkpoints import ModelRef, expand_revisions, load_model, local_steps, resolve
-from ingest.lm.runtime import inference_device
+from ingest.lm.runtime import Switches, inference_device, using
 from ingest.panel import load_panel, shard_slice
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
@@ -212,7 +212,8 @@ def run_unit(unit: Unit, log=print) -> dict[str, Any]:
     _check_compatible(model, ref, tokens, wh)
     t0 = time.perf_counter()
     batch_size = auto_batch_size(model, tokens.shape[1], device) if size == "auto" else size
-    cols = _batched(job, model, torch.from_numpy(tokens), opts, batch_size, device, log)
+    with using(Switches.of(opts.get("runtime"))):
+        cols = _batched(job, model, torch.from_numpy(tokens), opts, batch_size, device, log)
     seconds = time.perf_counter() - t0
     table = job.to_table(ids, cols, opts)
     provenance = {

@@ -17,19 +17,18 @@ Pythia batch). On CPU, a chunk stays in cache between the vectorised passes of `
 on a GPU, where each pass would go to memory, a Triton kernel (`ingest/fused_stats.py`) reduces
 the model-dtype logits in one pass. Two GPU variants wait for a measurement on a device
 (bench/device_check.sh) and are off by default: that reduction on a second stream beside the next
-chunk's head matmul (`MEMLAKE_STATS_OVERLAP=1`), and the head folded into the kernel so that no
-logits are written at all (`MEMLAKE_FUSED_HEAD=1`).
+chunk's head matmul (config `runtime.stats_overlap`), and the head folded into the kernel so that
+no logits are written at all (`runtime.fused_head`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 
 from ingest import fused_stats
-from ingest.lm.runtime import eval_mode, model_device
+from ingest.lm.runtime import eval_mode, model_device, switches
 
 LN2 = math.log(2.0)
 LOG2E = 1.0 / LN2
@@ -111,15 +110,15 @@ def token_statistics(model, input_ids: torch.Tensor, *, chunk: int | None = None
 
 
 def _side_stream(device: torch.device):
-    """A second CUDA stream for the fused reduction when `MEMLAKE_STATS_OVERLAP=1`, else None.
+    """A second CUDA stream for the fused reduction under `runtime.stats_overlap`, else None.
 
     The head matmul of a chunk is bound by arithmetic and the reduction of the chunk before it by
     memory reads, so on two streams they can run at once instead of one after the other: for a
     small model such as Pythia-70m that read is what separates the statistics from the bare
     forward. Same kernels on the same inputs, so the numbers are the same either way.
-    Off by default until measured on a GPU (bench/token_stats.py, MEMLAKE_STATS_OVERLAP=0/1).
+    Off by default until measured on a GPU (bench/token_stats.py --stats-overlap).
     """
-    if device.type != "cuda" or os.environ.get("MEMLAKE_STATS_OVERLAP", "0") != "1":
+    if device.type != "cuda" or not switches().stats_overlap:
         return None
     return torch.cuda.Stream(device)
 

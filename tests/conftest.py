@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["MEMLAKE_CACHE"] = tempfile.mkdtemp(prefix="memlake-cache-")
 # Triton (if installed) interprets kernels on CPU tensors, so the GPU path's fused kernel is tested
 # here; it is read when Triton is imported, hence before anything else. Nothing runs a kernel
-# unless a test opts in (MEMLAKE_FUSED_STATS=1, see ingest/fused_stats.py).
+# unless a test opts in (the `switches` fixture: fused_stats=True, see ingest/fused_stats.py).
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
@@ -60,3 +60,16 @@ def tiny_demo(tiny_suite, tmp_path_factory):
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     return wh, out.stderr
+
+
+@pytest.fixture
+def switches():
+    """Set runtime switches (ingest.lm.runtime.Switches) for one test: `switches(fused_head=True)`
+    changes those fields of the ones in force; all are back after the test."""
+    import contextlib
+    import dataclasses
+
+    from ingest.lm import runtime
+
+    with contextlib.ExitStack() as stack:
+        yield lambda **kw: stack.enter_context(runtime.using(dataclasses.replace(runtime.switches(), **kw)))

@@ -277,3 +277,24 @@ def test_ray_executor(tiny_suite, tmp_path):
     results = execute(units, "ray", num_cpus=2)
     assert sum(r["rows"] for r in results) == 2 * len(load_panel(wh, PANEL, 1)[0])
     assert len(lake.partitions(wh, "token_stats")) == 4
+
+
+def test_runtime_switches_hold_for_the_unit_and_are_in_its_manifest(tiny_suite, monkeypatch, tmp_path):
+    from ingest import jobs
+    from ingest.lm.runtime import Switches, switches
+
+    wh = Warehouse.at(tmp_path)
+    _copy_suite(tiny_suite, wh)
+    real, seen = jobs.TokenStats.compute, []
+
+    def spy(self, model, batch, opts):
+        seen.append(switches())
+        return real(self, model, batch, opts)
+
+    monkeypatch.setattr(jobs.TokenStats, "compute", spy)
+    runtime = {"fused_head": True, "cuda_graphs": False, "head_tiles": {"BLOCK_N": 64}}
+    run_unit(plan("token_stats", "suite-xs", "step16", wh, 1, {**OPTS, "runtime": runtime})[0])
+    assert seen and set(seen) == {Switches(fused_head=True, cuda_graphs=False, head_tiles=(("BLOCK_N", 64),))}
+    assert switches() == Switches()  # back to the defaults after the unit
+    (part,) = lake.partitions(wh, "token_stats")
+    assert lake.manifest(part)["config"]["runtime"] == runtime

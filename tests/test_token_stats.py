@@ -174,9 +174,9 @@ def test_device_helpers(model):
 
 # The GPU path's fused kernel, run on CPU tensors by Triton's interpreter.
 @pytest.fixture
-def interpret(monkeypatch):
+def interpret(switches):
     pytest.importorskip("triton", reason="triton not installed: the fused GPU kernel is untested here")
-    monkeypatch.setenv("MEMLAKE_FUSED_STATS", "1")  # conftest set TRITON_INTERPRET=1 at start-up
+    switches(fused_stats=True)  # conftest set TRITON_INTERPRET=1 at start-up
     from ingest import fused_stats
 
     assert fused_stats.available(torch.device("cpu"))
@@ -216,10 +216,10 @@ def test_default_chunk_keeps_the_head_matmul_large_on_cpu():
     assert default_chunk(50_304, torch.device("cuda")) > 8_000
 
 
-def test_overlap_flag_is_off_without_cuda(monkeypatch):
+def test_overlap_flag_is_off_without_cuda(switches):
     from ingest.token_stats import _side_stream
 
-    monkeypatch.setenv("MEMLAKE_STATS_OVERLAP", "1")
+    switches(stats_overlap=True)
     assert _side_stream(torch.device("cpu")) is None  # streams are CUDA's: CPU runs serially
 
 
@@ -241,11 +241,11 @@ def gpu_model_and_rows(hidden: int):
 
 
 @needs_cuda
-def test_overlapped_reduction_equals_the_serial_one_on_gpu(monkeypatch):
+def test_overlapped_reduction_equals_the_serial_one_on_gpu(switches):
     model, ids = gpu_model_and_rows(128)
     runs = {}
     for flag in ("0", "1"):
-        monkeypatch.setenv("MEMLAKE_STATS_OVERLAP", flag)
+        switches(stats_overlap=flag == "1")
         runs[flag] = token_statistics(model, ids, chunk=300)  # 14 chunks, the last one short
     for key in runs["0"]:
         assert torch.equal(runs["0"][key], runs["1"][key]), key
@@ -287,10 +287,12 @@ def test_fused_head_matches_the_head_then_the_reduction(interpret, monkeypatch, 
         assert fused[1][1] == 0
 
 
-def test_token_statistics_on_the_fused_head_match_the_definition(interpret, monkeypatch, reference, ids):
+def test_token_statistics_on_the_fused_head_match_the_definition(
+    interpret, switches, monkeypatch, reference, ids
+):
     from ingest import fused_stats
 
-    monkeypatch.setenv("MEMLAKE_FUSED_HEAD", "1")
+    switches(fused_head=True)
     monkeypatch.setattr(fused_stats, "HEAD_TILES", SMALL_TILES)
     calls, real = [], fused_stats.head_stats
     monkeypatch.setattr(fused_stats, "head_stats", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
@@ -300,11 +302,11 @@ def test_token_statistics_on_the_fused_head_match_the_definition(interpret, monk
 
 
 @needs_cuda
-def test_fused_head_matches_the_unfused_path_on_gpu(monkeypatch):
+def test_fused_head_matches_the_unfused_path_on_gpu(switches):
     model, ids = gpu_model_and_rows(512)  # Pythia-70m's width
     runs = {}
     for flag in ("0", "1"):
-        monkeypatch.setenv("MEMLAKE_FUSED_HEAD", flag)
+        switches(fused_head=flag == "1")
         runs[flag] = token_statistics(model, ids)
     # bf16 logits from two matmuls (cuBLAS and the kernel's tiles) differ where their float32 sums
     # round to neighbouring bf16 values: rarely, and then by one bf16 step

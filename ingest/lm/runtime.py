@@ -6,10 +6,53 @@ fine-tuning), so that a device or dtype rule is decided once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+
+@dataclass(frozen=True)
+class Switches:
+    """Kernel and runtime choices that change how (never what) the statistics are computed.
+
+    They come from the config's `runtime` section, so `--set runtime.fused_head=true` turns one
+    on and every manifest of the run records them. A job sets them for the span of one unit
+    (`using`); kernels read `switches()`.
+    """
+
+    fused_stats: bool | None = None  # the Triton reduction: None = on CUDA when Triton is installed
+    fused_head: bool = False  # the LM head folded into that reduction (off until measured)
+    stats_overlap: bool = False  # the reduction on a second CUDA stream beside the next head matmul
+    cuda_graphs: bool = True  # the greedy decode loop captured as a CUDA graph
+    head_tiles: tuple[tuple[str, int], ...] = ()  # tile overrides of the fused head (tuning runs)
+
+    @classmethod
+    def of(cls, section: Mapping[str, Any] | None) -> Switches:
+        s = dict(section or {})
+        s["head_tiles"] = tuple(sorted((s.get("head_tiles") or {}).items()))
+        return cls(**s)
+
+
+_SWITCHES: ContextVar[Switches | None] = ContextVar("memlake_runtime_switches", default=None)
+
+
+def switches() -> Switches:
+    """The switches in force (the defaults outside `using`)."""
+    return _SWITCHES.get() or Switches()
+
+
+@contextmanager
+def using(s: Switches) -> Iterator[Switches]:
+    """Run a block under switches `s`; the previous ones are back afterwards."""
+    token = _SWITCHES.set(s)
+    try:
+        yield s
+    finally:
+        _SWITCHES.reset(token)
 
 
 def inference_device(device: str | torch.device | None = None) -> tuple[torch.device, torch.dtype]:

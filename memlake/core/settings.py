@@ -109,6 +109,14 @@ class Extraction(Section):
     gen_len: int = PositiveInt
 
 
+class Runtime(Section):
+    fused_stats: bool | None = None
+    fused_head: bool = False
+    stats_overlap: bool = False
+    cuda_graphs: bool = True
+    head_tiles: dict[str, int] = Field(default_factory=dict)
+
+
 class Ingest(Section):
     batch_size: Annotated[int, Field(ge=1)] | Literal["auto"]
     panel: Panel
@@ -235,6 +243,7 @@ class Settings(Section):
     profiles: Profiles
     taxonomy: Taxonomy
     mitigation: Mitigation
+    runtime: Runtime | None = None  # absent: the defaults (ingest.lm.runtime.Switches)
 
 
 _TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple"}

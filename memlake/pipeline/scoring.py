@@ -24,6 +24,7 @@ def score(
         "seed": cfg["seed"],
         "batch_size": cfg["ingest"]["batch_size"],
         "panel": cfg["ingest"]["panel"],
+        "runtime": cfg.get("runtime") or {},  # recorded in each partition's manifest
         **(extra or {}),
     }
     names = models or [m["name"] for m in cfg["suite"]["models"]]
