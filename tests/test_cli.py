@@ -3,17 +3,14 @@
 import csv
 import io
 import os
-import subprocess
-import sys
 
 import pytest
 
-MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
+from tests.helpers import memlake
 
 
-def run(args, wh, **kw):
-    env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
-    return subprocess.run(MEMLAKE + args, capture_output=True, text=True, env=env, **kw)
+def run(args, wh):
+    return memlake(args, env={**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)})
 
 
 def test_query_table_and_csv(tiny_suite):

@@ -24,7 +24,14 @@ def run_dbt(args: list[str], wh: Warehouse) -> int:
     ]
     env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
     wh.marts.mkdir(parents=True, exist_ok=True)
-    return subprocess.call(cmd, cwd=REPO_ROOT, env=env)
+    # dbt's output goes through sys.stdout line by line, so whoever captures ours sees it too
+    with subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as proc:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+    return proc.returncode
 
 
 def build(wh: Warehouse, args: list[str]) -> None:
