@@ -18,6 +18,7 @@ from analysis.mitigation import summary
 from analysis.profiles import headline as profiles_headline
 from analysis.taxonomy import data as taxonomy_data
 from analysis.taxonomy import headline as taxonomy_headline
+from analysis.views import SQL_VIEWS
 from memlake.core import query
 from memlake.core.paths import Warehouse
 
@@ -45,7 +46,7 @@ def wh() -> Warehouse:
 
 @pytest.fixture(scope="module")
 def con(wh):
-    return query.connect(wh)
+    return query.connect(wh, views=SQL_VIEWS)
 
 
 @pytest.fixture(scope="module")

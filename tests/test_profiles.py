@@ -4,24 +4,22 @@ figures), the profile marts' contract, the SQL views, and the science checks of 
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import polars as pl
 import pytest
 
 from analysis.profiles import SIGN, fit_profiles, grid
+from analysis.views import SQL_VIEWS
 from memlake.core import query
 from memlake.core.paths import Warehouse
+from tests.helpers import memlake as run_cli
 
-MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 KEYS = ["model", "metric", "units", "control_group", "base_period", "first_epoch"]
 
 
 def memlake(args, wh):
-    env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
-    return subprocess.run(MEMLAKE + args, capture_output=True, text=True, env=env)
+    return run_cli(args, env={**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)})
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +32,7 @@ def demo(tiny_demo, tmp_path_factory):
 
 
 def sql(wh, text):
-    return query.read(wh, text)
+    return query.read(wh, text, views=SQL_VIEWS)
 
 
 def test_demo_runs_every_stage_and_draws_the_figures(demo):

@@ -4,8 +4,6 @@ with the staged files (network layer replaced), and bad input fails before anyth
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -16,8 +14,7 @@ from memlake.core import query
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.warehouse import publish
-
-MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
+from tests.helpers import memlake
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +132,10 @@ def test_bad_input_fails_before_upload(wh, tmp_path, monkeypatch):
 def test_cli_dry_run_and_errors(wh, tmp_path):
     env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
     args = ["publish", "profiles", "--repo", "me/p", "--dry-run", "--out", str(tmp_path / "p")]
-    out = subprocess.run(MEMLAKE + args, capture_output=True, text=True, env=env)
+    out = memlake(args, env=env)
     assert out.returncode == 0, out.stderr
     assert (
         "data/attgt/train-00000-of-00001.parquet" in out.stderr and "dry run: nothing uploaded" in out.stderr
     )
-    out = subprocess.run(
-        MEMLAKE + ["publish", "profiles", "--repo", "bad"], capture_output=True, text=True, env=env
-    )
+    out = memlake(["publish", "profiles", "--repo", "bad"], env=env)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "OWNER/NAME" in out.stderr

@@ -4,14 +4,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from analysis.views import SQL_VIEWS
 from memlake.core import query
+from tests.helpers import memlake
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -36,9 +37,7 @@ def test_demo_writes_the_report(tiny_demo):
 def test_report_cli_without_dbt_docs(tiny_demo, tmp_path):
     wh, _ = tiny_demo
     env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
-    cli = [sys.executable, "-c", "from memlake.cli import main; main()"]
-    cmd = [*cli, "report", "--out", str(tmp_path / "r"), "--no-dbt-docs"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = memlake(["report", "--out", str(tmp_path / "r"), "--no-dbt-docs"], env=env)
     assert out.returncode == 0, out.stderr
     page = (tmp_path / "r" / "index.html").read_text()
     assert 'href="dbt-docs' not in page and "No figures yet" not in page
@@ -52,7 +51,7 @@ def _numbers(page: str) -> dict[str, float]:
 
 
 def _sql(wh, sql: str):
-    con = query.connect(wh)
+    con = query.connect(wh, views=SQL_VIEWS)
     try:
         return query.frame(con, sql)
     finally:
