@@ -306,8 +306,8 @@ def test_sources_match_the_lake_contract():
 
 
 def _python_mart_writers() -> list[str]:
-    """The modules that write Python marts: every tracked module that calls `marts.write` or
-    `marts.declare` (both spellings of the import)."""
+    """The modules that write Python marts: every module of the packages that calls `marts.write`
+    or `marts.declare`, or imports from `memlake.core.marts` directly."""
     calls = re.compile(r"\bmarts\.(write|declare)\(|from memlake\.core\.marts import")
     out = []
     for package in ("analysis", "ingest", "memlake", "transforms"):
