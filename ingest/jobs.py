@@ -27,6 +27,7 @@ from ingest.panel import load_panel, shard_slice
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from memlake.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -44,14 +45,13 @@ class Unit:
         return dict(self.options)
 
 
-JOBS: dict[str, type[Job]] = {}
+JOBS: Registry[type[Job]] = Registry("job")
 
 
 def register(name: str):
-    def wrap(cls):
+    def wrap(cls: type[Job]) -> type[Job]:
         cls.name = name
-        JOBS[name] = cls
-        return cls
+        return JOBS.add(name, cls)
 
     return wrap
 
@@ -158,8 +158,7 @@ def plan(
     num_shards: int = 1,
     options: dict[str, Any] | None = None,
 ) -> list[Unit]:
-    if job not in JOBS:
-        raise MemlakeError(f"unknown job {job!r} (known: {sorted(JOBS)})")
+    JOBS.get(job)  # an unknown job fails before anything is looked up
     available = available_steps(model, wh)
     steps = expand_revisions(revisions, available)
     if available is not None:

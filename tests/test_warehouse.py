@@ -7,8 +7,10 @@ and checkpoints, a full lake, then the bad inputs. The tests assert on what each
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,12 +18,14 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from memlake.core import lake
+from memlake.core import marts as python_marts
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import REPO_ROOT, Warehouse
 
@@ -299,6 +303,45 @@ def test_sources_match_the_lake_contract():
         assert tables[name]["meta"]["lake_glob"].endswith(f"lake/{name}/" + "*/" * depth + "*.parquet")
     with pytest.raises(MemlakeError, match="no DuckDB type for Arrow type"):
         lake.duckdb_type(pa.timestamp("s"))
+
+
+def _python_mart_writers() -> list[str]:
+    """The modules that write Python marts: every module of the packages that calls `marts.write`
+    or `marts.declare`, or imports from `memlake.core.marts` directly."""
+    calls = re.compile(r"\bmarts\.(write|declare)\(|from memlake\.core\.marts import")
+    out = []
+    for package in ("analysis", "ingest", "memlake", "transforms"):
+        for path in sorted((REPO_ROOT / package).rglob("*.py")):
+            if path == REPO_ROOT / "memlake/core/marts.py" or not calls.search(path.read_text()):
+                continue
+            module = path.relative_to(REPO_ROOT).with_suffix("").parts
+            out.append(".".join(module[:-1] if module[-1] == "__init__" else module))
+    return out
+
+
+def test_python_marts_are_dbt_sources(tmp_path):
+    """Every mart that Python code writes is declared where it is written (`marts.declare`, which
+    `marts.write` requires) and as a `python_marts` dbt source stating its grain and key, and the
+    source reads the folder `marts.write` fills."""
+    writers = _python_mart_writers()
+    assert {"analysis.profiles.fitting", "analysis.taxonomy", "analysis.mitigation.landscape"} <= set(writers)
+    for module in writers:
+        importlib.import_module(module)
+    doc = yaml.safe_load((REPO_ROOT / "models/marts/__python_marts.yml").read_text())
+    (source,) = [s for s in doc["sources"] if s["name"] == "python_marts"]
+    tables = {t["name"]: t for t in source["tables"]}
+    assert set(tables) == set(python_marts.PYTHON_MARTS)
+    for name, table in tables.items():
+        description = " ".join(table["description"].split())
+        assert description.startswith("One row per"), name
+        assert re.search(r"Key: \w+(, \w+)*\.", description), name
+    dbt_models = {p.stem for p in (REPO_ROOT / "models").rglob("*.sql")}
+    assert not set(tables) & dbt_models  # a dbt mart of the same name would share the path
+    location = source["config"]["meta"]["external_location"]
+    assert "/marts/{name}/*.parquet'" in location
+    with pytest.raises(ValueError, match="mart 'undeclared' is not declared"):
+        python_marts.write(Warehouse.at(tmp_path), "undeclared", "k", pl.DataFrame({"a": [1]}))
+    assert not (tmp_path / "marts" / "undeclared").exists()
 
 
 # --------------------------------------------------------------------------- bad input

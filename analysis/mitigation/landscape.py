@@ -54,7 +54,7 @@ from memlake.core import marts  # noqa: E402
 from memlake.core.paths import Warehouse  # noqa: E402
 from memlake.core.query import connect, frame, view_names  # noqa: E402
 
-MART = "mitigation_landscape"
+MART = marts.declare("mitigation_landscape")[0]
 EDITS = ("unedited", "good", "bad")
 COLUMNS = ["study", "edit", "method", "hparams", "alpha", "beta", "forget_loss", "retain_loss"]
 SMALL_MODEL = 5_000_000  # below this, one thread (as the sweep): tiny models are overhead-bound

@@ -23,6 +23,8 @@ from analysis.did import att_gt
 from analysis.profiles.metrics import SIGN, check_metric
 from memlake.core import marts, query
 
+MARTS = marts.declare("profiles_attgt", "profiles_aggregates", "profiles_pretrend", "profiles_regression")
+
 # Which treated instances enter a fit; never-treated (validation) instances are always the controls.
 # `single` (the default) is the paper's setting: natural rows trained once. The planted sets are
 # separate fits, never pooled with it: their rows are seen again after their cohort (copies) or

@@ -38,6 +38,18 @@ from memlake.core.paths import Warehouse
 if TYPE_CHECKING:
     from analysis.taxonomy.figures import draw
 
+MARTS = marts.declare(
+    "taxonomy_shares",
+    "taxonomy_code_nl",
+    "taxonomy_p_memorised",
+    "taxonomy_correlations",
+    "taxonomy_kl",
+    "taxonomy_model_metrics",
+    "taxonomy_model_weights",
+    "taxonomy_model_tests",
+    "taxonomy_search",
+)
+
 __all__ = [
     "MODEL_FEATURES",
     "PROTOCOLS",
