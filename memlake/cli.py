@@ -638,7 +638,9 @@ def _landscape(cfg, wh: Warehouse, study: str, points: int | None = None, radius
     r = m["landscape"]["radius"] if radius is None else radius
     if n < 2 or not r > 0:  # before torch is even imported
         raise MemlakeError(f"mitigate landscape: need points >= 2 and radius > 0, got points={n}, radius={r}")
-    from analysis.mitigation.landscape import landscape
+    from analysis.mitigation.landscape import save_figure
+    from analysis.views import SQL_VIEWS
+    from ingest.mitigation.landscape import landscape
     from ingest.mitigation.studies import suite_study, tinymem_study
 
     def report(r):
@@ -655,9 +657,11 @@ def _landscape(cfg, wh: Warehouse, study: str, points: int | None = None, radius
             s = tinymem_study(wh, m["tinymem"])
         else:
             s = suite_study(wh, m["suite"]["model"] if study == "suite" else study, m["suite"])
-        rows, path = landscape(
-            wh, s, m["landscape"], points=points, radius=radius, seed=m["seeds"][0], on_edit=report
-        )
+        rows, _ = landscape(
+            wh, s, m["landscape"], views=SQL_VIEWS, points=points, radius=radius, seed=m["seeds"][0],
+            on_edit=report,
+        )  # fmt: skip
+        path = save_figure(wh, rows)
     except (ValueError, KeyError) as e:
         raise MemlakeError(f"mitigate landscape: {e}") from None
     n = rows["points"][0]

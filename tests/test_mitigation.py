@@ -267,10 +267,10 @@ def test_a_failing_worker_fails_the_sweep(tinymem, tmp_path, monkeypatch):
     cfg, _, study = tinymem
     parent, real = os.getpid(), sw.run_one
 
-    def run_one(study, run):  # only the forked worker fails
+    def run_one(study, run, attributions=None):  # only the forked worker fails
         if os.getpid() != parent:
             raise ValueError("boom in the worker")
-        return real(study, run)
+        return real(study, run, attributions)
 
     monkeypatch.setattr(sw, "run_one", run_one)
     with pytest.raises(RuntimeError, match="boom in the worker"):
