@@ -10,6 +10,7 @@ import sys
 import polars as pl
 import pytest
 
+from analysis.views import SQL_VIEWS
 from ingest.mitigation.methods import REGISTRY
 from ingest.mitigation.studies import tinymem_study
 from ingest.mitigation.sweep import Run, plan, sweep
@@ -27,7 +28,7 @@ ISSUE_NAMES = {
 
 
 def sql(wh, text):
-    return query.read(wh, text)
+    return query.read(wh, text, views=SQL_VIEWS)
 
 
 def test_every_method_of_the_issue_is_registered():
