@@ -1,12 +1,14 @@
-"""Filter-normalised random-plane loss landscapes (analysis/mitigation/landscape.py) on a trained
-tiny TinyMem study: filter norms of the directions, the grid's centre, exactly restored weights,
-the trained model's basin, edits re-run from `mitigation_runs`, the mart, the figure and the CLI."""
+"""Filter-normalised random-plane loss landscapes (ingest/mitigation/landscape.py, drawn by
+analysis/mitigation/landscape.py) on a trained tiny TinyMem study: filter norms of the directions,
+the grid's centre, exactly restored weights, the trained model's basin, edits re-run from
+`mitigation_runs`, the mart, the figure and the CLI."""
 
 import copy
 import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import polars as pl
@@ -14,9 +16,10 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-from analysis.mitigation import landscape as ls
-from ingest.mitigation.methods import REGISTRY, SequenceSet
-from ingest.mitigation.methods.base import sequence_loss
+from analysis.mitigation import landscape as figures
+from analysis.views import SQL_VIEWS
+from ingest.mitigation import landscape as ls
+from ingest.mitigation.methods import REGISTRY, SequenceSet, sequence_loss
 from ingest.mitigation.studies import tinymem_study
 from ingest.mitigation.sweep import Run, sweep
 from memlake.core import config, query
@@ -139,7 +142,7 @@ def test_edits_from_the_lake_mart_and_figure(tinymem):
     runs = [Run(study.name, r.method, r.hparams, r.seed) for r in (GOOD, BAD_STRONG, BAD_MILD)]
     sweep(wh, study, runs, config=cfg)
     lc = cfg["mitigation"]["landscape"]
-    edits = {e.edit: e for e in ls.choose_edits(wh, study.name, lc)}
+    edits = {e.edit: e for e in ls.choose_edits(wh, study.name, lc, views=SQL_VIEWS)}
     assert edits["unedited"].method is None
     assert edits["good"].run_id == runs[0].run_id and edits["good"].source == "mitigation_runs"
     lake_runs = query.read(wh, "select * from mitigation_runs")
@@ -153,7 +156,8 @@ def test_edits_from_the_lake_mart_and_figure(tinymem):
         good_row["acc_after"]
     )
 
-    rows, path = ls.landscape(wh, study, lc, points=3, radius=0.5)
+    rows, _ = ls.landscape(wh, study, lc, views=SQL_VIEWS, points=3, radius=0.5)
+    path = figures.save_figure(wh, rows)
     mart = query.read(wh, f"select * from mitigation_landscape where study = '{study.name}'")
     assert mart.columns[: len(ls.COLUMNS)] == ls.COLUMNS
     assert len(mart) == 27 and sorted(mart["edit"].unique()) == ["bad", "good", "unedited"]
@@ -166,12 +170,12 @@ def test_edits_from_the_lake_mart_and_figure(tinymem):
     assert centre["bad"]["retain_loss"] > 3 * centre["unedited"]["retain_loss"]  # and this one broke it
     assert centre["good"]["mem"] == pytest.approx(good_row["mem_after"])
     assert path.name == f"landscape-{study.name}.png" and path.read_bytes()[:4] == b"\x89PNG"
-    assert ls.draw(wh) == [path]
+    assert figures.draw(wh) == [path]
 
 
 def test_fallback_edits_without_runs(tmp_path):
     lc = config.load("tiny")["mitigation"]["landscape"]
-    edits = ls.choose_edits(Warehouse.at(tmp_path), "tinymem-increment-noise-2l", lc, seed=4)
+    edits = ls.choose_edits(Warehouse.at(tmp_path), "tinymem-increment-noise-2l", lc, seed=4, views=SQL_VIEWS)
     assert [(e.edit, e.method, e.source) for e in edits] == [
         ("unedited", None, "base"),
         ("good", "balanced_subnet", "config"),
@@ -180,15 +184,17 @@ def test_fallback_edits_without_runs(tmp_path):
     assert edits[1].hparams == {} and edits[2].hparams == dict(REGISTRY["gradient_ascent"].grid[-1])
     assert edits[2].hparams == {"lr": 1e-3, "steps": 50} and edits[2].seed == 4
     with pytest.raises(KeyError, match="unknown mitigation method"):
-        ls.choose_edits(Warehouse.at(tmp_path), "s", {**lc, "bad": "nope"})
+        ls.choose_edits(Warehouse.at(tmp_path), "s", {**lc, "bad": "nope"}, views=SQL_VIEWS)
 
 
 def test_empty_forget_set_is_an_error(tinymem):
     _cfg, wh, study = tinymem
     empty = copy.copy(study)
-    empty.forget = SequenceSet(study.forget.tokens[:0], study.forget.prompt_len, study.forget.pad_id)
+    empty.task = replace(
+        study.task, forget=SequenceSet(study.forget.tokens[:0], study.forget.prompt_len, study.forget.pad_id)
+    )
     with pytest.raises(ValueError, match="nothing is memorised"):
-        ls.compute(wh, empty, config.load("tiny")["mitigation"]["landscape"], points=3)
+        ls.compute(wh, empty, config.load("tiny")["mitigation"]["landscape"], views=SQL_VIEWS, points=3)
 
 
 def test_cli_landscape(tinymem):

@@ -21,12 +21,13 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-from ingest.mitigation.arch import mlps
-from ingest.mitigation.methods import REGISTRY, SequenceSet, get
-from ingest.mitigation.methods import integrated_gradients as ig_module
-from ingest.mitigation.methods import zero_out as zero_out_module
-from ingest.mitigation.methods.base import sequence_loss
-from ingest.mitigation.methods.neurons import n_remove, remove_top, reuse_attributions
+from ingest.lm.arch import mlps
+from ingest.mitigation.methods import REGISTRY, AttributionCache, EditTask, SequenceSet, get, sequence_loss
+from ingest.mitigation.methods.baselines.gradient_ascent import BATCH_SIZE, ascend
+from ingest.mitigation.methods.neurons import hard_concrete, slimming
+from ingest.mitigation.methods.neurons import integrated_gradients as ig_module
+from ingest.mitigation.methods.neurons import zero_out as zero_out_module
+from ingest.mitigation.methods.neurons._attribution import MaskTraining, mask_method, n_remove, remove_top
 
 T, PROMPT, PAD, VOCAB = 16, 6, 13, 14
 NEURON = ["zero_out", "activations", "slimming", "hard_concrete", "integrated_gradients"]
@@ -39,8 +40,8 @@ RATIO = 0.1  # 6 of 64 neurons per layer
 LOCALISE = {
     "zero_out": {},
     "activations": {},
-    "slimming": {"epochs": 20, "lr": 0.01},
-    "hard_concrete": {"epochs": 100, "lr": 0.01, "lam": 30.0},
+    "slimming": {"epochs": 20, "training": MaskTraining(lr=0.01)},
+    "hard_concrete": {"epochs": 100, "training": MaskTraining(lr=0.01, lam=30.0)},
     "integrated_gradients": {"ig_steps": 20},
 }
 QUICK = {  # the cheapest settings, for shape and determinism checks
@@ -155,6 +156,15 @@ def random_control(trained, sets) -> float:
     return sum(sel) / len(sel)
 
 
+def localise(name: str, model, task: EditTask, *, training: MaskTraining | None = None, **hp):
+    """`name` applied as LOCALISE sets it up: the learned-mask methods with their mask training
+    changed (the registered methods fix it), the others as registered."""
+    if training is None:
+        return get(name).fn(model, task, **hp)
+    attribute = {"slimming": slimming, "hard_concrete": hard_concrete}[name].attribute
+    return mask_method(model, task, attribute, method=name, training=training, **hp)
+
+
 def test_registry_names_kinds_and_grids():
     for name in NEURON:
         method = REGISTRY[name]
@@ -181,7 +191,7 @@ def test_neuron_method_removes_neurons_that_carry_the_forget_set(name, trained, 
     model = copy.deepcopy(trained)
     before = [(m.neuron_in_weights().clone(), m.up.bias.clone()) for m in mlps(model)]
     base = losses(trained, sets)
-    result = get(name).fn(model, forget, retain, seed=0, ratio=RATIO, **LOCALISE[name])
+    result = localise(name, model, EditTask(forget, retain), seed=0, ratio=RATIO, **LOCALISE[name])
     assert result.model is model
     assert result.stats["neurons_removed"] == [6, 6]
     for mlp, idx, (w, b) in zip(mlps(model), result.stats["removed"], before):
@@ -266,7 +276,7 @@ def test_integrated_gradients_equals_the_definition(arch, trained, neox, sets):
 def test_neuron_methods_run_on_gpt_neox(name, neox, sets):
     forget, retain = sets
     model = copy.deepcopy(neox)
-    result = get(name).fn(model, forget, retain, seed=0, ratio=0.05, **QUICK[name])
+    result = get(name).fn(model, EditTask(forget, retain), seed=0, ratio=0.05, **QUICK[name])
     assert [m.d_ff for m in mlps(model)] == [48, 48]
     assert result.stats["neurons_removed"] == [2, 2]
     for mlp, idx in zip(mlps(model), result.stats["removed"]):
@@ -281,7 +291,7 @@ def test_neuron_methods_run_on_gpt_neox(name, neox, sets):
 def test_neuron_methods_are_deterministic_given_a_seed(name, trained, sets):
     forget, retain = sets
     runs = [
-        get(name).fn(copy.deepcopy(trained), forget, retain, seed=3, ratio=RATIO, **QUICK[name])
+        get(name).fn(copy.deepcopy(trained), EditTask(forget, retain), seed=3, ratio=RATIO, **QUICK[name])
         for _ in range(2)
     ]
     assert runs[0].stats["removed"] == runs[1].stats["removed"]
@@ -291,28 +301,30 @@ def test_neuron_methods_are_deterministic_given_a_seed(name, trained, sets):
 
 def test_a_ratio_sweep_reuses_the_attribution(trained, sets):
     forget, retain = sets
-    fresh = get("zero_out").fn(copy.deepcopy(trained), forget, retain, ratio=0.1)
-    with reuse_attributions():
-        small = get("zero_out").fn(copy.deepcopy(trained), forget, retain, ratio=0.05)
-        large = get("zero_out").fn(copy.deepcopy(trained), forget, retain, ratio=0.1)
-        other_seed = get("zero_out").fn(copy.deepcopy(trained), forget, retain, ratio=0.1, seed=1)
-        edited = copy.deepcopy(trained)
-        mlps(edited)[0].remove_neurons(torch.tensor([0]))
-        other_weights = get("zero_out").fn(edited, forget, retain, ratio=0.1)
+    fresh = get("zero_out").fn(copy.deepcopy(trained), EditTask(forget, retain), ratio=0.1)
+    cached = EditTask(forget, retain, attributions=AttributionCache())
+    small = get("zero_out").fn(copy.deepcopy(trained), cached, ratio=0.05)
+    large = get("zero_out").fn(copy.deepcopy(trained), cached, ratio=0.1)
+    other_seed = get("zero_out").fn(copy.deepcopy(trained), cached, ratio=0.1, seed=1)
+    edited = copy.deepcopy(trained)
+    mlps(edited)[0].remove_neurons(torch.tensor([0]))
+    other_weights = get("zero_out").fn(edited, cached, ratio=0.1)
     assert not fresh.stats["attribution_reused"] and not small.stats["attribution_reused"]
     assert large.stats["attribution_reused"]
     assert large.stats["attribution_seconds"] == small.stats["attribution_seconds"]
     assert large.stats["removed"] == fresh.stats["removed"]
     assert all(set(a) <= set(b) for a, b in zip(small.stats["removed"], large.stats["removed"]))
     assert not other_seed.stats["attribution_reused"] and not other_weights.stats["attribution_reused"]
-    after = get("zero_out").fn(copy.deepcopy(trained), forget, retain, ratio=0.1)
+    after = get("zero_out").fn(copy.deepcopy(trained), EditTask(forget, retain), ratio=0.1)
     assert not after.stats["attribution_reused"]  # the memo lives only inside the block
 
 
 def test_gradient_ascent_raises_forget_loss(trained, sets):
     forget, retain = sets
     base = losses(trained, sets)
-    result = get("gradient_ascent").fn(copy.deepcopy(trained), forget, retain, seed=0, lr=1e-3, steps=10)
+    result = get("gradient_ascent").fn(
+        copy.deepcopy(trained), EditTask(forget, retain), seed=0, lr=1e-3, steps=10
+    )
     assert result.stats["steps"] == 10
     assert losses(result.model, sets)[0] > base[0] + 1.0
 
@@ -320,8 +332,8 @@ def test_gradient_ascent_raises_forget_loss(trained, sets):
 def test_gradient_ascent_kl_keeps_retain_loss_lower_than_plain_ascent(trained, sets):
     forget, retain = sets
     hp = {"seed": 0, "lr": 1e-3, "steps": 20}
-    plain = get("gradient_ascent").fn(copy.deepcopy(trained), forget, retain, **hp).model
-    kl = get("gradient_ascent_kl").fn(copy.deepcopy(trained), forget, retain, **hp)
+    plain = get("gradient_ascent").fn(copy.deepcopy(trained), EditTask(forget, retain), **hp).model
+    kl = get("gradient_ascent_kl").fn(copy.deepcopy(trained), EditTask(forget, retain), **hp)
     f_plain, r_plain = losses(plain, sets)
     f_kl, r_kl = losses(kl.model, sets)
     assert f_kl > losses(trained, sets)[0] + 1.0  # it still forgets
@@ -332,8 +344,9 @@ def test_gradient_ascent_kl_keeps_retain_loss_lower_than_plain_ascent(trained, s
 def test_gradient_ascent_stops_early_and_is_deterministic(trained, sets):
     forget, retain = sets
     hp = {"seed": 1, "lr": 1e-3, "steps": 50, "max_forget_loss": 3.0}
-    a = get("gradient_ascent_kl").fn(copy.deepcopy(trained), forget, retain, **hp)
-    b = get("gradient_ascent_kl").fn(copy.deepcopy(trained), forget, retain, **hp)
+    # the registered methods run all their steps: `ascend` is where the early stop is open
+    a = ascend(copy.deepcopy(trained), forget, retain, batch_size=BATCH_SIZE, kl_weight=1.0, **hp)
+    b = ascend(copy.deepcopy(trained), forget, retain, batch_size=BATCH_SIZE, kl_weight=1.0, **hp)
     assert a.stats["stopped_early"] and a.stats["steps"] < 50
     assert a.stats == {**b.stats, "seconds": a.stats["seconds"]}
     for p, q in zip(a.model.parameters(), b.model.parameters()):
@@ -346,15 +359,15 @@ def test_bad_input_is_a_clear_error(name, trained, sets):
     empty = SequenceSet(forget.tokens[:0], PROMPT, PAD)
     hp = {"ratio": RATIO} if name in NEURON else {}
     with pytest.raises(ValueError, match="forget set is empty"):
-        get(name).fn(copy.deepcopy(trained), empty, retain, **hp)
+        get(name).fn(copy.deepcopy(trained), EditTask(empty, retain), **hp)
     padded = forget.tokens.clone()
     padded[:, PROMPT:] = PAD  # nothing after the prompt to unlearn
     with pytest.raises(ValueError, match="no non-padding tokens"):
-        get(name).fn(copy.deepcopy(trained), SequenceSet(padded, PROMPT, PAD), retain, **hp)
+        get(name).fn(copy.deepcopy(trained), EditTask(SequenceSet(padded, PROMPT, PAD), retain), **hp)
     if name in NEURON:
         for ratio in (0.0, -0.1, 1.5, float("nan")):
             with pytest.raises(ValueError, match="ratio"):
-                get(name).fn(copy.deepcopy(trained), forget, retain, ratio=ratio)
+                get(name).fn(copy.deepcopy(trained), EditTask(forget, retain), ratio=ratio)
         llama = LlamaForCausalLM(
             LlamaConfig(
                 vocab_size=VOCAB,
@@ -367,7 +380,9 @@ def test_bad_input_is_a_clear_error(name, trained, sets):
             )
         )
         with pytest.raises(ValueError, match="unsupported architecture"):
-            get(name).fn(llama, forget, retain, ratio=RATIO)
+            get(name).fn(llama, EditTask(forget, retain), ratio=RATIO)
     if name == "gradient_ascent_kl":
         with pytest.raises(ValueError, match="retain set is empty"):
-            get(name).fn(copy.deepcopy(trained), forget, SequenceSet(retain.tokens[:0], PROMPT, PAD))
+            get(name).fn(
+                copy.deepcopy(trained), EditTask(forget, SequenceSet(retain.tokens[:0], PROMPT, PAD))
+            )

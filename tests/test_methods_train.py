@@ -18,10 +18,14 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
-from ingest.mitigation.methods import REGISTRY, SequenceSet, get
-from ingest.mitigation.methods.example_tied_dropout import CONFIG_KEY, ExampleTiedDropout, restore
-from ingest.mitigation.methods.loss_truncation import LossTruncation
-from ingest.mitigation.methods.spectral_norm import SpectralPenalty, exact_sigmas, weight_blocks
+from ingest.mitigation.methods import REGISTRY, EditTask, Recipe, SequenceSet, get
+from ingest.mitigation.methods.regularisers.example_tied_dropout import (
+    CONFIG_KEY,
+    ExampleTiedDropout,
+    restore,
+)
+from ingest.mitigation.methods.regularisers.loss_truncation import LossTruncation
+from ingest.mitigation.methods.regularisers.spectral_norm import SpectralPenalty, exact_sigmas, weight_blocks
 from ingest.mitigation.tinymem import math_data, memorised, tinymem_model, train
 
 CTX = 40  # max_ctx of the tiny math data: 6 numbers per row fit in ~30 tokens
@@ -86,14 +90,14 @@ def test_regulariser_trains_a_fresh_model(name, data):
     model = tinymem_model(2, data.vocab_size, n_positions=CTX, seed=0)
     before = copy.deepcopy(model.state_dict())
     hp = {"buffer_size": 100} if name == "loss_truncation" else {}
-    result = get(name).fn(model, forget, retain, seed=0, data=data, epochs=1, **hp)
+    result = get(name).fn(model, EditTask(forget, retain, data, training=Recipe(1)), seed=0, **hp)
     assert result.model is model
     assert result.stats["seconds"] > 0 and math.isfinite(result.stats["final_loss"])
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=data.tests["7"][:4]).logits).all()
     with pytest.raises(ValueError, match="need `data`"):
-        get(name).fn(tinymem_model(2, 14, n_positions=CTX), forget, retain, data=None, epochs=1)
+        get(name).fn(tinymem_model(2, 14, n_positions=CTX), EditTask(forget, retain, training=Recipe(1)))
 
 
 # --------------------------------------------------------------------------- loss truncation
@@ -144,11 +148,15 @@ def test_loss_truncation_state_round_trips():
 def test_loss_truncation_resumes_from_its_checkpoint(data, tmp_path):
     """3 epochs straight == 2 epochs, stop, resume to 3 (weights and truncation counters)."""
     forget, retain = _sets(data)
-    hp = {"dropc": 0.1, "buffer_size": 100, "ckpt_every": 1}
+    hp = {"dropc": 0.1, "buffer_size": 100}
     fn = get("loss_truncation").fn
-    straight = fn(_narrow_gpt2(), forget, retain, data=data, epochs=3, out_dir=tmp_path / "a", **hp)
-    fn(_narrow_gpt2(), forget, retain, data=data, epochs=2, out_dir=tmp_path / "b", **hp)
-    resumed = fn(_narrow_gpt2(seed=5), forget, retain, data=data, epochs=3, out_dir=tmp_path / "b", **hp)
+
+    def task(epochs, out):
+        return EditTask(forget, retain, data, training=Recipe(epochs, out_dir=out, ckpt_every=1))
+
+    straight = fn(_narrow_gpt2(), task(3, tmp_path / "a"), **hp)
+    fn(_narrow_gpt2(), task(2, tmp_path / "b"), **hp)
+    resumed = fn(_narrow_gpt2(seed=5), task(3, tmp_path / "b"), **hp)
     for (k, v), w in zip(
         straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
     ):
@@ -192,7 +200,9 @@ def test_spectral_penalty_lowers_top_singular_values(data):
     sig = {}
     for lam in (0.0, 0.1):
         model = tinymem_model(2, data.vocab_size, n_positions=CTX, seed=0)
-        result = get("spectral_norm").fn(model, forget, retain, data=data, epochs=2, lam=lam, batch_size=32)
+        result = get("spectral_norm").fn(
+            model, EditTask(forget, retain, data, training=Recipe(2, 32)), lam=lam
+        )
         sig[lam] = exact_sigmas(weight_blocks(model))
         assert result.stats["sigma_sum"] == pytest.approx(sig[lam].sum().item())
     # same init, data order and steps: only the penalty differs
@@ -249,7 +259,7 @@ def _captured_block_inputs(model, run):
 def test_example_tied_dropout_train_masks_and_eval_scaling(data, tmp_path):
     forget, retain = _sets(data)
     model = _narrow_gpt2()
-    result = get("example_tied_dropout").fn(model, forget, retain, seed=0, data=data, epochs=1)
+    result = get("example_tied_dropout").fn(model, EditTask(forget, retain, data, training=Recipe(1)), seed=0)
     etd = getattr(model, CONFIG_KEY)
     assert result.stats["eval_scale"] == pytest.approx((0.2 + 0.1) / 0.2)
     x = data.train[:3]
@@ -286,6 +296,12 @@ def test_example_tied_dropout_train_masks_and_eval_scaling(data, tmp_path):
 T, P, BOS = 16, 4, 10
 
 
+def ft_task(forget: SequenceSet, retain: SequenceSet, **recipe) -> EditTask:
+    """A fine-tuning task whose recipe sets `recipe` (batch size, checkpoint); epochs come from
+    the call, as a grid point's do."""
+    return EditTask(forget, retain, fine_tuning=Recipe(epochs=1, **recipe))
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """Progressions mod 10 (a learnable rule); three rows replaced by noisy copies (two tokens off
@@ -320,7 +336,7 @@ def test_ft_clean_turns_memorised_rows_back_to_clean(planted):
     hit, clean_hit = memorised(base, forget.tokens, forget.clean, P, T - P)
     assert hit.all() and not clean_hit.any()  # the planted rows are memorised
     model = copy.deepcopy(base)
-    result = get("ft_clean").fn(model, forget, retain, epochs=10, batch_size=1)
+    result = get("ft_clean").fn(model, ft_task(forget, retain, batch_size=1), epochs=10)
     hit, clean_hit = memorised(model, forget.tokens, forget.clean, P, T - P)
     assert not hit.any() and clean_hit.all()
     assert result.stats["rows"] == 3 and len(result.stats["losses"]) == 10
@@ -331,7 +347,7 @@ def test_ft_clean_turns_memorised_rows_back_to_clean(planted):
 def test_ft_extra_and_both_run(planted, name):
     base, _, forget, retain = planted
     model = copy.deepcopy(base)
-    result = get(name).fn(model, forget, retain, epochs=2)
+    result = get(name).fn(model, EditTask(forget, retain), epochs=2)
     assert result.stats["rows"] == len(retain) + (len(forget) if name == "ft_both" else 0)
     assert any(not torch.equal(p, q) for p, q in zip(base.parameters(), model.parameters(), strict=True))
 
@@ -339,14 +355,13 @@ def test_ft_extra_and_both_run(planted, name):
 def test_fine_tuning_resumes_the_checkpoint_optimizer(planted):
     """With checkpoint=, weights and AdamW state come from it: the model passed in does not matter."""
     base, ckpt, forget, retain = planted
-    a = get("ft_clean").fn(copy.deepcopy(base), forget, retain, epochs=2, batch_size=1, checkpoint=ckpt)
-    b = get("ft_clean").fn(
-        _narrow_gpt2(n_positions=T, seed=3), forget, retain, epochs=2, batch_size=1, checkpoint=ckpt
-    )
+    resumed = ft_task(forget, retain, batch_size=1, resume_from=ckpt)
+    a = get("ft_clean").fn(copy.deepcopy(base), resumed, epochs=2)
+    b = get("ft_clean").fn(_narrow_gpt2(n_positions=T, seed=3), resumed, epochs=2)
     assert a.stats["start_epoch"] == 80 and len(a.stats["losses"]) == 2
     for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(p, q)
-    fresh_opt = get("ft_clean").fn(copy.deepcopy(base), forget, retain, epochs=2, batch_size=1)
+    fresh_opt = get("ft_clean").fn(copy.deepcopy(base), ft_task(forget, retain, batch_size=1), epochs=2)
     assert any(
         not torch.equal(p, q) for p, q in zip(a.model.parameters(), fresh_opt.model.parameters(), strict=True)
     )
@@ -356,9 +371,9 @@ def test_fine_tuning_bad_input(planted):
     base, _, forget, retain = planted
     empty = SequenceSet(forget.tokens[:0], P, clean=forget.clean[:0])
     with pytest.raises(ValueError, match="nothing is memorised"):
-        get("ft_clean").fn(copy.deepcopy(base), empty, retain, epochs=1)
+        get("ft_clean").fn(copy.deepcopy(base), EditTask(empty, retain), epochs=1)
     with pytest.raises(ValueError, match="epochs"):
-        get("ft_extra").fn(copy.deepcopy(base), forget, retain, epochs=0)
+        get("ft_extra").fn(copy.deepcopy(base), EditTask(forget, retain), epochs=0)
 
 
 def test_ft_extra_on_gpt_neox_without_data():
@@ -372,9 +387,9 @@ def test_ft_extra_on_gpt_neox_without_data():
     gen = torch.Generator().manual_seed(0)
     forget = SequenceSet(torch.randint(0, 10, (4, T), generator=gen), P)  # no clean counterparts
     retain = SequenceSet(torch.randint(0, 10, (20, T), generator=gen), P)
-    result = get("ft_extra").fn(model, forget, retain, seed=0, data=None, epochs=2, batch_size=8)
+    result = get("ft_extra").fn(model, ft_task(forget, retain, batch_size=8), seed=0, epochs=2)
     assert result.stats["rows"] == 20 and math.isfinite(result.stats["final_loss"])
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     for name in ("ft_clean", "ft_both"):
         with pytest.raises(ValueError, match="forget.clean"):
-            get(name).fn(model, forget, retain, data=None, epochs=1)
+            get(name).fn(model, EditTask(forget, retain), epochs=1)

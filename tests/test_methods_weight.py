@@ -15,12 +15,11 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
-from ingest.mitigation.arch import mlp_parameters
-from ingest.mitigation.methods import REGISTRY, SequenceSet, get
-from ingest.mitigation.methods.base import sequence_loss
-from ingest.mitigation.methods.durable import global_masks, n_selected, per_tensor_masks
-from ingest.mitigation.methods.greedy import MixedBatches
-from ingest.mitigation.methods.second_order import BlockFisherInverse
+from ingest.lm.arch import mlp_parameters
+from ingest.mitigation.methods import REGISTRY, EditTask, SequenceSet, get, sequence_loss
+from ingest.mitigation.methods.weights._shared import MixedBatches, global_masks, n_selected, per_tensor_masks
+from ingest.mitigation.methods.weights.greedy import zero_greedily
+from ingest.mitigation.methods.weights.second_order import BlockFisherInverse
 
 T, PROMPT, BOS = 16, 4, 10
 WEIGHT_METHODS = ("greedy", "durable", "durable_aggregate", "second_order", "subnet", "balanced_subnet")
@@ -132,7 +131,7 @@ def edited(memorised):
     out = {}
     for name in WEIGHT_METHODS:
         m = copy.deepcopy(model)
-        out[name] = (m, get(name).fn(m, forget, retain, seed=0, **HPARAMS[name]).stats)
+        out[name] = (m, get(name).fn(m, EditTask(forget, retain), seed=0, **HPARAMS[name]).stats)
     return out
 
 
@@ -245,7 +244,7 @@ def test_greedy_cap_and_state_restored(memorised):
     model, forget, retain = memorised
     m = copy.deepcopy(model).train()
     m.transformer.wpe.weight.requires_grad_(False)
-    stats = get("greedy").fn(m, forget, retain, ratio=0.01, max_iterations=3).stats
+    stats = zero_greedily(m, EditTask(forget, retain), ratio=0.01, max_iterations=3).stats
     assert stats["weights_zeroed"] == stats["iterations"] == 3 and stats["capped"]
     assert stats["target_iterations"] == n_selected(
         0.01, sum(p.numel() for p in m.parameters() if p.requires_grad)
@@ -258,7 +257,7 @@ def test_works_under_no_grad(memorised):
     model, forget, retain = memorised
     m = copy.deepcopy(model)
     with torch.no_grad():
-        stats = get("durable").fn(m, forget, retain, ratio=0.01).stats
+        stats = get("durable").fn(m, EditTask(forget, retain), ratio=0.01).stats
     assert sum(_changes(model, m).values()) == stats["weights_zeroed"] > 0
 
 
@@ -274,7 +273,7 @@ def test_deterministic_given_seed(memorised, name):
     runs = []
     for seed in (1, 1, 2):
         m = copy.deepcopy(model)
-        get(name).fn(m, forget, retain, seed=seed, **small)
+        get(name).fn(m, EditTask(forget, retain), seed=seed, **small)
         runs.append(torch.cat([w.detach().flatten() for _, w in mlp_parameters(m)]))
     assert torch.equal(runs[0], runs[1])
     if name in ("subnet", "balanced_subnet", "second_order"):  # seed picks masks / gradient sample
@@ -339,8 +338,8 @@ def test_mixed_batches_hold_both_kinds():
 def test_per_row_starts_judge_each_row_from_its_own_start():
     """A set whose rows' judged windows start in different places (backdoors: after each row's
     trigger): every loss and mask must use each row's own start, whatever the batch order."""
-    from ingest.mitigation.methods.durable import forget_loss
-    from ingest.mitigation.methods.neurons import suffix_loss, suffix_mask
+    from ingest.mitigation.methods._sequences import suffix_loss, suffix_mask
+    from ingest.mitigation.methods.weights._shared import forget_loss
 
     forget, _ = _data()
     starts = torch.tensor([4, 9, 6, 12])
@@ -376,7 +375,7 @@ def test_runs_on_gpt_neox(name):
     model = _neox().eval()
     after = copy.deepcopy(model)
     hp = {**HPARAMS[name], **({"epochs": 1} if "epochs" in HPARAMS[name] else {})}
-    stats = get(name).fn(after, forget, retain, seed=0, **hp).stats
+    stats = get(name).fn(after, EditTask(forget, retain), seed=0, **hp).stats
     changes = _changes(model, after)
     assert set(changes) <= {n for n, _ in mlp_parameters(model)}
     assert any("dense_h_to_4h" in n for n in changes) or name in ("greedy", "durable_aggregate")
@@ -392,24 +391,23 @@ def test_bad_input(memorised, name):
     fn = get(name).fn
     empty = SequenceSet(forget.tokens[:0], prompt_len=PROMPT)
     with pytest.raises(ValueError, match="forget set is empty"):
-        fn(copy.deepcopy(model), empty, retain, **HPARAMS[name])
+        fn(copy.deepcopy(model), EditTask(empty, retain), **HPARAMS[name])
     for ratio in (0.0, -0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="ratio"):
-            fn(copy.deepcopy(model), forget, retain, **{**HPARAMS[name], "ratio": ratio})
+            fn(copy.deepcopy(model), EditTask(forget, retain), **{**HPARAMS[name], "ratio": ratio})
     if name in ("greedy", "balanced_subnet"):
         with pytest.raises(ValueError, match="retain set is empty"):
             fn(
                 copy.deepcopy(model),
-                forget,
-                SequenceSet(retain.tokens[:0], prompt_len=PROMPT),
+                EditTask(forget, SequenceSet(retain.tokens[:0], prompt_len=PROMPT)),
                 **HPARAMS[name],
             )
     if "epochs" in HPARAMS[name]:
         with pytest.raises(ValueError, match="epochs"):
-            fn(copy.deepcopy(model), forget, retain, **{**HPARAMS[name], "epochs": 0})
+            fn(copy.deepcopy(model), EditTask(forget, retain), **{**HPARAMS[name], "epochs": 0})
     if name == "balanced_subnet":
         with pytest.raises(ValueError, match="alpha"):
-            fn(copy.deepcopy(model), forget, retain, **{**HPARAMS[name], "alpha": 1.5})
+            fn(copy.deepcopy(model), EditTask(forget, retain), **{**HPARAMS[name], "alpha": 1.5})
 
 
 def test_unsupported_architecture_is_a_clear_error():
@@ -429,4 +427,4 @@ def test_unsupported_architecture_is_a_clear_error():
     )
     for name in WEIGHT_METHODS:
         with pytest.raises(ValueError, match="unsupported architecture"):
-            get(name).fn(llama, forget, retain, **HPARAMS[name])
+            get(name).fn(llama, EditTask(forget, retain), **HPARAMS[name])

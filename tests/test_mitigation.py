@@ -10,6 +10,7 @@ import sys
 import polars as pl
 import pytest
 
+from analysis.views import SQL_VIEWS
 from ingest.mitigation.methods import REGISTRY
 from ingest.mitigation.studies import tinymem_study
 from ingest.mitigation.sweep import Run, plan, sweep
@@ -27,7 +28,7 @@ ISSUE_NAMES = {
 
 
 def sql(wh, text):
-    return query.read(wh, text)
+    return query.read(wh, text, views=SQL_VIEWS)
 
 
 def test_every_method_of_the_issue_is_registered():
@@ -267,10 +268,10 @@ def test_a_failing_worker_fails_the_sweep(tinymem, tmp_path, monkeypatch):
     cfg, _, study = tinymem
     parent, real = os.getpid(), sw.run_one
 
-    def run_one(study, run):  # only the forked worker fails
+    def run_one(study, run, attributions=None):  # only the forked worker fails
         if os.getpid() != parent:
             raise ValueError("boom in the worker")
-        return real(study, run)
+        return real(study, run, attributions)
 
     monkeypatch.setattr(sw, "run_one", run_one)
     with pytest.raises(RuntimeError, match="boom in the worker"):

@@ -26,18 +26,9 @@ from ingest.mitigation.tinymem import (
     tinymem_model,
     train,
 )
-from ingest.mitigation.tinymem.data import (
-    BACKDOOR_TOKEN,
-    BOS,
-    EOS,
-    MOD,
-    SEP,
-    decode,
-    encode,
-    noise_numbers,
-    noise_tokens,
-    numbers,
-)
+from ingest.mitigation.tinymem.arithmetic import decode, encode, noise_numbers, numbers
+from ingest.mitigation.tinymem.data import BACKDOOR_TOKEN, BOS, EOS, MOD, SEP
+from ingest.mitigation.tinymem.language import noise_tokens
 
 # a tiny but complete configuration: short rows keep a few hundred CPU steps to seconds
 TINY = dict(

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.views import SQL_VIEWS
 from ingest.mitigation.studies import tinymem_name, tinymem_study, variant_config
 from ingest.mitigation.sweep import plan, sweep
 from memlake.core import config, lake, query
@@ -63,7 +64,9 @@ def test_language_study_trains_on_the_corpus_and_memorises(language):
 
     rows = sweep(wh, study, plan(study.name, ["durable"], [0], 1), config=cfg)
     assert rows and rows[0]["study"] == study.name and rows[0]["mem_before"] == before["mem"]
-    scored = query.read(wh, "select * from mitigation_scored where study = 'tinymem-language-noise-2l'")
+    scored = query.read(
+        wh, "select * from mitigation_scored where study = 'tinymem-language-noise-2l'", views=SQL_VIEWS
+    )
     assert scored["score"].null_count() == 0  # TinyMem scoring (accuracy kept) applies to it
 
 

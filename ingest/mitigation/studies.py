@@ -20,9 +20,11 @@ from torch import nn
 
 from ingest.checkpoints import parse_step
 from ingest.lm.runtime import eval_mode, model_device
-from ingest.mitigation.methods import SequenceSet
+from ingest.mitigation.methods import EditTask, Recipe, SequenceSet
 from ingest.mitigation.sweep import N_DUP_CLASSES, Study
-from ingest.mitigation.tinymem.data import TinyMemData, corpus_rows, language_data, math_data
+from ingest.mitigation.tinymem.arithmetic import math_data
+from ingest.mitigation.tinymem.data import TinyMemData
+from ingest.mitigation.tinymem.language import corpus_rows, language_data
 from ingest.mitigation.tinymem.metrics import evaluate as tm_evaluate
 from ingest.mitigation.tinymem.metrics import forget_retain
 from ingest.mitigation.tinymem.model import tinymem_model
@@ -124,14 +126,14 @@ def tinymem_study(wh: Warehouse, c: dict[str, Any]) -> Study:
 
     # the training recipe, shared by the base model and the regularisers' runs (which retrain from
     # scratch and must differ from the base only by their regulariser)
-    recipe = {"batch_size": c["batch_size"], "lr": c.get("lr", 1e-3),
-              "warmup_fraction": c.get("warmup_fraction")}  # fmt: skip
+    recipe = Recipe(c["epochs"], c["batch_size"], c.get("lr", 1e-3), c.get("warmup_fraction"))
     done = checkpoints(out)
     if not done or done[-1][0] < c["epochs"]:
         model = fresh(c["seed"])
         resume = done[-1][1] if done else None
-        train(model, data, c["epochs"], seed=c["seed"], out_dir=out, ckpt_every=c["epochs"],
-              resume_from=resume, **recipe)  # fmt: skip
+        train(model, data, recipe.epochs, seed=c["seed"], out_dir=out, ckpt_every=c["epochs"],
+              resume_from=resume, batch_size=recipe.batch_size, lr=recipe.lr,
+              warmup_fraction=recipe.warmup_fraction)  # fmt: skip
     model, _ = load_checkpoint(checkpoints(out)[-1][1])
     forget, retain = forget_retain(model, data)
 
@@ -145,21 +147,20 @@ def tinymem_study(wh: Warehouse, c: dict[str, Any]) -> Study:
         return out
 
     # fine-tuning continues at the rate training ended with (constant, as the original's resume)
-    ft_lr = recipe["lr"] * (MIN_LR_RATIO if recipe["warmup_fraction"] is not None else 1.0)
-    context = {"regulariser": {"data": data, "epochs": c["epochs"], **recipe},
-               "fine_tuning": {"data": data, "epochs": c["ft_epochs"], "batch_size": c["batch_size"],
-                               "lr": ft_lr}}  # fmt: skip
-    if c.get("subnet_batch_size"):
-        # edge-popup masks move by SGD steps; a CPU-sized retain set gives few per epoch at the
-        # default batch (32), so the study may train them on smaller batches, i.e. more steps
-        for method in ("subnet", "balanced_subnet"):
-            context[method] = {"batch_size": int(c["subnet_batch_size"])}
+    ft_lr = recipe.lr * (MIN_LR_RATIO if recipe.warmup_fraction is not None else 1.0)
+    # edge-popup masks move by SGD steps; a CPU-sized retain set gives few per epoch at the
+    # default batch (32), so the study may train them on smaller batches, i.e. more steps
+    mask_batch = int(c["subnet_batch_size"]) if c.get("subnet_batch_size") else None
+    task = EditTask(
+        forget, retain, data, training=recipe, fine_tuning=Recipe(c["ft_epochs"], c["batch_size"], ft_lr),
+        mask_batch_size=mask_batch,
+    )  # fmt: skip
     about = (
         f"{name}: {data.train.shape[0]} training rows ({int(data.train_artifact.sum())} {data.artifact}), "
         f"{len(forget)} memorised artifact rows to forget, {len(retain)} retain rows"
         + ("; base model retrained: its configuration changed (earlier runs removed)" if replaced else "")
     )
-    return Study(name, name, c["epochs"], model, fresh, forget, retain, evaluate, context, about=about)
+    return Study(name, name, c["epochs"], model, fresh, task, evaluate, about=about)
 
 
 def lake_checkpoint(model: str, step: int | None = None) -> tuple[str, str, int | None]:
@@ -357,5 +358,5 @@ def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int 
         f"{window} tokens after a {prompt_len}-token prompt; retain {len(retain_chunks)} and "
         f"perplexity {len(ppl_chunks)} chunks of {ppl_chunks.shape[1]} tokens; batch {bs}, {dtype} on {dev}"
     )
-    context = {"fine_tuning": {"epochs": c["ft_epochs"], "batch_size": bs}}
-    return Study(key, key, step, base, fresh, forget, retain, evaluate, context, about=about)
+    task = EditTask(forget, retain, fine_tuning=Recipe(c["ft_epochs"], bs))
+    return Study(key, key, step, base, fresh, task, evaluate, about=about)

@@ -1,7 +1,8 @@
 """Mitigation sweeps: every (method, hyper-parameters, seed) run is one row in `mitigation_runs`.
 
 A `Study` fixes what runs edit and how they are scored: the base model (TinyMem trained here, or
-a suite/Hub checkpoint), its forget and retain sets, and `evaluate(model) -> metrics`. A `Run`
+a suite/Hub checkpoint), the `EditTask` every run gets (forget and retain sets, and for TinyMem
+the training set and recipes), and `evaluate(model) -> metrics`. A `Run`
 is a method name, one point of its grid and a seed; its id hashes those, so re-running a sweep
 skips finished runs (one lake partition per run) and `rank`/`world_size` shard the run list the
 way ingest jobs shard checkpoints.
@@ -19,14 +20,14 @@ import queue as queue_mod
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ingest.mitigation.methods import REGISTRY, SequenceSet, get
+from ingest.mitigation.methods import REGISTRY, AttributionCache, EditTask, Method, SequenceSet, get
 from memlake.core import lake
 from memlake.core.paths import Warehouse
 
@@ -53,22 +54,34 @@ class Study:
     step: int
     base: nn.Module  # never edited: every run gets a deep copy
     fresh: Callable[[int], nn.Module]  # an untrained model of the same architecture (regularisers)
-    forget: SequenceSet
-    retain: SequenceSet
+    task: EditTask  # what every run's method gets (a run adds its attribution cache)
     evaluate: Callable[[nn.Module], dict[str, float]]  # mem, acc, ppl, clean, mem_dup{p}
-    # kind or method name -> extra kwargs (data=, epochs=, batch_size=); a method's own entry wins
-    context: dict[str, dict[str, Any]] = field(default_factory=dict)
     before: dict[str, float] | None = None
     about: str = ""  # one line on how the sets were built (printed by the CLI)
 
-    def extra_kwargs(self, method) -> dict[str, Any]:
-        """What this study passes a method besides forget/retain/seed/grid point."""
-        return {**self.context.get(method.kind, {}), **self.context.get(method.name, {})}
+    @property
+    def forget(self) -> SequenceSet:
+        return self.task.forget
+
+    @property
+    def retain(self) -> SequenceSet:
+        return self.task.retain
 
     def baseline(self) -> dict[str, float]:
         if self.before is None:
             self.before = self.evaluate(self.base)
         return self.before
+
+    def skips(self, method: Method) -> bool:
+        """Whether a run of `method` has nothing to do: unlearning with nothing memorised
+        (regularisers and fine-tuning need no forget rows)."""
+        return len(self.forget) == 0 and method.kind not in ("regulariser", "fine_tuning")
+
+    def starting_model(self, method: Method, seed: int) -> nn.Module:
+        """What a run of `method` edits, after seeding torch with `seed`: an untrained model for a
+        regulariser (it trains from scratch), else a copy of the base."""
+        torch.manual_seed(seed)
+        return self.fresh(seed) if method.kind == "regulariser" else copy.deepcopy(self.base)
 
 
 def plan(
@@ -90,19 +103,18 @@ def plan(
     return runs
 
 
-def run_one(study: Study, run: Run) -> dict[str, Any]:
-    """Apply one run to a copy of the base model; the lake row of its before/after metrics."""
+def run_one(study: Study, run: Run, attributions: AttributionCache | None = None) -> dict[str, Any]:
+    """Apply one run to a copy of the base model; the lake row of its before/after metrics.
+    `attributions`: the caller's cache of ratio-independent scores (see `AttributionCache`)."""
     method = get(run.method)
     before = study.baseline()
-    torch.manual_seed(run.seed)
-    model = study.fresh(run.seed) if method.kind == "regulariser" else copy.deepcopy(study.base)
-    extra = study.extra_kwargs(method)
+    model = study.starting_model(method, run.seed)
+    task = replace(study.task, attributions=attributions)
     t0 = time.perf_counter()
-    if len(study.forget) == 0 and method.kind not in ("regulariser", "fine_tuning"):
+    if study.skips(method):
         result_stats, edited = {"skipped": "nothing memorised"}, model
     else:
-        # a grid point overrides the study's default for the same argument (fine-tuning epochs)
-        result = method.fn(model, study.forget, study.retain, seed=run.seed, **{**extra, **dict(run.hparams)})
+        result = method.fn(model, task, seed=run.seed, **dict(run.hparams))
         result_stats, edited = result.stats, result.model
     seconds = time.perf_counter() - t0
     after = study.evaluate(edited)
@@ -190,24 +202,23 @@ def _units(runs: list[Run]) -> list[list[Run]]:
 
 def _sweep(wh, study, units, config, on_run, claim: Callable[[], int] | None = None) -> list[dict[str, Any]]:
     """Run the units in order (or, with `claim`, the units whose index it hands out)."""
-    from ingest.mitigation.methods.neurons import reuse_attributions
-
     rows = []
-    # neuron attributions do not depend on the ratio, so each is computed once per unit
-    with reuse_attributions():
-        i = claim() if claim else 0
-        while i < len(units):
-            for run in units[i]:
-                keys = {"study": study.name, "run_id": run.run_id}
-                if lake.is_complete(wh, "mitigation_runs", keys):
-                    continue
-                row = run_one(study, run)
-                data = {k: [v] for k, v in row.items()}
-                lake.write_partition(wh, "mitigation_runs", data, keys, config=config)
-                rows.append(row)
-                if on_run:
-                    on_run(row)
-            i = claim() if claim else i + 1
+    # ratio-independent scores (neuron attributions, saliencies) are computed once per unit; the
+    # cache lives as long as this call, so a process keeps no scores between sweeps
+    attributions = AttributionCache()
+    i = claim() if claim else 0
+    while i < len(units):
+        for run in units[i]:
+            keys = {"study": study.name, "run_id": run.run_id}
+            if lake.is_complete(wh, "mitigation_runs", keys):
+                continue
+            row = run_one(study, run, attributions)
+            data = {k: [v] for k, v in row.items()}
+            lake.write_partition(wh, "mitigation_runs", data, keys, config=config)
+            rows.append(row)
+            if on_run:
+                on_run(row)
+        i = claim() if claim else i + 1
     return rows
 
 

@@ -153,6 +153,12 @@ def landscape(
 
 @relabel("mitigate landscape")
 def _landscape(wh, s, section, points, radius, seed, on_edit):
-    from analysis.mitigation.landscape import landscape as compute
+    """Compute the surfaces into their mart (an ingest job: it runs the edits), then draw them."""
+    from analysis.mitigation.landscape import save_figure
+    from analysis.views import SQL_VIEWS
+    from ingest.mitigation.landscape import landscape as compute
 
-    return compute(wh, s, section, points=points, radius=radius, seed=seed, on_edit=on_edit)
+    rows, _ = compute(
+        wh, s, section, views=SQL_VIEWS, points=points, radius=radius, seed=seed, on_edit=on_edit
+    )
+    return rows, save_figure(wh, rows)

@@ -9,15 +9,9 @@ rows) with planted noise / backdoor artifacts, so memorisation is known by const
     forget, retain = forget_retain(model, data)       # inputs of every unlearning method
 """
 
-from ingest.mitigation.tinymem.data import (
-    PAD,
-    PAPER,
-    VOCAB_SIZE,
-    TinyMemData,
-    corpus_rows,
-    language_data,
-    math_data,
-)
+from ingest.mitigation.tinymem.arithmetic import math_data
+from ingest.mitigation.tinymem.data import PAD, PAPER, VOCAB_SIZE, TinyMemData
+from ingest.mitigation.tinymem.language import corpus_rows, language_data
 from ingest.mitigation.tinymem.metrics import (
     accuracy,
     backdoor_success,

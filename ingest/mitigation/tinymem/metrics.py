@@ -27,7 +27,7 @@ from torch import nn
 
 from ingest.hf_compat import output_cache, with_cache
 from ingest.lm.runtime import model_device
-from ingest.mitigation.methods.base import SequenceSet
+from ingest.mitigation.methods import SequenceSet
 from ingest.mitigation.tinymem.data import TinyMemData
 
 

@@ -1,24 +1,20 @@
-"""The interface every mitigation method implements, and the registry that names them.
+"""The sequences every method works on, and the losses and checks over them.
 
-A method is `fn(model, forget, retain, *, seed, **hparams) -> EditResult`. It may edit `model`
-in place (callers pass a copy) and returns it with method-specific stats. `forget` holds the
-sequences to stop reproducing (memorised, e.g. noisy TinyMem rows or extracted suite rows),
-`retain` sequences whose behaviour must be kept. Train-time regularisers take the same data
-(forget = the artifact rows inside the training set) and return a model trained with them.
+`SequenceSet` holds fixed-length token rows and where each row's judged window starts; the
+losses here define "the memorised part" once: the predictions of tokens from each row's start
+on that are not padding, i.e. what the memorisation metric judges.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-KINDS = ("regulariser", "fine_tuning", "neuron", "weight", "baseline")
+from ingest.lm.runtime import model_device
 
 
 @dataclass(frozen=True)
@@ -92,46 +88,6 @@ class SequenceSet:
             yield self.tokens[order[i : i + size]]
 
 
-@dataclass
-class EditResult:
-    model: nn.Module
-    stats: dict[str, Any] = field(default_factory=dict)
-
-
-MethodFn = Callable[..., EditResult]
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    kind: str
-    fn: MethodFn
-    grid: tuple[dict[str, Any], ...]  # the hyper-parameter grid of the sweep (CPU-scaled)
-
-
-REGISTRY: dict[str, Method] = {}
-
-
-def register(name: str, kind: str, grid: list[dict[str, Any]]):
-    """Decorator: add `fn` to the registry under `name` with its sweep grid."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-
-    def wrap(fn: MethodFn) -> MethodFn:
-        if name in REGISTRY:
-            raise ValueError(f"method {name!r} registered twice")
-        REGISTRY[name] = Method(name, kind, fn, tuple(grid))
-        return fn
-
-    return wrap
-
-
-def get(name: str) -> Method:
-    if name not in REGISTRY:
-        raise KeyError(f"unknown mitigation method {name!r}: choose from {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
-
-
 def sequence_loss(
     model: nn.Module, tokens: torch.Tensor, pad_id: int | None, start: int | torch.Tensor = 0
 ) -> torch.Tensor:
@@ -150,3 +106,44 @@ def sequence_loss(
     elif start > 1:
         keep[:, : start - 1] = False
     return (ce * keep).sum(1) / keep.sum(1).clamp(min=1)
+
+
+def suffix_mask(tokens: torch.Tensor, prompt_len: int | torch.Tensor, pad_id: int | None) -> torch.Tensor:
+    """[N, T] bool: positions t whose next-token prediction is judged — prompt_len-1 ≤ t ≤ T-2 and
+    tokens[t+1] is not padding (`prompt_len` an int or one per row, see `SequenceSet.starts`).
+    The activation at t is what produces the prediction of t+1."""
+    mask = torch.zeros_like(tokens, dtype=torch.bool)
+    if isinstance(prompt_len, torch.Tensor):
+        pos = torch.arange(tokens.shape[1], device=tokens.device)
+        mask[:, :-1] = pos[None, :-1] >= prompt_len.to(tokens.device)[:, None] - 1
+    else:
+        mask[:, prompt_len - 1 : -1] = True
+    if pad_id is not None:
+        mask[:, :-1] &= tokens[:, 1:] != pad_id
+    return mask
+
+
+def suffix_loss(model: nn.Module, tokens: torch.Tensor, seqs: SequenceSet) -> torch.Tensor:
+    """Per-sequence CE [N] on the memorised suffix (targets at positions >= each row's start, padding
+    excluded): what the unlearning methods probe, train or ascend (the weight methods' forget loss)."""
+    return sequence_loss(model, tokens.to(model_device(model)), seqs.pad_id, start=seqs.starts(tokens))
+
+
+def check_nonempty(seqs: SequenceSet, name: str) -> None:
+    """An empty set is a caller error (e.g. nothing memorised): say so instead of producing NaN."""
+    if len(seqs) == 0:
+        raise ValueError(f"{name} set is empty: nothing to {'unlearn' if name == 'forget' else 'retain'}")
+
+
+def check_forget(forget: SequenceSet) -> None:
+    """The forget set must have rows and at least one judged (non-padding) suffix token; otherwise
+    every attribution would be 0 and the removal an arbitrary tie-break."""
+    check_nonempty(forget, "forget")
+    if not suffix_mask(forget.tokens, forget.starts(forget.tokens), forget.pad_id).any():
+        raise ValueError("forget set has no non-padding tokens after prompt_len: nothing to unlearn")
+
+
+def shuffled_batches(n: int, size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Row indices of one epoch in seeded random order, split into batches of `size`."""
+    order = torch.randperm(n, generator=gen)
+    return list(order.split(size))

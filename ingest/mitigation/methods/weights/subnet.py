@@ -10,15 +10,16 @@ straight through to S (∂L/∂S := ∂L/∂M = ∂L/∂(W⊙M) ⊙ W). After tr
   accuracy goes with it).
 - `balanced_subnet` trains on batches mixing forget and retain rows with
   L = −(1−α)·CE_forget + α·CE_retain, so the drop-set must also spare what retained data needs
-  (the paper's best trade-off). Every batch holds both kinds (see `greedy.MixedBatches`), so the
+  (the paper's best trade-off). Every batch holds both kinds (see `MixedBatches`), so the
   original's NaN on a batch lacking one of them cannot happen.
 
 S is initialised like an nn.Linear weight, kaiming-uniform with a = √5, i.e. U(±1/√fan_in)
 with the layer's true fan-in (GPT-2's Conv1D stores W transposed; that does not change the
 init). The initial mask is therefore random; training moves S by SGD (lr 0.1, momentum 0.9,
-weight decay 5e-4). Masks are per tensor and sized from the tensor itself (the original
-hard-coded TinyMem/Pythia MLP widths). The masked forward is
-`torch.func.functional_call` with substituted weights: the model itself is never rewritten.
+weight decay 5e-4; batches of 32 rows unless the task's `mask_batch_size` says otherwise).
+Masks are per tensor and sized from the tensor itself (the original hard-coded TinyMem/Pythia
+MLP widths). The masked forward is `torch.func.functional_call` with substituted weights: the
+model itself is never rewritten.
 """
 
 from __future__ import annotations
@@ -31,10 +32,17 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ingest.mitigation.arch import mlp_parameters, mlps
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.durable import check_inputs, forget_loss, grads_only, n_selected, retain_loss
-from ingest.mitigation.methods.greedy import MixedBatches
+from ingest.lm.arch import mlp_parameters, mlps
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._sequences import SequenceSet
+from ingest.mitigation.methods.weights._shared import (
+    MixedBatches,
+    check_inputs,
+    forget_loss,
+    grads_only,
+    n_selected,
+    retain_loss,
+)
 
 # The mitigation paper's ratio grid runs 1e-5 ... 0.8, and the two subnet methods use all of it;
 # their best runs sit at 0.3-0.5 on TinyMem and at 0.001-0.05 on Pythia. The CPU grid spans both ends.
@@ -45,6 +53,8 @@ SUBNET_EPOCHS = (1, 10, 20)
 # of rows), so for CPU the paper's epochs {1, 10, 20} are halved to {1, 5, 10}.
 BALANCED_EPOCHS = (1, 5, 10)
 ALPHAS = (0.9, 0.7, 0.5)
+LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 5e-4  # the scores' SGD, as the original
+BATCH_SIZE = 32  # rows per mask step unless the task's `mask_batch_size` says otherwise
 
 
 class _DropSmallest(torch.autograd.Function):
@@ -112,12 +122,9 @@ def _train_masks(
     batches: Iterator,
     steps: int,
     loss_fn: Callable[..., torch.Tensor],
-    lr: float,
-    momentum: float,
-    weight_decay: float,
 ) -> tuple[int, dict]:
     """SGD on the scores only (the model's weights take no gradient); bakes the mask at the end."""
-    opt = torch.optim.SGD(view.scores, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    opt = torch.optim.SGD(view.scores, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     losses = []
     with grads_only(model):
         for _ in range(steps):
@@ -136,21 +143,12 @@ def _forget_batches(forget: SequenceSet, batch_size: int, generator: torch.Gener
 
 @register("subnet", "weight", grid=[{"ratio": r, "epochs": e} for r in RATIOS for e in SUBNET_EPOCHS])
 def subnet(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    ratio: float = 0.1,
-    epochs: int = 10,
-    batch_size: int = 32,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
+    model: nn.Module, task: EditTask, *, seed: int = 0, ratio: float = 0.1, epochs: int = 10
 ) -> EditResult:
     """Zero the `ratio` fraction of every MLP weight matrix chosen by edge-popup to maximise the
     forget CE; `epochs` passes over the forget set."""
-    ratio = check_inputs(forget, retain, ratio)
+    forget, batch_size = task.forget, task.mask_batch_size or BATCH_SIZE
+    ratio = check_inputs(forget, task.retain, ratio)
     _check(epochs)
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
@@ -162,9 +160,6 @@ def subnet(
         _forget_batches(forget, batch_size, gen),
         steps,
         lambda v, tokens: -forget_loss(v, tokens, forget).mean(),
-        lr,
-        momentum,
-        weight_decay,
     )
     return EditResult(model, {"weights_zeroed": zeroed, "seconds": time.perf_counter() - t0, **stats})
 
@@ -176,27 +171,23 @@ def subnet(
 )
 def balanced_subnet(
     model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
+    task: EditTask,
     *,
     seed: int = 0,
     ratio: float = 0.3,
     alpha: float = 0.7,
     epochs: int = 5,
-    batch_size: int = 32,
-    lr: float = 0.1,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
 ) -> EditResult:
     """Edge-popup masks trained on mixed batches with L = −(1−α)·CE_forget + α·CE_retain; `epochs`
     passes over the larger of the two sets. α = 0.7 is the paper's best TinyMem setting (the
     original's argparse default, 0.05, was never used in the published sweeps)."""
+    forget, retain = task.forget, task.retain
     ratio = check_inputs(forget, retain, ratio, needs_retain=True)
     _check(epochs, alpha)
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     view = MaskedView(model, ratio, gen)
-    batches = MixedBatches(forget, retain, batch_size, gen)
+    batches = MixedBatches(forget, retain, task.mask_batch_size or BATCH_SIZE, gen)
 
     def loss_fn(v: MaskedView, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         f_tokens, r_tokens = batch
@@ -205,7 +196,5 @@ def balanced_subnet(
             + alpha * retain_loss(v, r_tokens, retain).mean()
         )
 
-    zeroed, stats = _train_masks(
-        model, view, batches, epochs * batches.steps_per_epoch, loss_fn, lr, momentum, weight_decay
-    )
+    zeroed, stats = _train_masks(model, view, batches, epochs * batches.steps_per_epoch, loss_fn)
     return EditResult(model, {"weights_zeroed": zeroed, "seconds": time.perf_counter() - t0, **stats})

@@ -1,27 +1,17 @@
-"""Durable and Durable-Aggregate: zero the MLP weights the forget loss leans on hardest.
+"""What the weight methods share, so their rules cannot drift apart: input checks, the selection
+count, top-k masks and their two selection rules (per tensor, global), the forget and retain
+losses and the forget gradient, the grad-only context, and forget/retain batches that always
+hold both kinds (`MixedBatches`, for Greedy and BalancedSubnet: forget and retain rows come from
+two separately shuffled streams; the original shuffled the union, where a batch without forget
+rows makes BalancedSubnet's forget mean NaN).
 
-Both score a weight by |∂LM(forget)/∂w|, the gradient accumulated over the whole forget set
-(the original borrowed this from the "durable backdoor"/Neurotoxin code: coordinates with
-large gradient on some data are the ones that data depends on). They differ in where the
-budget goes:
-
-- `durable` ranks inside every MLP tensor, so each tensor loses the same fraction;
-- `durable_aggregate` ranks over *all* trainable parameters (embeddings, attention, norms
-  included) and zeroes only the part of that global top-k that lies in MLP weights, so the
-  budget flows to the tensors that matter most and the edit may be smaller than `ratio`.
-
-One gradient pass, no search: the cheapest weight method.
-
-This module also holds what every weight method shares (input checks, the selection count,
-top-k masks, the forget loss and gradient, the grad-only context), so the rules cannot drift
-apart between methods. Known flaw fixed (as in `neurons`): `int(ratio·n)` is 0 for small
-ratios, a silent no-op; here a positive ratio always selects at least one weight.
+Known flaw fixed (as for the neuron methods): `int(ratio·n)` is 0 for small ratios, a silent
+no-op; here a positive ratio always selects at least one weight.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -29,15 +19,11 @@ import torch
 from torch import nn
 
 from ingest.lm.runtime import model_device
-from ingest.mitigation.arch import mlp_parameters
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register, sequence_loss
+from ingest.mitigation.methods._sequences import SequenceSet, sequence_loss, suffix_loss
 
 # Ratio grid for the non-subnet weight methods: the mitigation paper's grid below 0.1 (only Subnet
 # and BalancedSubnet use ratios >= 0.1). Durable is one gradient pass, so nothing is scaled.
 RATIO_GRID = (1e-5, 1e-4, 1e-3, 0.01, 0.05)
-
-
-# --------------------------------------------------------------------------- shared helpers
 
 
 def check_inputs(
@@ -75,11 +61,7 @@ def zero_masked(weights: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) 
     return int(sum(int(m.sum()) for m in masks))
 
 
-def forget_loss(model: nn.Module, tokens: torch.Tensor, seqs: SequenceSet) -> torch.Tensor:
-    """Per-sequence CE [N] on the memorised suffix (tokens after each row's start, see
-    `SequenceSet.starts`), what the memorisation metric judges; the prefix is ordinary context
-    the model may keep predicting."""
-    return sequence_loss(model, tokens.to(model_device(model)), seqs.pad_id, start=seqs.starts(tokens))
+forget_loss = suffix_loss  # the memorised suffix, what the memorisation metric judges
 
 
 def retain_loss(model: nn.Module, tokens: torch.Tensor, seqs: SequenceSet) -> torch.Tensor:
@@ -145,59 +127,43 @@ def global_masks(
     return masks
 
 
-# --------------------------------------------------------------------------- methods
+# --------------------------------------------------------------------------- mixed batches
 
 
-@register("durable", "weight", grid=[{"ratio": r} for r in RATIO_GRID])
-def durable(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    ratio: float = 1e-3,
-    batch_size: int = 32,
-) -> EditResult:
-    """Zero, in every MLP weight matrix, the `ratio` fraction with the largest |∂LM(forget)/∂w|.
-    Deterministic (no sampling), so `seed` is unused."""
-    ratio = check_inputs(forget, retain, ratio)
-    t0 = time.perf_counter()
-    weights = [w for _, w in mlp_parameters(model)]
-    grads, n_batches = forget_gradients(model, forget, weights, batch_size)
-    zeroed = zero_masked(weights, per_tensor_masks([g.abs() for g in grads], ratio))
-    return EditResult(
-        model, {"weights_zeroed": zeroed, "seconds": time.perf_counter() - t0, "iterations": n_batches}
-    )
+class _Stream:
+    """Rows of one set, endlessly, in a fresh seeded shuffle every pass."""
+
+    def __init__(self, seqs: SequenceSet, generator: torch.Generator):
+        self.seqs, self.gen = seqs, generator
+        self.order, self.pos = torch.randperm(len(seqs), generator=generator), 0
+
+    def take(self, k: int) -> torch.Tensor:
+        idx = []
+        while len(idx) < k:
+            if self.pos == len(self.order):
+                self.order, self.pos = torch.randperm(len(self.seqs), generator=self.gen), 0
+            n = min(k - len(idx), len(self.order) - self.pos)
+            idx.extend(self.order[self.pos : self.pos + n].tolist())
+            self.pos += n
+        return self.seqs.tokens[idx]
 
 
-@register("durable_aggregate", "weight", grid=[{"ratio": r} for r in RATIO_GRID])
-def durable_aggregate(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    ratio: float = 1e-3,
-    batch_size: int = 32,
-) -> EditResult:
-    """Rank |∂LM(forget)/∂w| over every trainable parameter, zero the global top `ratio` fraction
-    where it falls inside MLP weights. `weights_zeroed` ≤ ⌊ratio·#params⌋; `selected` is the full
-    global count. Holds all gradients at once (fine for TinyMem/suite; Pythia-scale needs a GPU)."""
-    ratio = check_inputs(forget, retain, ratio)
-    t0 = time.perf_counter()
-    mlp_ids = {id(w) for _, w in mlp_parameters(model)}
-    params = [p for p in model.parameters() if p.requires_grad or id(p) in mlp_ids]
-    grads, n_batches = forget_gradients(model, forget, params, batch_size)
-    editable = [id(p) in mlp_ids for p in params]
-    masks = global_masks([g.abs() for g in grads], ratio, editable)
-    pairs = [(p, m) for p, m, ok in zip(params, masks, editable, strict=True) if ok]
-    zeroed = zero_masked([p for p, _ in pairs], [m for _, m in pairs])
-    return EditResult(
-        model,
-        {
-            "weights_zeroed": zeroed,
-            "selected": n_selected(ratio, sum(p.numel() for p in params)),
-            "seconds": time.perf_counter() - t0,
-            "iterations": n_batches,
-        },
-    )
+class MixedBatches:
+    """Batches of `batch_size` rows: up to half forget rows, the rest retain rows. One epoch =
+    enough batches to see the larger of the two sets once."""
+
+    def __init__(self, forget: SequenceSet, retain: SequenceSet, batch_size: int, generator: torch.Generator):
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 to mix forget and retain rows, got {batch_size}")
+        self.n_forget = min(len(forget), batch_size // 2)
+        self.n_retain = min(len(retain), batch_size - self.n_forget)
+        self.steps_per_epoch = max(
+            math.ceil(len(forget) / self.n_forget), math.ceil(len(retain) / self.n_retain)
+        )
+        self._forget, self._retain = _Stream(forget, generator), _Stream(retain, generator)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._forget.take(self.n_forget), self._retain.take(self.n_retain)

@@ -21,17 +21,14 @@ import torch
 from torch import nn
 
 from ingest.hf_compat import output_cache, with_cache
+from ingest.lm.arch import mlps, neuron_hook
 from ingest.lm.runtime import model_device
-from ingest.mitigation.arch import mlps, neuron_hook
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.neurons import (
-    RATIO_GRID,
-    neuron_method,
-    sample_sequences,
-    suffix_mask,
-)
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._sequences import SequenceSet, suffix_mask
+from ingest.mitigation.methods.neurons._attribution import RATIO_GRID, neuron_method, sample_sequences
 
 CPU_MAX_SEQUENCES = 32  # CPU scaling of the grid; pass max_sequences=None to score all
+MAX_ROWS = 512  # rows (sequences × steps) per batch: memory only, not the scores
 
 
 @torch.no_grad()
@@ -113,23 +110,21 @@ def attribute(
 )
 def integrated_gradients(
     model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
+    task: EditTask,
     *,
     seed: int = 0,
     ratio: float,
     ig_steps: int = 20,
     max_sequences: int | None = None,
-    max_rows: int = 512,
 ) -> EditResult:
     """Remove the per-layer top `ratio` neurons by integrated gradients of p(memorised token).
-    `max_sequences` scores a seeded sample of the forget set; `max_rows` bounds batch memory."""
+    `max_sequences` scores a seeded sample of the forget set (None: all of it)."""
     if ig_steps < 1:
         raise ValueError(f"ig_steps must be >= 1, got {ig_steps}")
-    key = {"steps": ig_steps, "max_sequences": max_sequences, "max_rows": max_rows}
+    key = {"steps": ig_steps, "max_sequences": max_sequences, "max_rows": MAX_ROWS}
     return neuron_method(
         model,
-        forget,
+        task,
         ratio,
         seed,
         lambda m, f, g: attribute(m, f, g, **key),

@@ -1,5 +1,4 @@
-"""Loss truncation (Kang & Hashimoto 2020) as a train-time regulariser, and what the three
-regularisers share.
+"""Loss truncation (Kang & Hashimoto 2020) as a train-time regulariser.
 
 Why it should mitigate memorisation: an artifact (a noisy or backdoored row) cannot be predicted
 from the rules the rest of the data follows, so until the model memorises it its loss sits in the
@@ -13,81 +12,25 @@ sequences; sequences whose loss is ≥ the cutoff get zero weight. Before the bu
 is dropped.
 The buffer, counters and cutoff are the loss hook's state (`state_dict` / `load_state_dict`), so
 a run resumed from a trainer checkpoint truncates exactly as one that never stopped.
-
-Shared with `spectral_norm` and `example_tied_dropout` (as `durable` does for weight methods):
-input checks and `train_regularised`, which trains a fresh model with a loss hook and times it.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ingest.lm.runtime import model_device
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register, sequence_loss
-from ingest.mitigation.tinymem.data import TinyMemData
-from ingest.mitigation.tinymem.train import train
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._sequences import sequence_loss
+from ingest.mitigation.methods._train import artifact_flags, regulariser_inputs, train_regularised
 
 DROPC_GRID = (0.01, 0.05, 0.1)
 # The paper's buffer (10,000) is ~1/3 of an epoch of its ~27,000 training rows; the CPU-scale
 # TinyMem data has ~2,700, so the sweep keeps that proportion with 1,000.
 CPU_BUFFER = 1000
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-
-def check_train_inputs(data: TinyMemData | None, epochs: int) -> None:
-    """Regularisers train from scratch, so they need the training set the base model saw."""
-    if not isinstance(data, TinyMemData):
-        raise ValueError("train-time regularisers need `data`, the TinyMemData the base model was trained on")
-    if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs}")
-
-
-def artifact_flags(data: TinyMemData) -> torch.Tensor:
-    """Bool lookup by example id: is that example an artifact row."""
-    flags = torch.zeros(int(data.train_ids.max()) + 1, dtype=torch.bool)
-    flags[data.train_ids[data.train_artifact]] = True
-    return flags
-
-
-def train_regularised(
-    model: nn.Module,
-    data: TinyMemData,
-    epochs: int,
-    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
-    *,
-    seed: int,
-    batch_size: int,
-    out_dir: str | Path | None,
-    ckpt_every: int,
-    lr: float = 1e-3,
-    warmup_fraction: float | None = None,
-) -> dict[str, Any]:
-    """Train `model` in place on `data` with the trainer's AdamW recipe and `loss_fn`; returns the
-    stats every regulariser reports (seconds, final epoch loss, epochs). out_dir/ckpt_every make
-    the run checkpointed and resumable (the loss hook's state travels with the checkpoint).
-    lr / warmup_fraction: the base model's schedule (see `train`), so the two are comparable."""
-    t0 = time.perf_counter()
-    history = train(
-        model, data, epochs, seed=seed, batch_size=batch_size, loss_fn=loss_fn, out_dir=out_dir,
-        ckpt_every=ckpt_every, lr=lr, warmup_fraction=warmup_fraction,
-    )  # fmt: skip
-    return {
-        "seconds": time.perf_counter() - t0,
-        "final_loss": history[-1]["loss"] if history else math.nan,
-        "epochs": int(epochs),
-    }
-
-
-# --------------------------------------------------------------------------- the loss hook
 
 
 class LossTruncation:
@@ -205,35 +148,17 @@ class LossTruncation:
             setattr(self, key, state[key])
 
 
-# --------------------------------------------------------------------------- the method
-
-
 @register(
     "loss_truncation", "regulariser", grid=[{"dropc": d, "buffer_size": CPU_BUFFER} for d in DROPC_GRID]
 )
 def loss_truncation(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    data: TinyMemData | None = None,
-    epochs: int = 20,
-    dropc: float = 0.05,
-    buffer_size: int = 10_000,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    warmup_fraction: float | None = None,
-    out_dir: str | Path | None = None,
-    ckpt_every: int = 0,
+    model: nn.Module, task: EditTask, *, seed: int = 0, dropc: float = 0.05, buffer_size: int = 10_000
 ) -> EditResult:
-    """Train the fresh `model` on `data` for `epochs`, leaving the highest-loss `dropc` fraction
-    of sequences out of every step once `buffer_size` losses have been seen. forget/retain are
-    not used for training (the regulariser sees only the training set, as the original)."""
-    check_train_inputs(data, epochs)
+    """Train the fresh `model` on the task's training set with its recipe, leaving the highest-loss
+    `dropc` fraction of sequences out of every step once `buffer_size` losses have been seen.
+    forget/retain are not used for training (the regulariser sees only the training set, as the
+    original)."""
+    data, recipe = regulariser_inputs(task)
     hook = LossTruncation(dropc, buffer_size, data.pad_id, artifact_flags(data))
-    stats = train_regularised(
-        model, data, epochs, hook, seed=seed, batch_size=batch_size, out_dir=out_dir, ckpt_every=ckpt_every,
-        lr=lr, warmup_fraction=warmup_fraction,
-    )  # fmt: skip
+    stats = train_regularised(model, data, recipe, hook, seed=seed)
     return EditResult(model, {**stats, **hook.stats()})

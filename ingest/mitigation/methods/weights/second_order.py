@@ -27,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ingest.mitigation.arch import mlp_parameters
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.durable import (
+from ingest.lm.arch import mlp_parameters
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._cache import cached
+from ingest.mitigation.methods.weights._shared import (
     RATIO_GRID,
     check_inputs,
     forget_loss,
@@ -37,7 +38,6 @@ from ingest.mitigation.methods.durable import (
     per_tensor_masks,
     zero_masked,
 )
-from ingest.mitigation.methods.neurons import cached
 
 BLOCK = 50
 DAMPING = 1e-7
@@ -79,19 +79,12 @@ def saliency(weight: torch.Tensor, fisher_inv_diag: torch.Tensor) -> torch.Tenso
 
 @register("second_order", "weight", grid=[{"ratio": r, "num_grads": GRID_GRADS} for r in RATIO_GRID])
 def second_order(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    ratio: float = 1e-3,
-    num_grads: int = 512,
-    block: int = BLOCK,
-    damping: float = DAMPING,
+    model: nn.Module, task: EditTask, *, seed: int = 0, ratio: float = 1e-3, num_grads: int = 512
 ) -> EditResult:
     """Zero, per MLP weight matrix, the `ratio` fraction with the largest OBS saliency on the
     forget loss, using min(num_grads, |forget|) per-sequence gradients (a seeded sample)."""
-    ratio = check_inputs(forget, retain, ratio)
+    forget = task.forget
+    ratio = check_inputs(forget, task.retain, ratio)
     if num_grads < 1:
         raise ValueError(f"num_grads must be >= 1, got {num_grads}")
     t0 = time.perf_counter()
@@ -100,9 +93,7 @@ def second_order(
 
     def compute() -> list[torch.Tensor]:
         rows = torch.randperm(len(forget), generator=torch.Generator().manual_seed(seed))[:m]
-        fishers = [
-            BlockFisherInverse(w.numel(), m, block=block, damping=damping, device=w.device) for w in weights
-        ]
+        fishers = [BlockFisherInverse(w.numel(), m, device=w.device) for w in weights]
         with grads_only(model, weights):
             for r in rows.tolist():
                 loss = forget_loss(model, forget.tokens[r : r + 1], forget).sum()
@@ -111,8 +102,10 @@ def second_order(
         return [saliency(w, f.diagonal()) for w, f in zip(weights, fishers, strict=True)]
 
     # the saliencies do not depend on the ratio: a sweep computes them once per grid
-    key = {"num_grads": num_grads, "block": block, "damping": damping}
-    scores, fisher_seconds, reused = cached(model, forget, "second_order", key, seed, compute)
+    key = {"num_grads": num_grads, "block": BLOCK, "damping": DAMPING}
+    scores, fisher_seconds, reused = cached(
+        task.attributions, model, forget, "second_order", key, seed, compute
+    )
     zeroed = zero_masked(weights, per_tensor_masks(scores, ratio))
     seconds = fisher_seconds + time.perf_counter() - t0 if reused else time.perf_counter() - t0
     return EditResult(

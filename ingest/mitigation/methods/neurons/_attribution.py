@@ -4,36 +4,39 @@ Each neuron method (Chang et al. 2024, as used by the mitigation paper) only dif
 scores MLP neurons; everything else lives here so the methods cannot drift apart:
 
 - `neuron_method` validates the inputs, times the attribution, removes the top
-  `n_remove(ratio, d_ff)` neurons of every layer and reports what it did;
-- `suffix_mask` / `suffix_loss` define "the memorised part" once: the predictions of tokens
-  `prompt_len..T-1` that are not padding, i.e. what the memorisation metric judges;
+  `n_remove(ratio, d_ff)` neurons of every layer and reports what it did; the attribution goes
+  through the task's `AttributionCache`, so a sweep scores once per (weights, forget set,
+  attribution settings, seed) and removes at every ratio (attribution does not depend on it);
 - `frozen` keeps the model's own weights out of autograd while mask coefficients are trained;
-- `reuse_attributions` lets a sweep score once per (weights, forget set, attribution
-  hyper-parameters, seed) and remove at every ratio, since attribution does not depend on ratio.
+- `gated`, `backward_forget_loss` and `sample_sequences` serve the learned-mask and the
+  per-sequence-expensive attributions.
+
+"The memorised part" (`suffix_mask`, `suffix_loss`) is defined once for every kind, in
+`methods._sequences`.
 
 Known flaw fixed: the original took `int(ratio·d_ff)` neurons, which is 0 for
 ratio < 1/d_ff, so ratio 1e-3 on a 512-wide TinyMem MLP silently removed nothing. Here every
 ratio > 0 removes at least one neuron per layer; the stats say how many.
 
-As in the original, the neuron methods localise from the forget set alone; `retain` is part of
-the shared interface but unused here (it is what the cost of an edit is measured on).
+As in the original, the neuron methods localise from the forget set alone; `task.retain` is
+unused here (it is what the cost of an edit is measured on).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from ingest.lm.runtime import model_device
-from ingest.mitigation.arch import mlps, neuron_hook
-from ingest.mitigation.methods.base import EditResult, SequenceSet, sequence_loss
+from ingest.lm.arch import mlps, neuron_hook
+from ingest.mitigation.methods._base import EditResult, EditTask
+from ingest.mitigation.methods._cache import cached
+from ingest.mitigation.methods._sequences import SequenceSet, check_forget, suffix_loss
 
 # The ratios the neuron methods sweep (Sakarvadia et al. 2024: neuron methods need ratio > 1e-4;
 # ≥ 0.1 is only used by the subnet methods).
@@ -49,44 +52,9 @@ def check_ratio(ratio: float) -> float:
     return ratio
 
 
-def check_nonempty(seqs: SequenceSet, name: str) -> None:
-    """An empty set is a caller error (e.g. nothing memorised): say so instead of producing NaN."""
-    if len(seqs) == 0:
-        raise ValueError(f"{name} set is empty: nothing to {'unlearn' if name == 'forget' else 'retain'}")
-
-
-def check_forget(forget: SequenceSet) -> None:
-    """The forget set must have rows and at least one judged (non-padding) suffix token; otherwise
-    every attribution would be 0 and the removal an arbitrary tie-break."""
-    check_nonempty(forget, "forget")
-    if not suffix_mask(forget.tokens, forget.starts(forget.tokens), forget.pad_id).any():
-        raise ValueError("forget set has no non-padding tokens after prompt_len: nothing to unlearn")
-
-
 def n_remove(ratio: float, d_ff: int) -> int:
     """Neurons removed per layer: ⌊ratio·d_ff⌋, but at least one (see the module docstring)."""
     return min(d_ff, max(1, math.floor(check_ratio(ratio) * d_ff)))
-
-
-def suffix_mask(tokens: torch.Tensor, prompt_len: int | torch.Tensor, pad_id: int | None) -> torch.Tensor:
-    """[N, T] bool: positions t whose next-token prediction is judged — prompt_len-1 ≤ t ≤ T-2 and
-    tokens[t+1] is not padding (`prompt_len` an int or one per row, see `SequenceSet.starts`).
-    The activation at t is what produces the prediction of t+1."""
-    mask = torch.zeros_like(tokens, dtype=torch.bool)
-    if isinstance(prompt_len, torch.Tensor):
-        pos = torch.arange(tokens.shape[1], device=tokens.device)
-        mask[:, :-1] = pos[None, :-1] >= prompt_len.to(tokens.device)[:, None] - 1
-    else:
-        mask[:, prompt_len - 1 : -1] = True
-    if pad_id is not None:
-        mask[:, :-1] &= tokens[:, 1:] != pad_id
-    return mask
-
-
-def suffix_loss(model: nn.Module, tokens: torch.Tensor, seqs: SequenceSet) -> torch.Tensor:
-    """Per-sequence CE [N] on the memorised suffix (targets at positions >= each row's start, padding
-    excluded): the quantity every method here probes, trains or ascends."""
-    return sequence_loss(model, tokens.to(model_device(model)), seqs.pad_id, start=seqs.starts(tokens))
 
 
 @contextmanager
@@ -140,57 +108,9 @@ def remove_top(
     return removed, ties
 
 
-_MEMO: dict[str, tuple[object, float]] | None = None
-
-
-@contextmanager
-def reuse_attributions() -> Iterator[None]:
-    """Within this block, a neuron method that already scored identical weights and forget set
-    with the same attribution hyper-parameters and seed reuses those scores. A ratio sweep then
-    pays for Zero-Out or IG once. Reused runs report the original attribution time (the
-    original code logged NaN there) and `attribution_reused: true`."""
-    global _MEMO
-    outer, _MEMO = _MEMO, ({} if _MEMO is None else _MEMO)
-    try:
-        yield
-    finally:
-        _MEMO = outer
-
-
-def fingerprint(model: nn.Module, forget: SequenceSet, method: str, key: dict, seed: int) -> str:
-    """Content hash of everything an attribution depends on (weights, not object identity, since
-    callers pass each run a fresh copy of the model)."""
-    h = hashlib.sha256(
-        json.dumps([method, key, seed, forget.prompt_len, forget.pad_id], default=str).encode()
-    )
-    h.update(forget.tokens.cpu().contiguous().numpy().tobytes())
-    if forget.prompt_lens is not None:
-        h.update(forget.prompt_lens.cpu().contiguous().numpy().tobytes())
-    for name, p in model.state_dict().items():
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def cached(model: nn.Module, forget: SequenceSet, method: str, key: dict, seed: int, compute: Callable):
-    """(compute(), seconds it took, reused) — reused from an identical earlier call inside
-    `reuse_attributions` (same weights, forget set, method, key and seed). For any score that
-    does not depend on the ratio: neuron attributions, second-order saliencies."""
-    memo_key = fingerprint(model, forget, method, key, seed) if _MEMO is not None else None
-    if memo_key is not None and memo_key in _MEMO:
-        value, seconds = _MEMO[memo_key]
-        return value, seconds, True
-    t0 = time.perf_counter()
-    value = compute()
-    seconds = time.perf_counter() - t0
-    if memo_key is not None:
-        _MEMO[memo_key] = (value, seconds)
-    return value, seconds, False
-
-
 def neuron_method(
     model: nn.Module,
-    forget: SequenceSet,
+    task: EditTask,
     ratio: float,
     seed: int,
     attribute: Attribution,
@@ -200,7 +120,8 @@ def neuron_method(
 ) -> EditResult:
     """Run one neuron method: score every neuron with `attribute(model, forget, generator)`,
     then remove the per-layer top ones. `attribute` returns (scores per layer, extra stats);
-    `key` holds the hyper-parameters the scores depend on (for `reuse_attributions`)."""
+    `key` holds the settings the scores depend on (the cache's key, with the method and seed)."""
+    forget = task.forget
     ratio = check_ratio(ratio)
     check_forget(forget)
     layers = mlps(model)  # fails early, with a clear message, on an unsupported architecture
@@ -209,7 +130,9 @@ def neuron_method(
         with frozen(model):
             return attribute(model, forget, torch.Generator().manual_seed(seed))
 
-    (scores, extra), attribution_seconds, reused = cached(model, forget, method, key, seed, compute)
+    (scores, extra), attribution_seconds, reused = cached(
+        task.attributions, model, forget, method, key, seed, compute
+    )
     t1 = time.perf_counter()
     removed, ties = remove_top(model, scores, ratio, torch.Generator().manual_seed(seed))
     stats = {
@@ -226,10 +149,37 @@ def neuron_method(
     return EditResult(model, stats)
 
 
-def shuffled_batches(n: int, size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """Row indices of one epoch in seeded random order, split into batches of `size`."""
-    order = torch.randperm(n, generator=gen)
-    return list(order.split(size))
+@dataclass(frozen=True)
+class MaskTraining:
+    """How Slimming and HardConcrete train their neuron masks: the original's settings, fixed in
+    the sweep (its grid varies ratio and epochs). `batch_size` bounds memory only for Slimming,
+    whose step is full-batch; HardConcrete steps per batch."""
+
+    lam: float = 1000.0
+    lr: float = 0.1
+    stop_loss: float = 0.1
+    batch_size: int = 64
+
+
+def mask_method(
+    model: nn.Module,
+    task: EditTask,
+    attribute: Callable[..., tuple[list[torch.Tensor], dict]],
+    *,
+    method: str,
+    seed: int,
+    ratio: float,
+    epochs: int,
+    training: MaskTraining = MaskTraining(),
+) -> EditResult:
+    """A learned-mask neuron method: `attribute(model, forget, generator, epochs=, **training)`
+    trains the mask for `epochs`, then `neuron_method` removes the per-layer top `ratio`."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    key = {"epochs": epochs, **asdict(training)}
+    return neuron_method(
+        model, task, ratio, seed, lambda m, f, g: attribute(m, f, g, **key), method=method, key=key
+    )
 
 
 def backward_forget_loss(model: nn.Module, forget: SequenceSet, rows: torch.Tensor, chunk: int) -> float:

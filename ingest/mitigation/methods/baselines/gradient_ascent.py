@@ -7,8 +7,8 @@
   batches, against a frozen copy of the unedited model — it pays to move away from the
   original only on the forget data.
 
-Both stop early once the forget loss of the current batch reaches `max_forget_loss` (if set),
-since ascent on CE is unbounded.
+`ascend` can also stop early once the forget loss of the current batch reaches
+`max_forget_loss`, since ascent on CE is unbounded; the registered methods run their `steps`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ingest.lm.runtime import model_device
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.neurons import (
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._sequences import (
+    SequenceSet,
     check_forget,
     check_nonempty,
     shuffled_batches,
@@ -32,6 +33,7 @@ from ingest.mitigation.methods.neurons import (
 
 LRS = (1e-5, 1e-4, 1e-3)
 STEPS = (10, 50)  # "a few steps": ascent collapses the model long before an epoch-scale budget
+BATCH_SIZE = 32
 
 
 def cycle_batches(n: int, size: int, gen: torch.Generator):
@@ -64,6 +66,8 @@ def ascend(
     kl_weight: float,
     max_forget_loss: float | None,
 ) -> EditResult:
+    """Adam steps up the forget set's suffix CE, with `kl_weight`·KL on `retain` batches when
+    `retain` is given; stops after `steps` or once a batch's forget loss reaches `max_forget_loss`."""
     check_forget(forget)
     if retain is not None:
         check_nonempty(retain, "retain")
@@ -115,27 +119,19 @@ def ascend(
 
 @register("gradient_ascent", "baseline", [{"lr": lr, "steps": s} for lr in LRS for s in STEPS])
 def gradient_ascent(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    lr: float = 1e-4,
-    steps: int = 10,
-    batch_size: int = 32,
-    max_forget_loss: float | None = None,
+    model: nn.Module, task: EditTask, *, seed: int = 0, lr: float = 1e-4, steps: int = 10
 ) -> EditResult:
-    """Maximise forget CE for `steps` steps; `retain` is unused (that is the point of the baseline)."""
+    """Maximise forget CE for `steps` steps; `task.retain` is unused (that is the point of the baseline)."""
     return ascend(
         model,
-        forget,
+        task.forget,
         None,
         seed=seed,
         lr=lr,
         steps=steps,
-        batch_size=batch_size,
+        batch_size=BATCH_SIZE,
         kl_weight=0.0,
-        max_forget_loss=max_forget_loss,
+        max_forget_loss=None,
     )
 
 
@@ -146,27 +142,24 @@ def gradient_ascent(
 )
 def gradient_ascent_kl(
     model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
+    task: EditTask,
     *,
     seed: int = 0,
     lr: float = 1e-4,
     steps: int = 10,
-    batch_size: int = 32,
     kl_weight: float = 1.0,
-    max_forget_loss: float | None = None,
 ) -> EditResult:
     """Maximise forget CE while keeping retain predictions close (KL) to the unedited model."""
     if kl_weight < 0:
         raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
     return ascend(
         model,
-        forget,
-        retain,
+        task.forget,
+        task.retain,
         seed=seed,
         lr=lr,
         steps=steps,
-        batch_size=batch_size,
+        batch_size=BATCH_SIZE,
         kl_weight=kl_weight,
-        max_forget_loss=max_forget_loss,
+        max_forget_loss=None,
     )

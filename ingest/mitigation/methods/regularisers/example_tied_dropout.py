@@ -33,16 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from ingest.lm.runtime import model_device
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.loss_truncation import check_train_inputs, train_regularised
-from ingest.mitigation.tinymem.data import TinyMemData
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._train import regulariser_inputs, train_regularised
 from ingest.mitigation.tinymem.train import lm_loss
 
 P_FIXED, P_MEM = 0.2, 0.1
@@ -181,30 +179,15 @@ P_FIXED_GRID = (0.4, 0.2, 0.1)
 
 @register("example_tied_dropout", "regulariser", grid=[{"p_fixed": p} for p in P_FIXED_GRID])
 def example_tied_dropout(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    data: TinyMemData | None = None,
-    epochs: int = 20,
-    p_fixed: float = P_FIXED,
-    p_mem: float = P_MEM,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    warmup_fraction: float | None = None,
-    out_dir: str | Path | None = None,
-    ckpt_every: int = 0,
+    model: nn.Module, task: EditTask, *, seed: int = 0, p_fixed: float = P_FIXED
 ) -> EditResult:
-    """Train the fresh `model` on `data` for `epochs` with example-tied dropout keyed on
-    `data.train_ids`; the returned model keeps the hooks, so it evaluates with memorisation units
-    dropped. The sweep varies p_fixed around the original's 0.2 (p_mem = 0.1 throughout)."""
-    check_train_inputs(data, epochs)
-    dropout = attach(model, p_fixed=p_fixed, p_mem=p_mem, seed=seed, pad_id=data.pad_id)
-    stats = train_regularised(
-        model, data, epochs, dropout, seed=seed, batch_size=batch_size, out_dir=out_dir,
-        ckpt_every=ckpt_every, lr=lr, warmup_fraction=warmup_fraction,
-    )  # fmt: skip
+    """Train the fresh `model` on the task's training set with its recipe and example-tied dropout
+    keyed on `data.train_ids`; the returned model keeps the hooks, so it evaluates with
+    memorisation units dropped. The sweep varies p_fixed around the original's 0.2 (p_mem = 0.1
+    throughout)."""
+    data, recipe = regulariser_inputs(task)
+    dropout = attach(model, p_fixed=p_fixed, p_mem=P_MEM, seed=seed, pad_id=data.pad_id)
+    stats = train_regularised(model, data, recipe, dropout, seed=seed)
     return EditResult(
         model,
         {**stats, "generalisation_units": dropout.n_fixed, "eval_scale": float(dropout.eval_scale().max())},

@@ -11,14 +11,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ingest.lm.arch import mlps, neuron_hook
 from ingest.lm.runtime import model_device
-from ingest.mitigation.arch import mlps, neuron_hook
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.neurons import RATIO_GRID, neuron_method, suffix_mask
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._sequences import SequenceSet, suffix_mask
+from ingest.mitigation.methods.neurons._attribution import RATIO_GRID, neuron_method
+
+BATCH_SIZE = 64  # forget rows per forward: memory only, the scores do not depend on it
 
 
 @torch.no_grad()
-def attribute(model: nn.Module, forget: SequenceSet, _gen: torch.Generator, batch_size: int = 64):
+def attribute(model: nn.Module, forget: SequenceSet, _gen: torch.Generator, batch_size: int = BATCH_SIZE):
     layers = mlps(model)
     total = [torch.zeros(m.d_ff, dtype=torch.float64) for m in layers]
     count = 0
@@ -40,17 +43,9 @@ def attribute(model: nn.Module, forget: SequenceSet, _gen: torch.Generator, batc
 
 
 @register("activations", "neuron", [{"ratio": r} for r in RATIO_GRID])
-def activations(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    ratio: float,
-    batch_size: int = 64,
-) -> EditResult:
+def activations(model: nn.Module, task: EditTask, *, seed: int = 0, ratio: float) -> EditResult:
     """Remove the per-layer top `ratio` neurons by |mean suffix activation| × ‖output weights‖."""
-    key = {"batch_size": batch_size}
+    key = {"batch_size": BATCH_SIZE}
     return neuron_method(
-        model, forget, ratio, seed, lambda m, f, g: attribute(m, f, g, **key), method="activations", key=key
+        model, task, ratio, seed, lambda m, f, g: attribute(m, f, g, **key), method="activations", key=key
     )

@@ -22,7 +22,6 @@ are both handled; σ is the same for W and Wᵀ, only the head split depends on 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,9 +30,8 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ingest.lm.runtime import model_device
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.loss_truncation import check_train_inputs, train_regularised
-from ingest.mitigation.tinymem.data import TinyMemData
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._train import regulariser_inputs, train_regularised
 from ingest.mitigation.tinymem.train import lm_loss
 
 LAMBDA_GRID = (0.001, 0.01, 0.1)
@@ -153,28 +151,12 @@ class SpectralPenalty:
 
 
 @register("spectral_norm", "regulariser", grid=[{"lam": lam} for lam in LAMBDA_GRID])
-def spectral_norm(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    data: TinyMemData | None = None,
-    epochs: int = 20,
-    lam: float = 0.01,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    warmup_fraction: float | None = None,
-    out_dir: str | Path | None = None,
-    ckpt_every: int = 0,
-) -> EditResult:
-    """Train the fresh `model` on `data` for `epochs` with the (λ/2)·Σσ_max penalty (`final_loss`
-    includes it). Stats add the trained model's exact Σσ_max over all blocks and the largest σ."""
-    check_train_inputs(data, epochs)
+def spectral_norm(model: nn.Module, task: EditTask, *, seed: int = 0, lam: float = 0.01) -> EditResult:
+    """Train the fresh `model` on the task's training set with its recipe and the (λ/2)·Σσ_max
+    penalty (`final_loss` includes it). Stats add the trained model's exact Σσ_max over all blocks
+    and the largest σ."""
+    data, recipe = regulariser_inputs(task)
     hook = SpectralPenalty(model, lam, seed=seed, pad_id=data.pad_id)
-    stats = train_regularised(
-        model, data, epochs, hook, seed=seed, batch_size=batch_size, out_dir=out_dir, ckpt_every=ckpt_every,
-        lr=lr, warmup_fraction=warmup_fraction,
-    )  # fmt: skip
+    stats = train_regularised(model, data, recipe, hook, seed=seed)
     sig = exact_sigmas(hook.blocks)
     return EditResult(model, {**stats, "sigma_sum": float(sig.sum()), "sigma_max": float(sig.max())})

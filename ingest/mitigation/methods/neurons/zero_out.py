@@ -16,19 +16,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ingest.lm.arch import mlps, neuron_hook
 from ingest.lm.runtime import model_device
-from ingest.mitigation.arch import mlps, neuron_hook
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.neurons import (
-    RATIO_GRID,
-    neuron_method,
-    sample_sequences,
-    suffix_loss,
-)
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._sequences import SequenceSet, suffix_loss
+from ingest.mitigation.methods.neurons._attribution import RATIO_GRID, neuron_method, sample_sequences
 
 # CPU scaling of the grid: probe a seeded sample of 16 forget rows (a 2-layer TinyMem model then
 # needs ~1k neurons × 16 rows ≈ 16k sequence-forwards); pass max_sequences=None to probe all.
 CPU_MAX_SEQUENCES = 16
+MAX_ROWS = 256  # rows (neurons × sequences) per probe batch: memory only, not the scores
 
 
 @torch.no_grad()
@@ -49,7 +46,7 @@ def live_neurons(model: nn.Module, forget: SequenceSet, batch_size: int) -> list
 
 @torch.no_grad()
 def ablation_deltas(
-    model: nn.Module, forget: SequenceSet, layer: int, neurons: torch.Tensor, max_rows: int = 256
+    model: nn.Module, forget: SequenceSet, layer: int, neurons: torch.Tensor, max_rows: int = MAX_ROWS
 ) -> torch.Tensor:
     """Δ mean suffix loss when each of `neurons` (in `layer`) is zeroed alone, batched."""
     dev = model_device(model)
@@ -83,7 +80,7 @@ def attribute(
     model: nn.Module,
     forget: SequenceSet,
     gen: torch.Generator,
-    max_rows: int = 256,
+    max_rows: int = MAX_ROWS,
     max_sequences: int | None = None,
 ):
     forget = sample_sequences(forget, max_sequences, gen)
@@ -100,19 +97,11 @@ def attribute(
 
 @register("zero_out", "neuron", [{"ratio": r, "max_sequences": CPU_MAX_SEQUENCES} for r in RATIO_GRID])
 def zero_out(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    ratio: float,
-    max_sequences: int | None = None,
-    max_rows: int = 256,
+    model: nn.Module, task: EditTask, *, seed: int = 0, ratio: float, max_sequences: int | None = None
 ) -> EditResult:
     """Remove the per-layer top `ratio` neurons by the rise in forget loss when each is zeroed.
-    `max_sequences` probes a seeded sample of the forget set; `max_rows` bounds the probe batch
-    (neurons × sequences) and so the memory."""
-    key = {"max_rows": max_rows, "max_sequences": max_sequences}
+    `max_sequences` probes a seeded sample of the forget set (None: all of it)."""
+    key = {"max_rows": MAX_ROWS, "max_sequences": max_sequences}
     return neuron_method(
-        model, forget, ratio, seed, lambda m, f, g: attribute(m, f, g, **key), method="zero_out", key=key
+        model, task, ratio, seed, lambda m, f, g: attribute(m, f, g, **key), method="zero_out", key=key
     )

@@ -9,11 +9,8 @@ scaled J by the batch size, which does not move the argmax and is dropped.
 
 T = ⌊ratio × #trainable parameters⌋ iterations (the original's budget counts *all*
 parameters although only MLP weights are edited), each a full forward/backward: by far the
-slowest method, hence `max_iterations`, a cap reported in the stats.
-
-`MixedBatches` (also used by BalancedSubnet) draws forget and retain rows from two separately
-shuffled streams, so every batch holds both kinds; the original shuffled the union, where a
-batch without forget rows makes BalancedSubnet's forget mean NaN.
+slowest method, hence `zero_greedily`'s `max_iterations`, a cap reported in the stats (the
+registered method has none).
 """
 
 from __future__ import annotations
@@ -24,53 +21,23 @@ import time
 import torch
 from torch import nn
 
-from ingest.mitigation.arch import mlp_parameters
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.durable import check_inputs, forget_loss, grads_only, n_selected, retain_loss
+from ingest.lm.arch import mlp_parameters
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._sequences import SequenceSet
+from ingest.mitigation.methods.weights._shared import (
+    MixedBatches,
+    check_inputs,
+    forget_loss,
+    grads_only,
+    n_selected,
+    retain_loss,
+)
 
 # Ratios scaled for CPU: the mitigation paper sweeps Greedy up to 0.05, but every iteration is a
 # full forward/backward, so 0.05 of a 2-layer TinyMem model (~0.4 M parameters) would be ~20 k
 # passes. 3e-4 (~120 passes) is the CPU ceiling; Pythia in the original ran 1e-5 only.
 RATIO_GRID = (1e-5, 1e-4, 3e-4)
-
-
-class _Stream:
-    """Rows of one set, endlessly, in a fresh seeded shuffle every pass."""
-
-    def __init__(self, seqs: SequenceSet, generator: torch.Generator):
-        self.seqs, self.gen = seqs, generator
-        self.order, self.pos = torch.randperm(len(seqs), generator=generator), 0
-
-    def take(self, k: int) -> torch.Tensor:
-        idx = []
-        while len(idx) < k:
-            if self.pos == len(self.order):
-                self.order, self.pos = torch.randperm(len(self.seqs), generator=self.gen), 0
-            n = min(k - len(idx), len(self.order) - self.pos)
-            idx.extend(self.order[self.pos : self.pos + n].tolist())
-            self.pos += n
-        return self.seqs.tokens[idx]
-
-
-class MixedBatches:
-    """Batches of `batch_size` rows: up to half forget rows, the rest retain rows. One epoch =
-    enough batches to see the larger of the two sets once."""
-
-    def __init__(self, forget: SequenceSet, retain: SequenceSet, batch_size: int, generator: torch.Generator):
-        if batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 to mix forget and retain rows, got {batch_size}")
-        self.n_forget = min(len(forget), batch_size // 2)
-        self.n_retain = min(len(retain), batch_size - self.n_forget)
-        self.steps_per_epoch = max(
-            math.ceil(len(forget) / self.n_forget), math.ceil(len(retain) / self.n_retain)
-        )
-        self._forget, self._retain = _Stream(forget, generator), _Stream(retain, generator)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._forget.take(self.n_forget), self._retain.take(self.n_retain)
+BATCH_SIZE = 64  # rows per iteration, half forget, half retain
 
 
 def mixed_objective(
@@ -82,19 +49,18 @@ def mixed_objective(
     return (lr.sum() - lf.sum()) / (len(lf) + len(lr))
 
 
-@register("greedy", "weight", grid=[{"ratio": r} for r in RATIO_GRID])
-def greedy(
+def zero_greedily(
     model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
+    task: EditTask,
     *,
     seed: int = 0,
     ratio: float = 1e-4,
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     max_iterations: int | None = None,
 ) -> EditResult:
     """Zero ⌊ratio·#trainable params⌋ MLP weights one by one (at most `max_iterations`; the stats
     say whether the cap or running out of non-zero MLP weights cut it short)."""
+    forget, retain = task.forget, task.retain
     ratio = check_inputs(forget, retain, ratio, needs_retain=True)
     if max_iterations is not None and max_iterations < 0:
         raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
@@ -131,3 +97,9 @@ def greedy(
             "capped": done < target,
         },
     )
+
+
+@register("greedy", "weight", grid=[{"ratio": r} for r in RATIO_GRID])
+def greedy(model: nn.Module, task: EditTask, *, seed: int = 0, ratio: float = 1e-4) -> EditResult:
+    """Zero ⌊ratio·#trainable params⌋ MLP weights one by one, each the estimated best."""
+    return zero_greedily(model, task, seed=seed, ratio=ratio)

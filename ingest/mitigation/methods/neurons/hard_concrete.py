@@ -21,15 +21,15 @@ import math
 import torch
 from torch import nn
 
+from ingest.lm.arch import mlps
 from ingest.lm.runtime import model_device
-from ingest.mitigation.arch import mlps
-from ingest.mitigation.methods.base import EditResult, SequenceSet, register
-from ingest.mitigation.methods.neurons import (
+from ingest.mitigation.methods._base import EditResult, EditTask, register
+from ingest.mitigation.methods._sequences import SequenceSet, shuffled_batches
+from ingest.mitigation.methods.neurons._attribution import (
     RATIO_GRID,
     backward_forget_loss,
     gated,
-    neuron_method,
-    shuffled_batches,
+    mask_method,
 )
 
 EPOCHS = (1, 10, 20)  # the paper's grid; TinyMem forget sets are a few batches, so unscaled
@@ -85,22 +85,7 @@ def attribute(
 
 @register("hard_concrete", "neuron", [{"ratio": r, "epochs": e} for r in RATIO_GRID for e in EPOCHS])
 def hard_concrete(
-    model: nn.Module,
-    forget: SequenceSet,
-    retain: SequenceSet,
-    *,
-    seed: int = 0,
-    ratio: float,
-    epochs: int = 10,
-    lam: float = 1000.0,
-    lr: float = 0.1,
-    stop_loss: float = 0.1,
-    batch_size: int = 64,
+    model: nn.Module, task: EditTask, *, seed: int = 0, ratio: float, epochs: int = 10
 ) -> EditResult:
     """Remove the per-layer top `ratio` neurons by learned L0 gate probability σ(log α)."""
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    key = {"epochs": epochs, "lam": lam, "lr": lr, "stop_loss": stop_loss, "batch_size": batch_size}
-    return neuron_method(
-        model, forget, ratio, seed, lambda m, f, g: attribute(m, f, g, **key), method="hard_concrete", key=key
-    )
+    return mask_method(model, task, attribute, method="hard_concrete", seed=seed, ratio=ratio, epochs=epochs)

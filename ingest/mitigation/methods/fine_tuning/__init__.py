@@ -1,0 +1,1 @@
+"""Fine-tuning: more epochs of the memorising model on data that contradicts or dilutes it."""

@@ -1,0 +1,1 @@
+"""Neuron methods: score every MLP neuron on the forget set, remove the per-layer top `ratio`."""
