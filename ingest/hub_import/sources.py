@@ -28,10 +28,9 @@ SAMPLE_BATCH_ROWS = 16_384  # a row of a 64-token sample with its features: ~1.5
 PYTHIA_TOKENIZER = "EleutherAI/pythia-70m-deduped"
 SCHEMES = ("deduped", "duped")
 
-
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _SPLIT_FILE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}")  # push_to_hub: <split>-00000-of-00001
-SIZE_RE = r"\d+(?:\.\d+)?[mb]"
+SIZE_RE = r"\d+(?:\.\d+)?[mb]"  # a model size in split and folder names: 70m, 1.4b
 
 
 @dataclass
