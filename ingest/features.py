@@ -5,8 +5,9 @@ features of its 64-token *sample* (here tokens 0..prompt_len+k-1 of the instance
 measured against the whole training corpus. This job computes them once per corpus, since they do not
 depend on a model or a checkpoint; the dbt marts join them to the extraction results of every
 checkpoint. The pure computations live in `transforms/`; this module only gathers their inputs
-from the warehouse and writes one partition, over the panel's instances (`ingest.panel`: the
-rows the scoring jobs see; a Hub import's every row):
+from the warehouse (the match corpus and the embeddings through `ingest.matching`, the
+code-vs-NL classifier through `ingest.code_nl_classifier`) and writes one partition, over the
+rows `ingest.panel.described_rows` names (the panel's; a Hub import's every row):
 
 - the training *stream* is the training rows in data order (`suite/data_order.npy` indexes the
   whole training rows sorted by instance_id; epochs beyond the first repeat rows), or every
@@ -40,7 +41,6 @@ accuracy and the seconds each step took.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -48,10 +48,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ingest import embedding_cache
-from ingest.panel import is_hub_import, panel_instance_ids
+from ingest import code_nl_classifier
+from ingest.matching import embed_distinct, embedding_device, match_corpus_identity, match_corpus_rows
+from ingest.panel import described_rows
 from ingest.stream import TokenStream
 from ingest.stream_counts import StreamSource, count_stream, instance_rows
 from memlake.core import lake
@@ -117,7 +117,7 @@ def build_features(
         "taxonomy": s,
         "instances_sha256": lake.manifest(wh.table("instances"))["files"][lake.DATA_FILE],
         "data_order_sha256": lake.sha256(order_path) if order_path.exists() and opened is None else None,
-        "code_nl_recipe": code_nl.RECIPE,
+        "code_nl_recipe": code_nl_classifier.RECIPE,
         "tokenizer": _tokenizer_key(wh, tokenizer_source),
         "columns": lake.spec(TABLE).schema.names,  # a contract change rebuilds an older partition
         "panel": cfg["ingest"]["panel"],  # the rows it covers
@@ -149,9 +149,7 @@ def build_features(
         train_pos = np.flatnonzero(inst.whole & (inst.split == "train"))  # rows of the instances table
         train = inst.rows[inst.split[inst.whole] == "train"]
         # sample-only rows (memorised samples of a Hub import) are never scored but have features
-        keep = np.isin(inst.ids, panel_instance_ids(wh, cfg["ingest"]["panel"], seed)) | ~inst.whole
-        if is_hub_import(wh):  # a Hub import is a published panel: every row
-            keep[:] = True
+        keep = described_rows(wh, inst.ids, inst.whole, cfg["ingest"]["panel"], seed)
         ids, sample, whole = inst.ids[keep], inst.sample[keep], inst.whole[keep]
         whole_rows = inst.rows[keep[inst.whole]]
         n = len(ids)
@@ -244,7 +242,7 @@ def build_features(
         lap("templating_huffman")
 
         bar.update(task, advance=1, description="features: code vs NL")
-        model, report = code_nl.load_or_train(code_nl.model_dir(wh), seed=seed)
+        model, report = code_nl_classifier.load_or_train(code_nl_classifier.model_dir(wh), seed=seed)
         cols["nl_score"] = code_nl.nl_score(text, model)
         lap("code_nl")
 
@@ -330,118 +328,6 @@ def _vocabulary_counts(counts: np.ndarray, vocab: int, stream: TokenStream, sour
             f"{source} (ids 0..{vocab - 1}): not a stream of this tokenizer"
         )
     return np.pad(counts[:vocab], (0, max(0, vocab - len(counts))))
-
-
-# --------------------------------------------------------------------------- the match corpus
-
-
-def match_corpus_identity(wh: Warehouse, spec: str) -> dict[str, Any]:
-    """What identifies the match corpus `spec` (a lake table, `table:scheme`, or a Parquet path):
-    its source and content hashes; `absent: true` for a lake table with no partitions yet."""
-    path = Path(spec).expanduser()
-    if path.exists():
-        files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-        if not files:
-            raise MemlakeError(f"match corpus {path}: no Parquet files")
-        return {"path": str(path.resolve()), "sha256": [lake.sha256(f) for f in files]}
-    table, _, scheme = spec.partition(":")
-    usable = sorted(n for n, t in lake.TABLES.items() if {"instance_id", "tokens"} <= set(t.schema.names))
-    if table not in usable:
-        raise MemlakeError(
-            f"match corpus {spec!r}: neither a Parquet file or folder nor a lake table with instance_id "
-            f"and tokens ({', '.join(usable)})"
-        )
-    parts = lake.partitions(wh, table)
-    if scheme:
-        parts = [p for p in parts if f"scheme={scheme}" in p.parts]
-    if not parts:
-        return {"table": table, "scheme": scheme or None, "absent": True}
-    return {
-        "table": table,
-        "scheme": scheme or None,
-        "sha256": [lake.manifest(p)["files"][lake.DATA_FILE] for p in parts],
-    }
-
-
-def match_corpus_rows(
-    wh: Warehouse, identity: dict[str, Any], sample_len: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(instance_id [C], first `sample_len` tokens [C, sample_len]) of the match corpus."""
-    import pyarrow.dataset as ds
-
-    if "path" in identity:
-        where = identity["path"]
-        data = ds.dataset(where, format="parquet", partitioning="hive")
-        missing = {"instance_id", "tokens"} - set(data.schema.names)
-        if missing:
-            raise MemlakeError(f"match corpus {where}: no column(s) {sorted(missing)}")
-        t = data.to_table(columns=["instance_id", "tokens"])
-    else:
-        where = identity["table"]
-        columns = ["instance_id", "tokens"] + (
-            ["scheme"] if "scheme" in lake.spec(where).schema.names else []
-        )
-        t = lake.read_table(wh, where, columns=columns)
-        if "scheme" in columns:
-            schemes = sorted(set(t["scheme"].to_pylist()))
-            if identity["scheme"]:
-                t = t.filter(pc.equal(t["scheme"], identity["scheme"]))
-            elif len(schemes) > 1:
-                raise MemlakeError(
-                    f"match corpus {where}: holds schemes {schemes}; name one ({where}:{schemes[0]})"
-                )
-    tokens = t["tokens"].combine_chunks()
-    short = pc.less(pc.fill_null(pc.list_value_length(tokens), 0), sample_len)
-    if pc.any(short).as_py():
-        bad = pc.filter(t["instance_id"], short)[0].as_py()
-        raise MemlakeError(
-            f"match corpus {where}: instance_id {bad} has fewer than taxonomy.prompt_len + taxonomy.k "
-            f"= {sample_len} tokens"
-        )
-    flat = pc.list_flatten(pc.list_slice(tokens, 0, sample_len)).to_numpy(zero_copy_only=False)
-    return t["instance_id"].to_numpy(), flat.astype(np.int64).reshape(t.num_rows, sample_len)
-
-
-def embed_distinct(texts: list[str], cache: bool = True) -> np.ndarray:
-    """`semantic.embed(texts)`, embedding each distinct text once, in order of encoder length.
-
-    Embedding is the cost of this job (a MiniLM forward per text). Duplicated rows are embedded
-    once; texts embedded before on this machine are read from the embedding cache
-    (`ingest.embedding_cache`, off with `cache=False`); and sorting by the encoder's token count
-    makes every batch pad to about its own length rather than the longest text's: the same
-    vectors (to float rounding) for a fraction of the work.
-    """
-    distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-    distinct = distinct.tolist()
-    if cache:
-        recipe = f"{semantic.MODEL_SHA256}:{semantic.MAX_SEQ_LENGTH}:mean-pool:l2"
-        key = hashlib.sha256(recipe.encode()).hexdigest()
-        emb = embedding_cache.cached_embed(
-            distinct, _embed_by_length, embedding_cache.cache_dir(key), semantic.EMBED_DIM
-        )
-    else:
-        emb = _embed_by_length(distinct)
-    return emb[inverse.reshape(-1)]
-
-
-def _embed_by_length(texts: list[str]) -> np.ndarray:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(semantic.model_path()))
-    lengths = [
-        len(ids) for ids in tokenizer(texts, truncation=True, max_length=semantic.MAX_SEQ_LENGTH)["input_ids"]
-    ]
-    by_length = np.argsort(lengths, kind="stable")
-    emb = np.empty((len(texts), semantic.EMBED_DIM), dtype=np.float32)
-    emb[by_length] = semantic.embed([texts[i] for i in by_length], device=embedding_device())
-    return emb
-
-
-def embedding_device() -> str:
-    """A GPU when there is one (the real path), else the CPU (the embedded default)."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # --------------------------------------------------------------------------- inputs

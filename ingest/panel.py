@@ -95,6 +95,17 @@ def panel_instance_ids(wh: Warehouse, panel_cfg: dict[str, Any], seed: int) -> n
     )
 
 
+def described_rows(
+    wh: Warehouse, ids: np.ndarray, whole: np.ndarray, panel_cfg: dict[str, Any], seed: int
+) -> np.ndarray:
+    """Which instance rows (`ids`; `whole`: not sample-only) a per-instance description such as
+    the taxonomy features covers: every row of a Hub import (a published panel, whose later
+    copies are described though not scored), else the panel's rows and the sample-only rows."""
+    if is_hub_import(wh):
+        return np.ones(len(ids), dtype=bool)
+    return np.isin(ids, panel_instance_ids(wh, panel_cfg, seed)) | ~whole
+
+
 def load_panel(wh: Warehouse, panel_cfg: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(instance_ids, tokens[N, T]) of the panel (`panel_instance_ids`), sorted by instance_id."""
     inst = _whole_rows(wh)

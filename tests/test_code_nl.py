@@ -1,4 +1,5 @@
-"""transforms.code_nl: a locally trained code-vs-NL classifier, its thresholds and its cache."""
+"""transforms.code_nl and ingest.code_nl_classifier: a locally trained code-vs-NL classifier, its
+thresholds and its cache."""
 
 import json
 
@@ -7,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ingest import code_nl_classifier as classifier
 from transforms import code_nl
 
 
@@ -15,7 +17,7 @@ def trained(tmp_path_factory):
     """Fitted once per session into a throwaway warehouse folder and the session's shared cache
     (tests/conftest.py points it at a temporary folder), which later warehouses start from."""
     directory = tmp_path_factory.mktemp("code_nl")
-    model, report = code_nl.load_or_train(directory, seed=0)
+    model, report = classifier.load_or_train(directory, seed=0)
     return directory, model, report
 
 
@@ -69,34 +71,34 @@ def test_cache_is_reused(trained, monkeypatch):
     def boom(**_):
         raise AssertionError("retrained although a cached model exists")
 
-    monkeypatch.setattr(code_nl, "train_classifier", boom)
-    cached, cached_report = code_nl.load_or_train(directory, seed=0)
+    monkeypatch.setattr(classifier, "train_classifier", boom)
+    cached, cached_report = classifier.load_or_train(directory, seed=0)
     assert cached_report == report
     np.testing.assert_array_equal(
         code_nl.nl_score(CODE + PROSE, cached), code_nl.nl_score(CODE + PROSE, model)
     )
-    assert code_nl.load(directory, seed=1) is None  # another seed is another model
+    assert classifier.load(directory, seed=1) is None  # another seed is another model
 
 
 def test_a_new_warehouse_starts_from_the_shared_copy(trained, tmp_path, monkeypatch):
     directory, model, report = trained
-    shared = code_nl.shared_dir()  # where the fixture's fit was saved
-    assert code_nl.load(shared, seed=0)[1] == report
-    monkeypatch.setattr(code_nl, "train_classifier", lambda **_: pytest.fail("retrained"))
-    _, got = code_nl.load_or_train(tmp_path / "wh2", seed=0, shared=shared)
-    assert got == report and code_nl.load(tmp_path / "wh2", seed=0)[1] == report
-    stale = json.loads((shared / f"{code_nl.RECIPE}-seed0.json").read_text())
+    shared = classifier.shared_dir()  # where the fixture's fit was saved
+    assert classifier.load(shared, seed=0)[1] == report
+    monkeypatch.setattr(classifier, "train_classifier", lambda **_: pytest.fail("retrained"))
+    _, got = classifier.load_or_train(tmp_path / "wh2", seed=0, shared=shared)
+    assert got == report and classifier.load(tmp_path / "wh2", seed=0)[1] == report
+    stale = json.loads((shared / f"{classifier.RECIPE}-seed0.json").read_text())
     (tmp_path / "old").mkdir()
-    (tmp_path / "old" / f"{code_nl.RECIPE}-seed0.json").write_text(json.dumps({**stale, "python": "2.7"}))
-    (tmp_path / "old" / f"{code_nl.RECIPE}-seed0.joblib").write_bytes(b"")
-    assert code_nl.load(tmp_path / "old", seed=0) is None  # fitted on another standard library
+    (tmp_path / "old" / f"{classifier.RECIPE}-seed0.json").write_text(json.dumps({**stale, "python": "2.7"}))
+    (tmp_path / "old" / f"{classifier.RECIPE}-seed0.joblib").write_bytes(b"")
+    assert classifier.load(tmp_path / "old", seed=0) is None  # fitted on another standard library
 
 
 def test_balanced_sampling_is_seeded():
     y = np.array([0] * 30 + [1] * 10)
     idx = np.arange(40)
-    a = code_nl._balanced(idx, y, np.random.default_rng(3))
-    b = code_nl._balanced(idx, y, np.random.default_rng(3))
+    a = classifier._balanced(idx, y, np.random.default_rng(3))
+    b = classifier._balanced(idx, y, np.random.default_rng(3))
     np.testing.assert_array_equal(a, b)
     assert (y[a] == 0).sum() == (y[a] == 1).sum() == 10
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from ingest import code_nl_classifier
 from ingest import features as feat
 from ingest import stream as st
 from ingest.stream import open_stream, write_mmap_stream
@@ -280,7 +281,7 @@ def stubbed(monkeypatch):
         "held_out_accuracy_all_code_windows": 1.0,
     }
     monkeypatch.setattr(feat, "embed_distinct", _fake_embed)
-    monkeypatch.setattr(code_nl, "load_or_train", lambda *a, **k: (None, report))
+    monkeypatch.setattr(code_nl_classifier, "load_or_train", lambda *a, **k: (None, report))
     monkeypatch.setattr(code_nl, "nl_score", lambda texts, model: np.full(len(texts), 0.5))
 
 

@@ -193,7 +193,7 @@ def run_models(
     seed: int = SEED,
 ) -> dict[tuple[str, int], ModelResult]:
     """Baseline and taxonomic LRs per (model, step): metrics (mean +- std over subsets), weights,
-    and the LRT / Wald tests of the taxonomic model against the baseline (`model.model_tests`)."""
+    and the LRT / Wald tests of the taxonomic model against the baseline (`likelihood.model_tests`)."""
     results = {}
     for m, s, rows in _pairs_and_rows(wh, model, step, split, perplexity):
         res = fit_models(rows, protocol, n_subsets=n_subsets, ece_bins=ece_bins, seed=seed)
