@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from ingest.hf_compat import with_cache
+from ingest.lm.hf_compat import with_cache
 from ingest.lm.runtime import eval_mode, model_device, switches
 
 try:  # GPT-NeoX's own building blocks, so the fast decode step reproduces its forward exactly

@@ -110,11 +110,7 @@ def head_fusable(head: torch.nn.Module) -> bool:
     """Whether `token_stats` folds the LM head into the reduction (`head_stats`): asked for with
     `runtime.fused_head` (off by default until bench/device_check.sh measures it against the
     head matmul + `reduce_logits_fused`), for a bias-free linear head."""
-    return (
-        switches().fused_head
-        and type(head) is torch.nn.Linear
-        and head.bias is None
-    )
+    return switches().fused_head and type(head) is torch.nn.Linear and head.bias is None
 
 
 def head_stats(

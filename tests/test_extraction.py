@@ -4,7 +4,7 @@ from transformers import DynamicCache
 
 from ingest import extraction
 from ingest.extraction import _NeoXDecoder, first_argmax, greedy_extract, match_fraction
-from ingest.hf_compat import with_cache
+from ingest.lm.hf_compat import with_cache
 from ingest.suite.model import build_model
 
 VOCAB = 256

@@ -3,7 +3,7 @@ import warnings
 import torch
 from transformers import DynamicCache
 
-from ingest.hf_compat import output_cache, with_cache
+from ingest.lm.hf_compat import output_cache, with_cache
 from ingest.suite.model import build_model
 
 

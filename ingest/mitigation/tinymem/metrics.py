@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ingest.hf_compat import output_cache, with_cache
+from ingest.lm.hf_compat import output_cache, with_cache
 from ingest.lm.runtime import model_device
 from ingest.mitigation.methods import SequenceSet
 from ingest.mitigation.tinymem.data import TinyMemData
