@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ingest.lm.hf_compat import output_cache, with_cache
 from ingest.lm.arch import mlps, neuron_hook
+from ingest.lm.hf_compat import output_cache, with_cache
 from ingest.lm.runtime import model_device
 from ingest.mitigation.methods._base import EditResult, EditTask, register
 from ingest.mitigation.methods._sequences import SequenceSet, suffix_mask
