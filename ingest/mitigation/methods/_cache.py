@@ -44,30 +44,13 @@ def _timed(compute: Callable[[], Any]) -> tuple[Any, float]:
 
 class AttributionCache:
     """Scores by content fingerprint, with the seconds their computation took (a reused run
-    reports the original time, and `reused`)."""
+    reports the original time, and `reused`). Filled through `cached`."""
 
     def __init__(self) -> None:
         self._scores: dict[str, tuple[Any, float]] = {}
 
     def __len__(self) -> int:
         return len(self._scores)
-
-    def get_or_compute(
-        self,
-        model: nn.Module,
-        forget: SequenceSet,
-        method: str,
-        key: dict,
-        seed: int,
-        compute: Callable[[], Any],
-    ) -> tuple[Any, float, bool]:
-        """(scores, seconds their computation took, reused): stored scores of an identical call
-        (same weights, forget set, method, key and seed), else compute() stored."""
-        memo_key = fingerprint(model, forget, method, key, seed)
-        if memo_key in self._scores:
-            return (*self._scores[memo_key], True)
-        self._scores[memo_key] = _timed(compute)
-        return (*self._scores[memo_key], False)
 
 
 def cached(
@@ -79,8 +62,13 @@ def cached(
     seed: int,
     compute: Callable[[], Any],
 ) -> tuple[Any, float, bool]:
-    """(scores, seconds, reused) through `cache`; without one, computed (and nothing is
-    fingerprinted: hashing the weights is not free)."""
+    """(scores, seconds their computation took, reused): the scores `cache` holds for an identical
+    call (same weights, forget set, method, key and seed), else compute(), stored there. Without a
+    cache nothing is fingerprinted (hashing the weights is not free)."""
     if cache is None:
         return (*_timed(compute), False)
-    return cache.get_or_compute(model, forget, method, key, seed, compute)
+    memo_key = fingerprint(model, forget, method, key, seed)
+    reused = memo_key in cache._scores
+    if not reused:
+        cache._scores[memo_key] = _timed(compute)
+    return (*cache._scores[memo_key], reused)

@@ -1,7 +1,7 @@
 """Zero-Out: remove the neurons whose ablation hurts the memorised continuations most.
 
 Score of neuron (l, i) = forget loss with i's activation zeroed at every position − the
-unedited forget loss (suffix CE, see `neurons.suffix_loss`). This is the definition the
+unedited forget loss (suffix CE, see `_sequences.suffix_loss`). This is the definition the
 original intended; its one-hot mask kept *only* the probed neuron.
 
 Exact ablation costs L·d_ff forward passes over the forget set, so the probes are batched:
