@@ -27,26 +27,26 @@ SECTIONS = {  # figures folder -> (title, the command that builds it)
 
 
 def _profiles_headline(con, wh: Warehouse) -> str:
-    from analysis.profiles.headline import report_html
+    from analysis.profiles.headline import profiles_html
 
-    return report_html(con, wh.suite / "config.yaml")
+    return profiles_html(con, wh.suite / "config.yaml")
 
 
 def _taxonomy_headline(con, wh: Warehouse) -> str:
-    from analysis.taxonomy.headline import headline
+    from analysis.taxonomy.headline import taxonomy_headline
 
     try:
-        return headline(con).html()
+        return taxonomy_headline(con).html()
     except ValueError as e:  # marts not built yet
         return f"<p class=muted>{html.escape(str(e))}</p>"
 
 
 def _mitigation_headline(con, wh: Warehouse) -> str:
-    from analysis.mitigation.summary import report_html
+    from analysis.mitigation.summary import mitigation_html
 
     if "mitigation_best_runs" not in query.view_names(con):
         return "<p class=muted>No mitigation runs yet: run <code>memlake mitigate sweep</code>.</p>"
-    return report_html(query.frame(con, "select * from mitigation_scored"),
+    return mitigation_html(query.frame(con, "select * from mitigation_scored"),
                        query.frame(con, "select * from mitigation_best_runs"))  # fmt: skip
 
 

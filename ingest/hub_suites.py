@@ -4,8 +4,8 @@ The embedded trainer writes `checkpoints` for its own suite; a suite published o
 (Pythia first) gets the same rows from its published training facts, so `dbt build`, DiD
 profiles and reports work on a warehouse that holds only Hub data:
 
-    register(wh, "EleutherAI/pythia-70m-deduped")          # facts from configs/suites/pythia.yaml
-    register(wh, "org/model", batch_size=512, first_epoch_end=20_000)   # any step<N> suite
+    register_suite(wh, "EleutherAI/pythia-70m-deduped")          # facts from configs/suites/pythia.yaml
+    register_suite(wh, "org/model", batch_size=512, first_epoch_end=20_000)   # any step<N> suite
 
 Each row holds the revision (`step<N>`), the path `from_pretrained` resolves (`HUB_ID@step<N>`),
 the step, the learning rate of the update that produced it (warm-up + cosine, when the peak is
@@ -186,7 +186,7 @@ def checkpoint_rows(suite: HubSuite) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=lake.spec("checkpoints").file_schema)
 
 
-def register(wh: Warehouse, hub_id: str, *, force: bool = False, **facts: Any) -> dict[str, Any]:
+def register_suite(wh: Warehouse, hub_id: str, *, force: bool = False, **facts: Any) -> dict[str, Any]:
     """Write the `checkpoints` partition of a Hub model; a re-run with the same facts skips."""
     suite = suite_for(hub_id, **facts)
     part = {"model": suite.key}
@@ -246,7 +246,7 @@ def ensure_registered(wh: Warehouse, model: str) -> dict[str, Any] | None:
         return reg
     model = family_hub_id(model) or model
     if is_hub_id(model) and family_suite(model) is not None:
-        register(wh, model)
+        register_suite(wh, model)
         return registered(wh, model)
     if is_hub_id(model):
         raise MemlakeError(

@@ -150,7 +150,7 @@ class Extraction(Job):
 # --------------------------------------------------------------------------- planning
 
 
-def plan(
+def plan_units(
     job: str,
     model: str,
     revisions: str,

@@ -230,7 +230,7 @@ class StreamCounts:
     seconds: float  # summed over the units run
 
 
-def plan(
+def plan_shards(
     wh: Warehouse, source: StreamSource, prompt_len: int, k: int
 ) -> tuple[list[StreamShard], TokenStream, InstanceRows]:
     """The shard units of `source` for the warehouse's instances (and the stream and instances
@@ -274,7 +274,7 @@ def count_stream(wh: Warehouse, source: StreamSource, *, prompt_len: int, k: int
     """Plan the shards of `source`, run those not complete with its executor, and sum them all."""
     from ingest.executors import execute
 
-    units, stream, q = plan(wh, source, prompt_len, k)
+    units, stream, q = plan_shards(wh, source, prompt_len, k)
     results = execute(units, source.executor, **dict(source.executor_options))
     seq = np.zeros(len(q.ids), dtype=np.int64)
     whole = np.zeros(len(q.ids), dtype=np.int64)

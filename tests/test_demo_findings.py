@@ -51,7 +51,7 @@ def con(wh):
 
 @pytest.fixture(scope="module")
 def profiles(con, wh):
-    h = profiles_headline.headline(con, wh.suite / "config.yaml")
+    h = profiles_headline.profiles_headline(con, wh.suite / "config.yaml")
     assert h is not None, "no profile fit of natural single-exposure rows"
     return h
 
@@ -112,7 +112,7 @@ def test_every_category_is_memorised(con):
 
 
 def test_the_taxonomy_tests_compute(con):
-    h = taxonomy_headline.headline(con)
+    h = taxonomy_headline.taxonomy_headline(con)
     assert h.lrt is not None, h.lrt_note
     assert math.isfinite(h.lrt["p_value"]) and h.lrt["df"] > 0
     wald = query.frame(

@@ -825,7 +825,7 @@ def test_import_only_warehouse_builds_and_fits_the_taxonomy(pile_dir, stats_dir,
     """Every public artifact imported with the CLI into an empty warehouse (plus the Pythia
     checkpoints' registration): `memlake build` passes every dbt test, the relationships from
     extraction to instances included, and the published-protocol taxonomy fit runs on it."""
-    from ingest.hub_suites import register
+    from ingest.hub_suites import register_suite
 
     rng = np.random.default_rng(0)
     pile_ids = sorted(rng.choice(1_000_000, 240, replace=False).tolist())
@@ -848,7 +848,7 @@ def test_import_only_warehouse_builds_and_fits_the_taxonomy(pile_dir, stats_dir,
     # instances, instance_features, and extraction + perplexities of the two split files
     assert "published_perplexities: 6 partitions written" in out.stderr.replace("\n", "")
     for model in ("pythia-70m-deduped", "pythia-1.4b-deduped", "pythia-12b-deduped"):
-        register(wh, f"EleutherAI/{model}")
+        register_suite(wh, f"EleutherAI/{model}")
     target = tmp_path / "target"
     # the data tests; dbt's unit tests need no data and run in test_warehouse
     args = [

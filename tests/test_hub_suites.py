@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ingest.checkpoints import resolve
-from ingest.hub_suites import family_suite, register, registered, suite_for
-from ingest.jobs import plan
+from ingest.hub_suites import family_suite, register_suite, registered, suite_for
+from ingest.jobs import plan_units
 from memlake.cli import app
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
@@ -40,7 +40,7 @@ def hf_cache(tmp_path, monkeypatch):
 
 
 def test_pythia_facts_give_154_revisions_and_the_published_schedule(wh):
-    r = register(wh, PYTHIA)
+    r = register_suite(wh, PYTHIA)
     assert r == {"model": "pythia-70m-deduped", "hub_id": PYTHIA, "checkpoints": 154, "skipped": False}
     ck = lake.read_table(wh, "checkpoints").to_pylist()
     by_step = {row["step"]: row for row in ck}
@@ -68,11 +68,11 @@ def test_pythia_family_sizes_and_schemes():
 
 
 def test_register_is_idempotent_and_refuses_other_facts(wh):
-    register(wh, PYTHIA)
-    assert register(wh, PYTHIA)["skipped"]
+    register_suite(wh, PYTHIA)
+    assert register_suite(wh, PYTHIA)["skipped"]
     with pytest.raises(MemlakeError, match="registered with other facts"):
-        register(wh, PYTHIA, batch_size=512)
-    register(wh, PYTHIA, batch_size=512, force=True)
+        register_suite(wh, PYTHIA, batch_size=512)
+    register_suite(wh, PYTHIA, batch_size=512, force=True)
     assert {r["tokens_seen"] for r in lake.read_table(wh, "checkpoints").to_pylist() if r["step"] == 1} == {
         512 * 2049
     }
@@ -82,7 +82,7 @@ def test_any_step_model_registers_with_its_facts_from_the_cache(wh, hf_cache):
     hf_cache("acme/lm-1b", ["main", "step0", "step500", "step1000", "step2000"])
     with pytest.raises(MemlakeError, match=r"--batch-size N --first-epoch-end N"):
         suite_for("acme/lm-1b")
-    r = register(wh, "acme/lm-1b", batch_size=256, first_epoch_end=1000, row_len=1024, max_lr=3e-4)
+    r = register_suite(wh, "acme/lm-1b", batch_size=256, first_epoch_end=1000, row_len=1024, max_lr=3e-4)
     assert r["model"] == "lm-1b" and r["checkpoints"] == 4
     rows = {row["step"]: row for row in lake.read_table(wh, "checkpoints").to_pylist()}
     assert sorted(rows) == [0, 500, 1000, 2000]
@@ -92,7 +92,7 @@ def test_any_step_model_registers_with_its_facts_from_the_cache(wh, hf_cache):
 
 
 def test_resolve_accepts_the_lake_key_and_checks_revisions(wh):
-    register(wh, PYTHIA)
+    register_suite(wh, PYTHIA)
     for spelling in ("pythia-70m-deduped", PYTHIA):
         ref = resolve(spelling, "step1000", wh)
         assert (ref.name, ref.location, ref.revision, ref.step) == (
@@ -107,14 +107,14 @@ def test_resolve_accepts_the_lake_key_and_checks_revisions(wh):
 
 
 def test_ingest_on_a_hub_id_registers_the_suite_and_rejects_missing_revisions(wh):
-    units = plan("token_stats", PYTHIA, "step1000,step2000", wh)
+    units = plan_units("token_stats", PYTHIA, "step1000,step2000", wh)
     assert [u.step for u in units] == [1000, 2000]
     assert registered(wh, "pythia-70m-deduped")["hub_id"] == PYTHIA
-    assert len(plan("token_stats", "pythia-70m-deduped", "all", wh)) == 154
+    assert len(plan_units("token_stats", "pythia-70m-deduped", "all", wh)) == 154
     with pytest.raises(MemlakeError, match=r"revision\(s\) \['step1500'\] not found"):
-        plan("token_stats", PYTHIA, "step1500", wh)
+        plan_units("token_stats", PYTHIA, "step1500", wh)
     with pytest.raises(MemlakeError, match="register it first"):
-        plan("token_stats", "acme/never-heard-of", "step1", wh)
+        plan_units("token_stats", "acme/never-heard-of", "step1", wh)
 
 
 def test_suite_register_command(wh, hf_cache):

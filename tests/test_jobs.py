@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ingest.executors import execute
-from ingest.jobs import plan, run_unit
+from ingest.jobs import plan_units, run_unit
 from ingest.panel import load_panel, panel_ids, shard_slice
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
@@ -48,7 +48,7 @@ def test_panel_is_deterministic_and_covers_cohorts(tiny_suite):
 
 
 def test_token_stats_partitions_match_direct_computation(tiny_suite):
-    units = plan("token_stats", "suite-xs", "step0,step64", tiny_suite, 2, OPTS)
+    units = plan_units("token_stats", "suite-xs", "step0,step64", tiny_suite, 2, OPTS)
     assert len(units) == 4
     execute(units, "local")
     ts = pl.from_arrow(lake.read_table(tiny_suite, "token_stats"))
@@ -78,7 +78,7 @@ def test_extraction_rows_equal_a_direct_greedy_decode(tiny_suite):
     from ingest.extraction import greedy_extract
 
     opts = {**OPTS, "prompt_len": 32, "gen_len": 32}
-    execute(plan("extraction", "suite-s", "step80", tiny_suite, 1, opts), "local")
+    execute(plan_units("extraction", "suite-s", "step80", tiny_suite, 1, opts), "local")
     ex = pl.from_arrow(lake.read_table(tiny_suite, "extraction"))
     ex = ex.filter(pl.col("step") == 80).sort("instance_id")
     assert set(ex["prompt_len"].unique()) == {32} and set(ex["gen_len"].unique()) == {32}
@@ -130,14 +130,14 @@ def test_killed_job_resumes_without_duplicates(tiny_suite, tmp_path):
 
 def test_bad_input_errors(tiny_suite, tmp_path):
     with pytest.raises(MemlakeError, match=r"revision\(s\) \['step5'\] not found"):
-        plan("token_stats", "suite-xs", "step5", tiny_suite, 1, OPTS)
+        plan_units("token_stats", "suite-xs", "step5", tiny_suite, 1, OPTS)
     with pytest.raises(MemlakeError, match="unknown job"):
-        plan("nope", "suite-xs", "step0", tiny_suite, 1, OPTS)
+        plan_units("nope", "suite-xs", "step0", tiny_suite, 1, OPTS)
     with pytest.raises(MemlakeError, match="exceeds the instances' length 64"):
         run_unit(
-            plan("extraction", "suite-xs", "step0", tiny_suite, 1, {**OPTS, "prompt_len": 40, "gen_len": 40})[
-                0
-            ]
+            plan_units(
+                "extraction", "suite-xs", "step0", tiny_suite, 1, {**OPTS, "prompt_len": 40, "gen_len": 40}
+            )[0]
         )
     # a model with a smaller vocabulary than the instances' token ids
     from ingest.suite.model import build_model
@@ -146,14 +146,16 @@ def test_bad_input_errors(tiny_suite, tmp_path):
     folder = tmp_path / "toy" / "step0"
     small.save_pretrained(str(folder))
     with pytest.raises(MemlakeError, match=r"token id \d+ is out of range for model toy \(vocabulary 64\)"):
-        run_unit(plan("token_stats", str(tmp_path / "toy"), "step0", tiny_suite, 1, OPTS)[0])
+        run_unit(plan_units("token_stats", str(tmp_path / "toy"), "step0", tiny_suite, 1, OPTS)[0])
     short = build_model({"hidden_size": 16, "layers": 1, "heads": 2}, 512, 32)
     short.save_pretrained(str(tmp_path / "short" / "step0"))
     with pytest.raises(MemlakeError, match="rows of 64 tokens exceed model short's context of 32"):
-        run_unit(plan("token_stats", str(tmp_path / "short"), "step0", tiny_suite, 1, OPTS)[0])
+        run_unit(plan_units("token_stats", str(tmp_path / "short"), "step0", tiny_suite, 1, OPTS)[0])
     assert not (tiny_suite.table("token_stats") / "model=toy").exists()
     with pytest.raises(MemlakeError, match="batch_size: expected a positive integer or 'auto', got 'big'"):
-        run_unit(plan("token_stats", "suite-xs", "step0", tiny_suite, 1, {**OPTS, "batch_size": "big"})[0])
+        run_unit(
+            plan_units("token_stats", "suite-xs", "step0", tiny_suite, 1, {**OPTS, "batch_size": "big"})[0]
+        )
 
 
 def test_auto_batch_size_fits_the_device():
@@ -187,7 +189,7 @@ def test_out_of_memory_batch_is_retried_smaller(tiny_suite, monkeypatch, tmp_pat
 
     monkeypatch.setattr(jobs.TokenStats, "compute", flaky)
     said = []
-    run_unit(plan("token_stats", "suite-xs", "step16", wh, 1, OPTS)[0], log=said.append)
+    run_unit(plan_units("token_stats", "suite-xs", "step16", wh, 1, OPTS)[0], log=said.append)
     assert calls[:2] == [16, 8] and said == ["out of memory at batch size 16; retrying with 8"]
     ids, _ = load_panel(wh, PANEL, 1)
     assert lake.read_table(wh, "token_stats")["instance_id"].to_pylist() == ids.tolist()
@@ -197,7 +199,7 @@ def test_slurm_executor_through_submitit_local(tiny_suite, tmp_path):
     pytest.importorskip("submitit", reason="submitit is in the test extra; install .[test]")
     wh = Warehouse.at(tmp_path)
     _copy_suite(tiny_suite, wh)
-    units = plan("token_stats", "suite-xs", "step0,step16", wh, 1, OPTS)
+    units = plan_units("token_stats", "suite-xs", "step0,step16", wh, 1, OPTS)
     results = execute(units, "slurm", cluster="local", folder=str(tmp_path / "slurm"))
     assert [r["rows"] for r in results] == [len(load_panel(wh, PANEL, 1)[0])] * 2
     assert len(lake.partitions(wh, "token_stats")) == 2
@@ -211,7 +213,7 @@ def test_local_workers_write_the_same_partitions(tiny_suite, tmp_path):
     units = {}
     for wh in (one, two):
         _copy_suite(tiny_suite, wh)
-        units[wh] = [u for job in jobs for u in plan(job, "suite-xs", "step0,step64", wh, 1, opts)]
+        units[wh] = [u for job in jobs for u in plan_units(job, "suite-xs", "step0,step64", wh, 1, opts)]
     execute(units[one], "local")
     results = execute(units[two], "local", workers=2)
     assert [r["unit"] for r in results] == units[two] and not any(r["skipped"] for r in results)
@@ -233,7 +235,7 @@ def test_local_workers_write_the_same_partitions(tiny_suite, tmp_path):
 def test_local_workers_report_a_failing_unit(tiny_suite, tmp_path):
     wh = Warehouse.at(tmp_path)
     _copy_suite(tiny_suite, wh)
-    units = plan("token_stats", "suite-xs", "step0,step16", wh, 1, {**OPTS, "batch_size": "big"})
+    units = plan_units("token_stats", "suite-xs", "step0,step16", wh, 1, {**OPTS, "batch_size": "big"})
     with pytest.raises(MemlakeError, match="batch_size: expected a positive integer or 'auto', got 'big'"):
         execute(units, "local", workers=2)
     assert not lake.partitions(wh, "token_stats")
@@ -273,7 +275,7 @@ def test_ray_executor(tiny_suite, tmp_path):
     pytest.importorskip("ray", reason="ray is in the test extra; install .[test]")
     wh = Warehouse.at(tmp_path)
     _copy_suite(tiny_suite, wh)
-    units = plan("token_stats", "suite-xs", "step0,step16", wh, 2, OPTS)
+    units = plan_units("token_stats", "suite-xs", "step0,step16", wh, 2, OPTS)
     results = execute(units, "ray", num_cpus=2)
     assert sum(r["rows"] for r in results) == 2 * len(load_panel(wh, PANEL, 1)[0])
     assert len(lake.partitions(wh, "token_stats")) == 4
@@ -293,7 +295,7 @@ def test_runtime_switches_hold_for_the_unit_and_are_in_its_manifest(tiny_suite, 
 
     monkeypatch.setattr(jobs.TokenStats, "compute", spy)
     runtime = {"fused_head": True, "cuda_graphs": False, "head_tiles": {"BLOCK_N": 64}}
-    run_unit(plan("token_stats", "suite-xs", "step16", wh, 1, {**OPTS, "runtime": runtime})[0])
+    run_unit(plan_units("token_stats", "suite-xs", "step16", wh, 1, {**OPTS, "runtime": runtime})[0])
     assert seen and set(seen) == {Switches(fused_head=True, cuda_graphs=False, head_tiles=(("BLOCK_N", 64),))}
     assert switches() == Switches()  # back to the defaults after the unit
     (part,) = lake.partitions(wh, "token_stats")

@@ -21,7 +21,7 @@ from analysis.views import SQL_VIEWS
 from ingest.mitigation import landscape as ls
 from ingest.mitigation.methods import REGISTRY, SequenceSet, sequence_loss
 from ingest.mitigation.studies import tinymem_study
-from ingest.mitigation.sweep import Run, sweep
+from ingest.mitigation.sweep import Run, run_sweep
 from memlake.core import config, query
 from memlake.core.paths import Warehouse
 
@@ -140,7 +140,7 @@ def test_trained_model_sits_in_a_basin(tinymem):
 def test_edits_from_the_lake_mart_and_figure(tinymem):
     cfg, wh, study = tinymem
     runs = [Run(study.name, r.method, r.hparams, r.seed) for r in (GOOD, BAD_STRONG, BAD_MILD)]
-    sweep(wh, study, runs, config=cfg)
+    run_sweep(wh, study, runs, config=cfg)
     lc = cfg["mitigation"]["landscape"]
     edits = {e.edit: e for e in ls.choose_edits(wh, study.name, lc, views=SQL_VIEWS)}
     assert edits["unedited"].method is None
@@ -156,7 +156,7 @@ def test_edits_from_the_lake_mart_and_figure(tinymem):
         good_row["acc_after"]
     )
 
-    rows, _ = ls.landscape(wh, study, lc, views=SQL_VIEWS, points=3, radius=0.5)
+    rows, _ = ls.compute_landscape(wh, study, lc, views=SQL_VIEWS, points=3, radius=0.5)
     path = figures.save_figure(wh, rows)
     mart = query.read(wh, f"select * from mitigation_landscape where study = '{study.name}'")
     assert mart.columns[: len(ls.COLUMNS)] == ls.COLUMNS
@@ -170,7 +170,7 @@ def test_edits_from_the_lake_mart_and_figure(tinymem):
     assert centre["bad"]["retain_loss"] > 3 * centre["unedited"]["retain_loss"]  # and this one broke it
     assert centre["good"]["mem"] == pytest.approx(good_row["mem_after"])
     assert path.name == f"landscape-{study.name}.png" and path.read_bytes()[:4] == b"\x89PNG"
-    assert figures.draw(wh) == [path]
+    assert figures.draw_landscapes(wh) == [path]
 
 
 def test_fallback_edits_without_runs(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from analysis.views import SQL_VIEWS
 from ingest.mitigation.methods import REGISTRY
 from ingest.mitigation.studies import tinymem_study
-from ingest.mitigation.sweep import Run, plan, sweep
+from ingest.mitigation.sweep import Run, plan_runs, run_sweep
 from memlake.core import config, lake, query
 from memlake.core.paths import Warehouse
 
@@ -47,7 +47,7 @@ def test_the_demo_runs_every_method_at_three_grid_points():
     kinds = [REGISTRY[n].kind for n in m["methods"]]
     counts = [kinds.count(k) for k in ("regulariser", "fine_tuning", "neuron", "weight", "baseline")]
     assert counts == [3, 3, 5, 6, 2]
-    runs = plan("s", m["methods"], m["seeds"], m["max_per_method"])
+    runs = plan_runs("s", m["methods"], m["seeds"], m["max_per_method"])
     for name in m["methods"]:
         assert len({r.hparams for r in runs if r.method == name}) >= 3, name
     # the centre of BalancedSubnet's demo points is the paper's alpha 0.7 at a Pythia-like ratio
@@ -58,7 +58,7 @@ def test_the_demo_runs_every_method_at_three_grid_points():
 
 
 def test_plan_spreads_grid_points_and_ids_are_stable():
-    runs = plan("s", ["balanced_subnet"], seeds=[0, 1], max_per_method=2)
+    runs = plan_runs("s", ["balanced_subnet"], seeds=[0, 1], max_per_method=2)
     grid = REGISTRY["balanced_subnet"].grid
     assert [dict(r.hparams) for r in runs[::2]] == [grid[-1], grid[0]] and len(runs) == 4
     assert (
@@ -78,12 +78,12 @@ def tinymem(tmp_path_factory):
 def test_tinymem_sweep_rows_resume_and_shard(tinymem):
     cfg, wh, study = tinymem
     assert study.baseline()["mem"] > 0 and len(study.forget) > 0  # planted noise is memorised
-    runs = plan(study.name, ["balanced_subnet", "durable", "ft_extra"], [0], 1)
-    first = sweep(wh, study, runs, rank=0, world_size=2, config=cfg)
+    runs = plan_runs(study.name, ["balanced_subnet", "durable", "ft_extra"], [0], 1)
+    first = run_sweep(wh, study, runs, rank=0, world_size=2, config=cfg)
     assert [r["run_id"] for r in first] == [r.run_id for r in runs[0::2]]
-    rest = sweep(wh, study, runs, config=cfg)  # skips rank 0's finished runs
+    rest = run_sweep(wh, study, runs, config=cfg)  # skips rank 0's finished runs
     assert [r["run_id"] for r in rest] == [r.run_id for r in runs[1::2]]
-    assert sweep(wh, study, runs, config=cfg) == []  # idempotent
+    assert run_sweep(wh, study, runs, config=cfg) == []  # idempotent
     rows = pl.from_arrow(lake.read_table(wh, "mitigation_runs"))
     assert set(CONTRACT) <= set(rows.columns) and rows["run_id"].n_unique() == 3
     by = {r["method"]: r for r in rows.iter_rows(named=True)}
@@ -93,10 +93,10 @@ def test_tinymem_sweep_rows_resume_and_shard(tinymem):
 
 
 def test_views_and_figures(tinymem):
-    from analysis.mitigation import draw
+    from analysis.mitigation import draw_mitigation
 
     cfg, wh, study = tinymem
-    sweep(wh, study, plan(study.name, ["gradient_ascent"], [0], 1), config=cfg)
+    run_sweep(wh, study, plan_runs(study.name, ["gradient_ascent"], [0], 1), config=cfg)
     scored = sql(wh, "select * from mitigation_scored")
     r = scored.row(0, named=True)
     want = (r["mem_after"] - r["mem_before"]) / r["mem_before"] - (r["acc_after"] - r["acc_before"]) / r[
@@ -111,7 +111,7 @@ def test_views_and_figures(tinymem):
     for o in others.iter_rows(named=True):  # every run off the front is dominated by a run on it
         assert any(f["mem_removed"] >= o["mem_removed"] and f["acc_kept"] >= o["acc_kept"]
                    for f in front.iter_rows(named=True))  # fmt: skip
-    paths = draw(wh)
+    paths = draw_mitigation(wh)
     assert {p.stem for p in paths} >= {f"pareto-{study.name}", "time_cost", "dup_classes"}
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
 
@@ -164,10 +164,10 @@ def test_study_command_sweeps_a_named_study_and_prints_the_comparison(tmp_path):
 
 def test_forked_workers_write_the_same_rows(tinymem, tmp_path):
     cfg, _, study = tinymem
-    runs = plan(study.name, ["durable", "activations"], [0], 2)
-    serial = sweep(Warehouse.at(tmp_path / "a"), study, runs, config=cfg, workers=1)
+    runs = plan_runs(study.name, ["durable", "activations"], [0], 2)
+    serial = run_sweep(Warehouse.at(tmp_path / "a"), study, runs, config=cfg, workers=1)
     seen = []
-    forked = sweep(Warehouse.at(tmp_path / "b"), study, runs, config=cfg, workers=2, on_run=seen.append)
+    forked = run_sweep(Warehouse.at(tmp_path / "b"), study, runs, config=cfg, workers=2, on_run=seen.append)
     key = lambda r: r["run_id"]  # noqa: E731
     assert len(forked) == len(seen) == len(runs)
     for a, b in zip(sorted(serial, key=key), sorted(forked, key=key)):
@@ -195,7 +195,7 @@ def _write(wh, row: dict) -> None:
 def test_destroyed_models_are_labelled_and_never_win(tmp_path):
     """A run that keeps less than half the clean accuracy is 'model destroyed': not removed, not
     on the Pareto front, not a best run while the method has another; the report says so."""
-    from analysis.mitigation.summary import findings, report_html
+    from analysis.mitigation.summary import findings, mitigation_html
 
     wh = Warehouse.at(tmp_path)
     s = "tinymem-synthetic"
@@ -222,7 +222,7 @@ def test_destroyed_models_are_labelled_and_never_win(tmp_path):
     assert front == ["balanced_subnet"]  # the destroyed "100 % removed" runs dominate nothing
     (f,) = findings(scored, best)
     assert f.winner["method"] == "balanced_subnet" and f.verdict == "holds" and f.destroyed == 2
-    text = report_html(scored, best)
+    text = mitigation_html(scored, best)
     assert "model destroyed" in text and "<b>holds</b>" in text and "2 runs destroyed the model" in text
     words = re.sub(r"<[^>]+>", "", text)  # numbers are wrapped in spans carrying their values
     assert "reproduces its planted artifact on 100.0 % of 42 rows" in words  # no artifact in the name
@@ -234,7 +234,7 @@ def test_destroyed_models_are_labelled_and_never_win(tmp_path):
     (f,) = findings(sql(wh, "select * from mitigation_scored"), sql(wh, "select * from mitigation_best_runs"))
     assert f.winner["method"] == "ft_both" and f.unlearning_winner["method"] == "balanced_subnet"
     assert f.verdict == "holds in part"
-    assert "the best of the unlearning methods; but ft_both (fine-tuning) scores better" in report_html(
+    assert "the best of the unlearning methods; but ft_both (fine-tuning) scores better" in mitigation_html(
         sql(wh, "select * from mitigation_scored"), sql(wh, "select * from mitigation_best_runs")
     )
 
@@ -247,8 +247,8 @@ def backdoor(tmp_path_factory):
     c = {**cfg["mitigation"]["tinymem"], "clean_7": 300, "name": "tinymem-backdoor-test"}
     wh = Warehouse.at(tmp_path_factory.mktemp("wh-backdoor"))
     study = tinymem_study(wh, c)
-    points = plan(study.name, ["balanced_subnet"], [0], cfg["mitigation"]["max_per_method"])
-    sweep(wh, study, [points[1]], config=cfg)
+    points = plan_runs(study.name, ["balanced_subnet"], [0], cfg["mitigation"]["max_per_method"])
+    run_sweep(wh, study, [points[1]], config=cfg)
     return wh, study
 
 
@@ -275,4 +275,9 @@ def test_a_failing_worker_fails_the_sweep(tinymem, tmp_path, monkeypatch):
 
     monkeypatch.setattr(sw, "run_one", run_one)
     with pytest.raises(RuntimeError, match="boom in the worker"):
-        sweep(Warehouse.at(tmp_path), study, plan(study.name, ["durable", "activations"], [0], 1), workers=2)
+        run_sweep(
+            Warehouse.at(tmp_path),
+            study,
+            plan_runs(study.name, ["durable", "activations"], [0], 1),
+            workers=2,
+        )

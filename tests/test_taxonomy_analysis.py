@@ -13,7 +13,7 @@ from analysis.taxonomy import (
     candidate_count,
     candidates,
     data,
-    draw,
+    draw_taxonomy,
     fit_models,
     run_correlations,
     run_kl,
@@ -474,7 +474,7 @@ def test_runs_write_the_marts_and_draw_the_figures(warehouse):
     assert again.equals(first) and [p.stat().st_mtime_ns for p in shard_files] == stamps  # resumed
     assert search_results(wh).height == 12
 
-    paths = draw(wh)
+    paths = draw_taxonomy(wh)
     names = sorted(p.name.split("-")[0] for p in paths)
     groups = ["duplication", "frequency", "perplexity", "templating"]  # one histogram figure each
     assert names == sorted(
@@ -525,7 +525,7 @@ def test_headline_reads_the_finding_from_the_marts(warehouse, tmp_path):
     import shutil
 
     from analysis.report import write_report
-    from analysis.taxonomy.headline import MIN_POSITIVES, headline
+    from analysis.taxonomy.headline import MIN_POSITIVES, taxonomy_headline
 
     src, frames = warehouse
     wh = Warehouse.at(tmp_path / "wh")
@@ -539,7 +539,7 @@ def test_headline_reads_the_finding_from_the_marts(warehouse, tmp_path):
     run_search(wh, 0, 6, model=model, step=step, n_subsets=0, features=SEARCH_SUBSET)
     con = query.connect(wh)
     try:
-        h = headline(con)
+        h = taxonomy_headline(con)
     finally:
         con.close()
     feats = frames["sequence_features"].filter(
@@ -566,12 +566,12 @@ def test_headline_reads_the_finding_from_the_marts(warehouse, tmp_path):
 def test_headline_flags_a_search_over_one_category():
     """One category memorised (the demo's case): the search's F1 and the shares are flagged, and
     the page carries each count with its key."""
-    from analysis.taxonomy.headline import Headline
+    from analysis.taxonomy.headline import TaxonomyHeadline
 
     search = {"first_feature": "max_frequency", "first_quantile": 0.25, "second_feature": "min_frequency",
               "second_quantile": 0.25, "f1": 1.0}  # fmt: skip
     counts = {"recitation": 26, "reconstruction": 0, "recollection": 0}
-    h = Headline("suite-s", 144, counts, None, "one class")
+    h = TaxonomyHeadline("suite-s", 144, counts, None, "one class")
     h.search = search
     flags = h.flags()
     assert any("partition search" in f for f in flags) and sum("0 memorised rows" in f for f in flags) == 2

@@ -13,7 +13,7 @@ import torch
 
 from analysis.views import SQL_VIEWS
 from ingest.mitigation.studies import tinymem_name, tinymem_study, variant_config
-from ingest.mitigation.sweep import plan, sweep
+from ingest.mitigation.sweep import plan_runs, run_sweep
 from memlake.core import config, lake, query
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
@@ -62,7 +62,7 @@ def test_language_study_trains_on_the_corpus_and_memorises(language):
     again = tinymem_study(wh, c)
     assert again.evaluate(again.base) == before
 
-    rows = sweep(wh, study, plan(study.name, ["durable"], [0], 1), config=cfg)
+    rows = run_sweep(wh, study, plan_runs(study.name, ["durable"], [0], 1), config=cfg)
     assert rows and rows[0]["study"] == study.name and rows[0]["mem_before"] == before["mem"]
     scored = query.read(
         wh, "select * from mitigation_scored where study = 'tinymem-language-noise-2l'", views=SQL_VIEWS

@@ -77,7 +77,7 @@ def dup_classes(best: pl.DataFrame) -> plt.Figure:
     return fig
 
 
-def draw(wh: Warehouse, out: Path | None = None) -> list[Path]:
+def draw_mitigation(wh: Warehouse, out: Path | None = None) -> list[Path]:
     """Every mitigation figure; PNGs under warehouse/figures/mitigation/."""
     out = out or wh.figures / "mitigation"
     con = connect(wh, views=SQL_VIEWS)

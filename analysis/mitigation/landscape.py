@@ -83,7 +83,7 @@ def save_figure(wh: Warehouse, rows: pl.DataFrame, out: Path | None = None) -> P
     return path
 
 
-def draw(wh: Warehouse, out: Path | None = None) -> list[Path]:
+def draw_landscapes(wh: Warehouse, out: Path | None = None) -> list[Path]:
     """Redraw every study's landscape figure from the mart."""
     con = connect(wh, views=SQL_VIEWS)
     try:

@@ -143,7 +143,7 @@ def _run_words(r: dict, tinymem: bool) -> str:
     )
 
 
-def headline(f: StudyFindings) -> str:
+def study_headline(f: StudyFindings) -> str:
     """The study's paragraph: base model, runs, best trade-off and the paper's finding."""
     b = f.base
     rows = b["mem_rows"]
@@ -216,7 +216,7 @@ def _paper_words(f: StudyFindings) -> str:
     return f"{claim} <b>does not hold</b> here: {_run_words(p, True)}."
 
 
-def table(f: StudyFindings) -> str:
+def findings_table(f: StudyFindings) -> str:
     """Best run per method: memorisation removed against accuracy (or perplexity) kept."""
     tm = f.tinymem
     cols = ["method", "kind", "grid points", "destroyed runs", "best run", "memorised % before → after",
@@ -243,13 +243,13 @@ def table(f: StudyFindings) -> str:
     return page.table(cols, body, flagged=lambda r: r[-3] == "model destroyed")
 
 
-def report_html(scored: pl.DataFrame, best: pl.DataFrame) -> str:
+def mitigation_html(scored: pl.DataFrame, best: pl.DataFrame) -> str:
     """The mitigation section's text: per study its paragraph and best-run table."""
     if scored.is_empty():
         return "<p class=muted>No mitigation runs yet: run <code>memlake mitigate sweep</code>.</p>"
     out = []
     for f in findings(scored, best):
-        out.append(f"<h3>{html.escape(f.study)}</h3>" + headline(f) + table(f))
+        out.append(f"<h3>{html.escape(f.study)}</h3>" + study_headline(f) + findings_table(f))
     out.append(
         "<p class=muted>Best run per method by the paper's selection score (TinyMem: Δrel(memorised) − "
         "Δrel(accuracy); model studies: Δrel(memorised) + Δrel(perplexity)); lower is better. Removed = "

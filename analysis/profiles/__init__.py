@@ -5,7 +5,7 @@
 
 Then, in SQL (`memlake query`): profiles_attgt, profiles_aggregates, profiles_pretrend,
 profiles_regression (marts) and the views profiles_instantaneous / _persistent / _residual /
-_full / _correlation (analysis/views/*.sql). `analysis.profiles.figures.draw(wh)` plots them.
+_full / _correlation (analysis/profiles/views/*.sql). `figures.draw_profiles(wh)` plots them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from analysis.profiles.fitting import (
     first_epoch_end,
     fit,
     panel_frame,
-    write,
+    write_fit,
 )
 from analysis.profiles.metrics import METRICS, SIGN
 from analysis.views import SQL_VIEWS
@@ -106,7 +106,7 @@ def fit_profiles(
                 what = f"{spec.model}/{spec.metric}/{spec.units}"
                 warnings.warn(f"profiles: no fit for {what}: {e}", stacklevel=2)
                 continue
-            write(wh, result)
+            write_fit(wh, result)
             fits.append(result)
             if on_fit:
                 on_fit(result)

@@ -189,7 +189,7 @@ FIGURES = {
 }
 
 
-def draw(
+def draw_profiles(
     wh: Warehouse, metric: str = "sup_seq", options: dict | None = None, out: Path | None = None
 ) -> list[Path]:
     """Draw every profile figure for one metric and option set; return the PNG paths."""

@@ -196,7 +196,7 @@ def event_study_regression_post(panel: pl.DataFrame, kw: dict, epoch_end: int | 
     )
 
 
-def write(wh, result: ProfileFit) -> None:
+def write_fit(wh, result: ProfileFit) -> None:
     """Replace this fit's rows in the four profile marts."""
     key = result.spec.key
     marts.write(wh, "profiles_attgt", key, result.attgt)

@@ -35,7 +35,7 @@ class Effects:
 
 
 @dataclass
-class Headline:
+class ProfilesHeadline:
     models: list[str]  # smallest first
     lr: dict[str, tuple[float, int]] = field(default_factory=dict)  # model -> (Pearson r, cohorts)
     effects: dict[str, Effects] = field(default_factory=dict)
@@ -145,7 +145,9 @@ def model_sizes(models: list[str], suite_config: Path | None) -> list[str]:
     return sorted(models, key=size)
 
 
-def headline(con: duckdb.DuckDBPyConnection, suite_config: Path | None = None) -> Headline | None:
+def profiles_headline(
+    con: duckdb.DuckDBPyConnection, suite_config: Path | None = None
+) -> ProfilesHeadline | None:
     """The headline of the profile marts `con` sees; None without a fit of natural rows."""
     q = lambda sql: con.execute(sql).fetchall()  # noqa: E731
     if "profiles_attgt" not in query.view_names(con):
@@ -153,7 +155,7 @@ def headline(con: duckdb.DuckDBPyConnection, suite_config: Path | None = None) -
     fitted = [m for (m,) in q(f"select distinct model from profiles_attgt where {SINGLE}")]
     if not fitted:
         return None
-    out = Headline(model_sizes(fitted, suite_config))
+    out = ProfilesHeadline(model_sizes(fitted, suite_config))
     lr = q(
         "select i.model, corr(i.memorisation, c.lr), count(*) "
         f"from (select * from profiles_instantaneous where {SINGLE}) i "
@@ -208,8 +210,8 @@ def headline(con: duckdb.DuckDBPyConnection, suite_config: Path | None = None) -
     return out
 
 
-def report_html(con: duckdb.DuckDBPyConnection, suite_config: Path | None = None) -> str:
-    h = headline(con, suite_config)
+def profiles_html(con: duckdb.DuckDBPyConnection, suite_config: Path | None = None) -> str:
+    h = profiles_headline(con, suite_config)
     if h is None:
         return (
             "<p class=muted>No profile fit of natural single-exposure rows (units = 'single'): run "

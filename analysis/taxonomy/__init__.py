@@ -1,13 +1,13 @@
 """The taxonomy of memorisation: recitation / reconstruction / recollection analyses.
 
-    from analysis.taxonomy import run_shares, run_correlations, run_kl, run_models, run_search, draw
+    from analysis.taxonomy import run_shares, run_correlations, run_kl, run_models, run_search, draw_taxonomy
     run_shares(wh)                              # taxonomy_shares, taxonomy_code_nl, taxonomy_p_memorised
     run_correlations(wh)                        # taxonomy_correlations
     run_kl(wh)                                  # taxonomy_kl
     run_models(wh, protocol="leakage_free")     # taxonomy_model_metrics, _weights, _tests (LRT, Wald)
     run_search(wh, 0, 810, shard_size=90)       # taxonomy_search (one file per shard, resumable)
     run_main_search(wh)                         # the same, at the main (model, step) only
-    draw(wh)                                    # PNGs under wh.figures / "taxonomy"
+    draw_taxonomy(wh)                           # PNGs under wh.figures / "taxonomy"
 
 Every run_* reads the `sequence_features` + `taxonomy` marts through SQL (`data`), hands polars
 frames to a pure function (`shares`, `correlations`, `kl`, `model`, `search`) and writes one
@@ -36,7 +36,7 @@ from memlake.core import marts, query
 from memlake.core.paths import Warehouse
 
 if TYPE_CHECKING:
-    from analysis.taxonomy.figures import draw
+    from analysis.taxonomy.figures import draw_taxonomy
 
 MARTS = marts.declare(
     "taxonomy_shares",
@@ -61,7 +61,7 @@ __all__ = [
     "category_shares",
     "code_nl_breakdown",
     "correlation_table",
-    "draw",
+    "draw_taxonomy",
     "fit_models",
     "kl_by_duplicates",
     "memorised_given_code_nl",
@@ -303,9 +303,9 @@ def search_results(wh: Warehouse, *, protocol: str = "published") -> pl.DataFram
 
 
 def __getattr__(name: str) -> Any:
-    # matplotlib is only needed for the figures: import it on first use of `draw`
-    if name == "draw":
-        from analysis.taxonomy.figures import draw
+    # matplotlib is only needed for the figures: import it on first use of `draw_taxonomy`
+    if name == "draw_taxonomy":
+        from analysis.taxonomy.figures import draw_taxonomy
 
-        return draw
+        return draw_taxonomy
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

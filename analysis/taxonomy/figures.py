@@ -1,4 +1,4 @@
-"""The taxonomy paper's figures, drawn from frames; `draw(wh)` reads those frames through SQL.
+"""The taxonomy paper's figures, drawn from frames; `draw_taxonomy(wh)` reads those frames through SQL.
 
 feature_histograms  every feature, memorised vs not (density; log10 axis for heavy tails), one
                     figure per group of related features so each reads at page width
@@ -220,7 +220,7 @@ def save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-def draw(
+def draw_taxonomy(
     wh: Warehouse,
     *,
     model: str | None = None,

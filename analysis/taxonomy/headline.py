@@ -28,7 +28,7 @@ CATEGORIES = ("recitation", "reconstruction", "recollection")
 
 
 @dataclass
-class Headline:
+class TaxonomyHeadline:
     model: str
     step: int
     counts: dict[str, int]  # memorised training rows per category
@@ -113,7 +113,7 @@ class Headline:
         return "\n".join(parts)
 
 
-def headline(con: duckdb.DuckDBPyConnection, *, top: int = 3) -> Headline:
+def taxonomy_headline(con: duckdb.DuckDBPyConnection, *, top: int = 3) -> TaxonomyHeadline:
     """The headline of the marts `con` sees (raises ValueError when the taxonomy marts are absent)."""
     model, step = data.main_pair(con)
     views = query.view_names(con)
@@ -127,7 +127,7 @@ def headline(con: duckdb.DuckDBPyConnection, *, top: int = 3) -> Headline:
     )
     by = dict(counts.iter_rows())
     counted = {c: int(by.get(c, 0)) for c in CATEGORIES}
-    out = Headline(model, step, counted, None, "the model tests were not run")
+    out = TaxonomyHeadline(model, step, counted, None, "the model tests were not run")
     if "taxonomy_model_tests" in views:
         tests = query.frame(
             con,

@@ -334,16 +334,16 @@ def centre_and_rim(rows: pl.DataFrame) -> dict[str, float]:
     return out
 
 
-def write(wh: Warehouse, rows: pl.DataFrame) -> Path:
+def write_landscape(wh: Warehouse, rows: pl.DataFrame) -> Path:
     """Replace the study's file of the mart with `rows`; returns its path."""
     key = marts.file_key(rows["study"][0])
     marts.write(wh, MART, key, rows)
     return wh.marts / MART / f"{key}.parquet"
 
 
-def landscape(
+def compute_landscape(
     wh: Warehouse, study: Study, lc: dict[str, Any], *, views: Mapping[str, str], **options: Any
 ) -> tuple[pl.DataFrame, Path]:
     """compute (same keyword options) + write: (the rows, the mart file's path)."""
     rows = compute(wh, study, lc, views=views, **options)
-    return rows, write(wh, rows)
+    return rows, write_landscape(wh, rows)

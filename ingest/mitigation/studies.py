@@ -182,7 +182,7 @@ def lake_checkpoint(model: str, step: int | None = None) -> tuple[str, str, int 
 
 
 @torch.no_grad()
-def memorised(model: nn.Module, rows: torch.Tensor, prompt_len: int, batch_size: int) -> torch.Tensor:
+def greedy_reproduces(model: nn.Module, rows: torch.Tensor, prompt_len: int, batch_size: int) -> torch.Tensor:
     """Bool [N]: whether greedy decoding from each row's first `prompt_len` tokens reproduces the
     rest of the row exactly. Greedy reproduces it iff the teacher-forced argmax equals it at every
     position, so one forward per batch of `batch_size` rows replaces the decoding loop."""
@@ -338,14 +338,14 @@ def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int 
 
     dev, dtype = inference_device(c.get("device"))
     base = load_model(resolve(spelling, f"step{step}", wh), dtype=dtype, device=dev)
-    forget = SequenceSet(memo[memorised(base, memo, prompt_len, bs)], prompt_len)
+    forget = SequenceSet(memo[greedy_reproduces(base, memo, prompt_len, bs)], prompt_len)
     retain = SequenceSet(retain_chunks, prompt_len)
 
     def fresh(seed: int):
         raise MemlakeError("train-time regularisers need a training set: they run on TinyMem studies only")
 
     def evaluate(m: nn.Module) -> dict[str, float]:
-        hit = memorised(m, memo, prompt_len, bs).numpy()
+        hit = greedy_reproduces(m, memo, prompt_len, bs).numpy()
         out = {"mem": 100.0 * hit.mean() if len(hit) else math.nan, "mem_rows": len(hit)}
         for p in range(N_DUP_CLASSES):
             if (dup == p).any():

@@ -84,7 +84,7 @@ class Study:
         return self.fresh(seed) if method.kind == "regulariser" else copy.deepcopy(self.base)
 
 
-def plan(
+def plan_runs(
     study: str, methods: list[str] | None = None, seeds: list[int] = (0,), max_per_method: int | None = None
 ) -> list[Run]:
     """Runs for every method's grid (the first `max_per_method` points of each), every seed."""
@@ -147,7 +147,7 @@ def run_one(study: Study, run: Run, attributions: AttributionCache | None = None
     return row
 
 
-def sweep(
+def run_sweep(
     wh: Warehouse,
     study: Study,
     runs: list[Run],

@@ -18,7 +18,7 @@ import typer
 
 from memlake.cli import ingest, mitigate, profiles, suite, taxonomy, warehouse
 from memlake.cli._options import console
-from memlake.cli.demo import demo
+from memlake.cli.demo import demo_command
 from memlake.core.errors import MemlakeError
 
 app = typer.Typer(
@@ -29,13 +29,15 @@ app = typer.Typer(
 )
 app.add_typer(suite.app, name="suite")
 app.add_typer(ingest.app, name="ingest")
-app.command()(warehouse.query)
+app.command("query")(warehouse.query_command)
 app.add_typer(profiles.app, name="profiles")
 app.add_typer(mitigate.app, name="mitigate")
-app.command()(warehouse.publish)
-app.command()(warehouse.report)
-app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(warehouse.build)
-app.command()(demo)
+app.command("publish")(warehouse.publish_command)
+app.command("report")(warehouse.report_command)
+app.command("build", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    warehouse.build_command
+)
+app.command("demo")(demo_command)
 app.add_typer(taxonomy.app, name="taxonomy")
 
 

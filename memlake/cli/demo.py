@@ -7,7 +7,7 @@ from memlake.pipeline import demo as stages
 from memlake.pipeline import setup
 
 
-def demo(config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseOpt = None):
+def demo_command(config: ConfigOpt = "small", set_: SetOpt = None, warehouse: WarehouseOpt = None):
     """Run every stage on the embedded default and print where the outputs are."""
     cfg, wh = setup(config, set_, warehouse)
     console.rule(f"memlake demo ({cfg['scale']}) -> {wh.root}")

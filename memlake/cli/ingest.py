@@ -31,7 +31,7 @@ ShardsOpt = Annotated[int, typer.Option("--shards", help="Split each checkpoint'
 
 
 @app.command("token-stats")
-def token_stats(
+def token_stats_command(
     models: ModelsOpt = None,
     revisions: RevisionsOpt = "all",
     shards: ShardsOpt = 1,
@@ -47,7 +47,7 @@ def token_stats(
 
 
 @app.command("extraction")
-def extraction(
+def extraction_command(
     models: ModelsOpt = None,
     revisions: RevisionsOpt = "all",
     shards: ShardsOpt = 1,
@@ -68,7 +68,7 @@ def extraction(
 
 
 @app.command("import")
-def import_(
+def import_command(
     kind: Annotated[
         str,
         typer.Argument(

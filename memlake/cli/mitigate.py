@@ -19,7 +19,7 @@ VariantOpt = Annotated[
 
 
 @app.command("sweep")
-def sweep(
+def sweep_command(
     study: Annotated[
         str,
         typer.Argument(
@@ -53,7 +53,7 @@ def sweep(
 
 
 @app.command("study")
-def study(
+def study_command(
     max_per_method: Annotated[
         int | None, typer.Option(help="Grid points per method (default: the study section).")
     ] = None,
@@ -70,14 +70,14 @@ def study(
 
 
 @app.command("figures")
-def figures(warehouse: WarehouseOpt = None):
+def figures_command(warehouse: WarehouseOpt = None):
     """Pareto plot per study, time cost and per-duplication-class effects of the best runs."""
     for p in mitigation.figures(Warehouse.at(warehouse)):
         say(f"figure: {p}")
 
 
 @app.command("landscape")
-def landscape(
+def landscape_command(
     study: Annotated[
         str, typer.Argument(help="tinymem, suite, or a model name with extraction rows.")
     ] = "tinymem",

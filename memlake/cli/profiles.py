@@ -14,7 +14,7 @@ app = typer.Typer(no_args_is_help=True, help="Memorisation profiles: DiD ATT(g,t
 
 
 @app.command("fit")
-def fit(
+def fit_command(
     models: ModelsOpt = None,
     metrics: ListOpt = None,
     units: ListOpt = None,
@@ -33,7 +33,7 @@ def fit(
 
 
 @app.command("figures")
-def figures(
+def figures_command(
     metric: Annotated[str, typer.Option(help="Outcome metric.")] = "sup_seq",
     units: Annotated[
         str, typer.Option(help="single (natural rows seen once), duplicated, backdoor, noise, templated, all")

@@ -15,7 +15,7 @@ app = typer.Typer(no_args_is_help=True, help="The embedded corpus and model suit
 
 
 @app.command("corpus")
-def corpus(
+def corpus_command(
     config: ConfigOpt = "small",
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
@@ -27,7 +27,7 @@ def corpus(
 
 
 @app.command("train")
-def train(
+def train_command(
     config: ConfigOpt = "small",
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
@@ -39,7 +39,7 @@ def train(
 
 
 @app.command("register")
-def register(
+def register_command(
     hub_id: Annotated[str, typer.Argument(help="Hub model id, e.g. EleutherAI/pythia-70m-deduped.")],
     batch_size: Annotated[int | None, typer.Option(help="Sequences per optimiser step.")] = None,
     first_epoch_end: Annotated[int | None, typer.Option(help="Last step of the first epoch.")] = None,
@@ -60,7 +60,7 @@ def register(
 
 
 @app.command("replica")
-def replica(out: Annotated[Path, typer.Argument(help="Folder to write the replica into.")]):
+def replica_command(out: Annotated[Path, typer.Argument(help="Folder to write the replica into.")]):
     """Build the offline Pythia-shaped replica (HF cache, public artifacts, preshuffled stream) that
     the README's "Running on Pythia" commands run on without the Hub."""
     for line in suite.replica(out):
@@ -68,8 +68,8 @@ def replica(out: Annotated[Path, typer.Argument(help="Folder to write the replic
 
 
 @app.command("list")
-def list_(warehouse: WarehouseOpt = None):
+def list_command(warehouse: WarehouseOpt = None):
     """List the suite's checkpoints."""
-    from memlake.cli.warehouse import query
+    from memlake.cli.warehouse import query_command
 
-    query(suite.LIST_SQL, warehouse=warehouse)
+    query_command(suite.LIST_SQL, warehouse=warehouse)

@@ -15,7 +15,7 @@ app = typer.Typer(
 
 
 @app.command("features")
-def features(
+def features_command(
     config: ConfigOpt = "small",
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
@@ -56,7 +56,7 @@ def features(
 
 
 @app.command("fit")
-def fit(
+def fit_command(
     protocol: Annotated[str, typer.Option(help="leakage_free, published or both.")] = "both",
     model: Annotated[
         str | None,
@@ -74,7 +74,7 @@ def fit(
 
 
 @app.command("search")
-def search(
+def search_command(
     start: Annotated[int, typer.Option(help="First candidate index of this shard.")] = 0,
     end: Annotated[int | None, typer.Option(help="One past the last candidate (default: all 810).")] = None,
     config: ConfigOpt = "small",

@@ -24,7 +24,7 @@ class Format(StrEnum):
     json = "json"
 
 
-def query(
+def query_command(
     sql: Annotated[str, typer.Argument(help="SQL; lake tables and marts are views.")],
     format: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
     warehouse: WarehouseOpt = None,
@@ -50,12 +50,12 @@ def _short(v) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def build(ctx: typer.Context, warehouse: WarehouseOpt = None):
+def build_command(ctx: typer.Context, warehouse: WarehouseOpt = None):
     """`dbt build` over the warehouse: staging views, marts as Parquet, all data tests."""
     stages.build(Warehouse.at(warehouse), ctx.args)
 
 
-def report(
+def report_command(
     out: Annotated[Path | None, typer.Option(help="Output folder (default warehouse/report).")] = None,
     dbt_docs: Annotated[bool, typer.Option(help="Also run `dbt docs generate` and link it.")] = True,
     warehouse: WarehouseOpt = None,
@@ -64,7 +64,7 @@ def report(
     say(f"report: {stages.report(Warehouse.at(warehouse), out, dbt_docs)}")
 
 
-def publish(
+def publish_command(
     name: Annotated[
         str,
         typer.Argument(

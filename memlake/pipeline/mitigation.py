@@ -44,8 +44,7 @@ def sweep(
 ) -> list[dict]:
     """Run the methods over their grids; every run is a row of the mitigation_runs lake table."""
     from ingest.mitigation.methods import REGISTRY
-    from ingest.mitigation.sweep import plan
-    from ingest.mitigation.sweep import sweep as run_sweep
+    from ingest.mitigation.sweep import plan_runs, run_sweep
 
     m = cfg["mitigation"]
     # a study section may name its own methods / grid points (the demo: every method on TinyMem,
@@ -72,7 +71,7 @@ def sweep(
     s = _study(cfg, wh, study, step)
     if study != "tinymem":
         log(f"mitigate: {s.about}")
-    runs = plan(s.name, names, m["seeds"], max_per_method)
+    runs = plan_runs(s.name, names, m["seeds"], max_per_method)
 
     def report(row):
         log(
@@ -120,10 +119,10 @@ def study(cfg, wh: Warehouse, max_per_method: int | None = None, log: Log = quie
 def figures(wh: Warehouse, landscapes: bool = True) -> list[Path]:
     """Pareto plot per study, time cost, per-duplication-class effects of the best runs and, with
     `landscapes`, the loss-landscape figures."""
-    from analysis.mitigation import draw
-    from analysis.mitigation.landscape import draw as draw_landscapes
+    from analysis.mitigation import draw_mitigation
+    from analysis.mitigation.landscape import draw_landscapes
 
-    return draw(wh) + (draw_landscapes(wh) if landscapes else [])
+    return draw_mitigation(wh) + (draw_landscapes(wh) if landscapes else [])
 
 
 def landscape(
@@ -156,9 +155,9 @@ def _landscape(wh, s, section, points, radius, seed, on_edit):
     """Compute the surfaces into their mart (an ingest job: it runs the edits), then draw them."""
     from analysis.mitigation.landscape import save_figure
     from analysis.views import SQL_VIEWS
-    from ingest.mitigation.landscape import landscape as compute
+    from ingest.mitigation.landscape import compute_landscape
 
-    rows, _ = compute(
+    rows, _ = compute_landscape(
         wh, s, section, views=SQL_VIEWS, points=points, radius=radius, seed=seed, on_edit=on_edit
     )
     return rows, save_figure(wh, rows)

@@ -58,6 +58,6 @@ def fit(
 @relabel()
 def figures(wh: Warehouse, metric: str = "sup_seq", options: dict | None = None) -> list[Path]:
     """Profile heatmap, instantaneous vs LR, persistent curve, residual bars, cross-size correlation."""
-    from analysis.profiles.figures import draw
+    from analysis.profiles.figures import draw_profiles
 
-    return draw(wh, metric, options)
+    return draw_profiles(wh, metric, options)

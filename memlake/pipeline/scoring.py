@@ -18,7 +18,7 @@ def score(
 ) -> str:
     """Plan `job`'s units over the models' checkpoints, run them, and summarise."""
     from ingest.executors import execute
-    from ingest.jobs import plan
+    from ingest.jobs import plan_units
 
     opts = {
         "seed": cfg["seed"],
@@ -28,7 +28,7 @@ def score(
         **(extra or {}),
     }
     names = models or [m["name"] for m in cfg["suite"]["models"]]
-    units = [u for name in names for u in plan(job, name, revisions, wh, shards, opts)]
+    units = [u for name in names for u in plan_units(job, name, revisions, wh, shards, opts)]
     results = execute(units, executor, **(executor_options or {}))
     done = [r for r in results if not r["skipped"]]
     tokens = sum(r["tokens"] for r in done)

@@ -35,7 +35,7 @@ def train(cfg, wh: Warehouse, models: list[str] | None = None, log: Log = quiet)
 
 def register(wh: Warehouse, hub_id: str, force: bool = False, **facts) -> str:
     """Register a Hub model's step<N> revisions in `checkpoints`; the summary line."""
-    from ingest.hub_suites import register as register_suite
+    from ingest.hub_suites import register_suite
 
     r = register_suite(wh, hub_id, force=force, **facts)
     what = "already registered" if r["skipped"] else "registered"

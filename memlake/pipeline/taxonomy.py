@@ -56,7 +56,7 @@ def analyses(
     for protocol in protocols:
         fits = tax.run_models(wh, protocol=protocol, model=model, step=step, n_subsets=t["n_subsets"])
     found = tax.run_main_search(wh, n_subsets=t["n_subsets"]) if search else None
-    figures = tax.draw(wh)
+    figures = tax.draw_taxonomy(wh)
     last = shares.filter((shares["computation"] == "per_model") & shares["share"].is_not_nan())
     last = last.filter(last["step"] == last["step"].max()) if len(last) else last
     parts = [

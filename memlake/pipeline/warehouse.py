@@ -18,14 +18,14 @@ def query(wh: Warehouse, sql: str) -> tuple[list[str], list[tuple]]:
 
 def build(wh: Warehouse, args: list[str] | None = None) -> None:
     """`dbt build` over the warehouse: staging views, marts as Parquet, all data tests."""
-    dbt.build(wh, list(args or []))
+    dbt.dbt_build(wh, list(args or []))
 
 
 def build_for(cfg, wh: Warehouse) -> str:
     """The demo's build: quiet, with the dbt vars that follow the config."""
     import json
 
-    dbt.build(wh, ["--quiet", "--vars", json.dumps(dbt.dbt_vars(cfg))])
+    dbt.dbt_build(wh, ["--quiet", "--vars", json.dumps(dbt.dbt_vars(cfg))])
     return "ok"
 
 
@@ -33,7 +33,7 @@ def report(wh: Warehouse, out: Path | None = None, dbt_docs: bool = True) -> Pat
     """Write the static HTML report (and the dbt docs site it links); the index path."""
     from analysis.report import write_report
 
-    docs = (lambda target: dbt.docs(wh, target)) if dbt_docs else None
+    docs = (lambda target: dbt.dbt_docs(wh, target)) if dbt_docs else None
     return write_report(wh, out or wh.root / "report", docs=docs)
 
 

@@ -34,14 +34,14 @@ def run_dbt(args: list[str], wh: Warehouse) -> int:
     return proc.returncode
 
 
-def build(wh: Warehouse, args: list[str]) -> None:
+def dbt_build(wh: Warehouse, args: list[str]) -> None:
     """`dbt build` with extra arguments; a failure is one line (dbt printed the details)."""
     code = run_dbt(["build", *args], wh)
     if code:
         raise MemlakeError(f"dbt build failed (exit {code}); see the dbt output above")
 
 
-def docs(wh: Warehouse, target: Path) -> bool:
+def dbt_docs(wh: Warehouse, target: Path) -> bool:
     """`dbt docs generate` into `target`; False when there is no catalog to document yet."""
     if not wh.catalog.exists():
         return False
