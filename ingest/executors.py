@@ -15,8 +15,8 @@ An executor is a class whose constructor arguments are its options, with one met
 
 They are registered by name in `EXECUTORS`; `execute(units, "slurm", **options)` is what the CLI
 calls. Finished partitions are skipped by the units themselves, so any executor can resume a plan.
-A unit is a `jobs.Unit` (run by `run_unit`) or any picklable object with its own `run(log)` and a
-`label` (e.g. `ingest.stream_counts.StreamShard`).
+A unit is a `memlake.core.unit.Unit` (e.g. `jobs.ScoringUnit`), or any picklable object with its
+own `run(log)` and a `label` (e.g. `ingest.stream_counts.StreamShard`, which writes two tables).
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ingest.jobs import Unit, run_unit
 from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
 from memlake.core.progress import progress
 from memlake.core.registry import Registry
+from memlake.core.unit import Unit
 
 
 class Executor(ABC):
@@ -62,13 +63,18 @@ def register(name: str):
 
 
 def run_any(unit, log=print) -> dict[str, Any]:
-    """Run one unit of either kind: its own `run`, or `run_unit` for a scoring `Unit`."""
-    run = getattr(unit, "run", None)
-    return run(log=log) if callable(run) else run_unit(unit, log=log)
+    """Run one unit (a module-level function, so that process pools and Ray can ship it)."""
+    return unit.run(log=log)
 
 
 def _label(u) -> str:
-    return getattr(u, "label", None) or f"{u.job} {u.model}@step{u.step} shard {u.shard}"
+    return u.label
+
+
+def _root(u) -> str:
+    """The warehouse root a unit writes to (a `Unit`'s warehouse, or a plain unit's root string)."""
+    wh = u.warehouse
+    return str(wh.root) if isinstance(wh, Warehouse) else str(wh)
 
 
 def execute(units: list[Unit], executor: str = "local", **opts) -> list[dict[str, Any]]:
@@ -180,7 +186,7 @@ class Slurm(Executor):
             raise MemlakeError("executor 'slurm' needs submitit: pip install submitit") from None
         if not units:
             return []
-        folder = Path(self.folder or Path(units[0].warehouse) / "jobs" / "slurm" / "%j")
+        folder = Path(self.folder or Warehouse.at(_root(units[0])).root / "jobs" / "slurm" / "%j")
         ex = submitit.AutoExecutor(folder=str(folder), cluster=self.cluster)
         params: dict[str, Any] = {
             "timeout_min": self.timeout_min,

@@ -28,21 +28,51 @@ from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.registry import Registry
+from memlake.core.unit import Computed, Unit
 
 
 @dataclass(frozen=True)
-class Unit:
+class ScoringUnit(Unit):
+    """One (job, model, revision, shard): a job's statistics over one shard of the panel."""
+
     job: str
     model: str  # as the user gave it: suite name, local folder or Hub id
     step: int
     shard: int
     num_shards: int
-    warehouse: str
+    root: str  # the warehouse root (a string: units pickle to other machines)
     options: tuple[tuple[str, Any], ...] = field(default=())
 
     @property
     def opts(self) -> dict[str, Any]:
         return dict(self.options)
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse.at(self.root)
+
+    @property
+    def table(self) -> str:  # type: ignore[override]
+        return JOBS[self.job].table
+
+    @property
+    def label(self) -> str:
+        return f"{self.job} {self.model}@step{self.step} shard {self.shard}"
+
+    def ref(self) -> ModelRef:
+        return resolve(self.model, f"step{self.step}", self.warehouse)
+
+    @property
+    def partition(self) -> dict[str, Any]:
+        return JOBS[self.job]().partition(self, self.ref())
+
+    def check(self) -> None:
+        size = self.opts.get("batch_size", "auto")
+        if size != "auto" and not (isinstance(size, int) and size >= 1):
+            raise MemlakeError(f"ingest.batch_size: expected a positive integer or 'auto', got {size!r}")
+
+    def compute(self, log) -> Computed:
+        return _score(self, log)
 
 
 JOBS: Registry[type[Job]] = Registry("job")
@@ -60,7 +90,7 @@ class Job(ABC):
     name: ClassVar[str]
     table: ClassVar[str]
 
-    def partition(self, unit: Unit, ref: ModelRef) -> dict[str, Any]:
+    def partition(self, unit: ScoringUnit, ref: ModelRef) -> dict[str, Any]:
         return {"model": ref.name, "step": unit.step, "shard": unit.shard}
 
     def check(self, tokens: np.ndarray, opts: dict[str, Any]) -> None:
@@ -157,7 +187,7 @@ def plan_units(
     wh: Warehouse,
     num_shards: int = 1,
     options: dict[str, Any] | None = None,
-) -> list[Unit]:
+) -> list[ScoringUnit]:
     JOBS.get(job)  # an unknown job fails before anything is looked up
     available = available_steps(model, wh)
     steps = expand_revisions(revisions, available)
@@ -169,7 +199,12 @@ def plan_units(
                 f"not found (has {len(available)} revisions, step{available[0]}..step{available[-1]})"
             )
     opts = tuple(sorted((options or {}).items()))
-    return [Unit(job, model, s, k, num_shards, str(wh.root), opts) for s in steps for k in range(num_shards)]
+    units = [
+        ScoringUnit(job, model, s, k, num_shards, str(wh.root), opts)
+        for s in steps
+        for k in range(num_shards)
+    ]
+    return units
 
 
 def available_steps(model: str, wh: Warehouse) -> list[int] | None:
@@ -189,32 +224,23 @@ def available_steps(model: str, wh: Warehouse) -> list[int] | None:
 # --------------------------------------------------------------------------- running
 
 
-def run_unit(unit: Unit, log=print) -> dict[str, Any]:
-    """Run one unit; skip it if its partition is complete. Returns a small summary."""
-    size = unit.opts.get("batch_size", "auto")  # checked first: a bad setting fails even on a re-run
-    if size != "auto" and not (isinstance(size, int) and size >= 1):
-        raise MemlakeError(f"ingest.batch_size: expected a positive integer or 'auto', got {size!r}")
-    wh = Warehouse.at(unit.warehouse)
-    job = JOBS[unit.job]()
-    ref = resolve(unit.model, f"step{unit.step}", wh)
-    part = job.partition(unit, ref)
-    if lake.is_complete(wh, job.table, part):
-        return {"unit": unit, "skipped": True, "rows": None}
-    opts = unit.opts
-    cfg_seed = int(opts.get("seed", 0))
-    ids, tokens = load_panel(wh, opts.get("panel", {}), cfg_seed)
+def _score(unit: ScoringUnit, log) -> Computed:
+    """Load the shard's rows and the checkpoint, run the job in batches, build its table."""
+    wh, opts = unit.warehouse, unit.opts
+    job, ref = JOBS[unit.job](), unit.ref()
+    ids, tokens = load_panel(wh, opts.get("panel", {}), int(opts.get("seed", 0)))
     sl = shard_slice(len(ids), unit.shard, unit.num_shards)
     ids, tokens = ids[sl], tokens[sl]
     job.check(tokens, opts)
     device, dtype = inference_device()  # bf16 weights on a GPU, fp32 on CPU
     model = load_model(ref, dtype=dtype, device=device)
     _check_compatible(model, ref, tokens, wh)
-    t0 = time.perf_counter()
+    size = opts.get("batch_size", "auto")
     batch_size = auto_batch_size(model, tokens.shape[1], device) if size == "auto" else size
+    t0 = time.perf_counter()
     with using(Switches.of(opts.get("runtime"))):
         cols = _batched(job, model, torch.from_numpy(tokens), opts, batch_size, device, log)
-    seconds = time.perf_counter() - t0
-    table = job.to_table(ids, cols, opts)
+    seconds = time.perf_counter() - t0  # the scoring itself, without loading (for tokens/s)
     provenance = {
         "job": unit.job,
         "model": unit.model,
@@ -225,16 +251,10 @@ def run_unit(unit: Unit, log=print) -> dict[str, Any]:
         "dtype": str(dtype),
         "threads": torch.get_num_threads(),
         "seconds": round(seconds, 3),
-        **{k: v for k, v in opts.items()},
+        **opts,
     }
-    lake.write_partition(wh, job.table, table, part, config=provenance)
-    return {
-        "unit": unit,
-        "skipped": False,
-        "rows": table.num_rows,
-        "seconds": seconds,
-        "tokens": int(tokens.size),
-    }
+    summary = {"tokens": int(tokens.size), "seconds": seconds}
+    return Computed(job.to_table(ids, cols, opts), provenance, summary)
 
 
 def _check_compatible(model, ref: ModelRef, tokens: np.ndarray, wh: Warehouse) -> None:

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from ingest.executors import execute
-from ingest.jobs import plan_units, run_unit
+from ingest.jobs import plan_units
 from ingest.panel import load_panel, panel_ids, shard_slice
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from memlake.core.unit import run_unit
 
 PANEL = {"per_cohort": 4, "validation": 8}
 OPTS = {"seed": 1, "batch_size": 16, "panel": PANEL}
