@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from transforms.frequencies import STAT_COLUMNS
+
 CATEGORIES = ("recitation", "reconstruction", "recollection")
 AGGREGATE = "aggregate"  # the union of the three categories (taxonomic model) / all rows (baseline)
 BASELINE = "baseline"  # one group holding every row (correlations, weights)
@@ -17,12 +19,7 @@ CODE_NL = ("code", "nl")  # confidently classified rows; 'uncertain' is the rest
 # 13 continuous features, z-scored; textual/semantic = the paper's 0_8_templates/0_8_snowclones
 CONTINUOUS = (
     "sequence_duplicates",
-    "max_frequency",
-    "avg_frequency",
-    "min_frequency",
-    "median_frequency",
-    "p25_frequency",
-    "p75_frequency",
+    *STAT_COLUMNS,
     "generation_perplexity",
     "prompt_perplexity",
     "sequence_perplexity",

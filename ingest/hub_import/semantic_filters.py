@@ -62,6 +62,7 @@ from ingest.hub_import.sources import (
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from transforms.frequencies import STAT_COLUMNS
 
 # semantic-filters splits: pile_<scheme>_<size> (the representative sample, scored by that model)
 # and memories_<scheme>_<size>[.<step>] (its memorised rows)
@@ -96,12 +97,7 @@ _PERPLEXITIES = ("prompt_perplexity", "generation_perplexity", "sequence_perplex
 _SAME_NAME = (
     "text",
     "sequence_duplicates",
-    "max_frequency",
-    "avg_frequency",
-    "min_frequency",
-    "median_frequency",
-    "p25_frequency",
-    "p75_frequency",
+    *STAT_COLUMNS,
     "frequencies",
     "is_incrementing",
     "is_repeating",

@@ -148,9 +148,10 @@ class Taxonomy(Section):
 # --------------------------------------------------------------------------- mitigation
 
 
-class TinyMemLanguage(Section):
+class TinyMemRun(Section):
+    """What both TinyMem variants set: the artifact, the test split and the training run."""
+
     artifact: Literal["noise", "backdoor"]
-    n_rows: int = PositiveInt
     n_test: int = PositiveInt
     n_noise: int = Field(ge=0)
     dup_classes: int = PositiveInt
@@ -162,27 +163,21 @@ class TinyMemLanguage(Section):
     warmup_fraction: float | None = None
 
 
-class TinyMem(Section):
+class TinyMemLanguage(TinyMemRun):
+    n_rows: int = PositiveInt
+
+
+class TinyMem(TinyMemRun):
     name: str | None = None
     task: str
-    artifact: Literal["noise", "backdoor"]
     n_layer: int = PositiveInt
     num_7: int = PositiveInt
     clean_7: int | None = Field(default=None, ge=0)
     extra_cs: list[int] | None = None
     num_extra: int = Field(ge=0)
-    n_test: int = PositiveInt
     backdoor_test_frac: float | None = Field(default=None, ge=0, lt=1)
-    n_noise: int = Field(ge=0)
-    dup_classes: int = PositiveInt
     length: int = PositiveInt
     max_ctx: int = PositiveInt
-    prompt_len: int = PositiveInt
-    k: int = PositiveInt
-    epochs: int = PositiveInt
-    batch_size: int | None = Field(default=None, ge=1)
-    lr: float | None = Field(default=None, gt=0)
-    warmup_fraction: float | None = None
     ft_epochs: int = PositiveInt
     subnet_batch_size: int | None = Field(default=None, ge=1)
     seed: int
