@@ -17,10 +17,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# the demo, then its findings checked on its own outputs (tests/test_demo_findings.py)
+# the demo, then its findings checked on its own outputs (tests/integration/test_demo_findings.py)
 demo: install
 	$(VENV)/bin/memlake demo
-	$(VENV)/bin/pytest -q -m demo tests/test_demo_findings.py
+	$(VENV)/bin/pytest -q -m demo tests/integration/test_demo_findings.py
 
 lint: install
 	$(VENV)/bin/ruff check memlake ingest transforms analysis tests bench

@@ -19,7 +19,7 @@ log="$out/device_check.log"
   python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', \
 transformers.__version__, 'triton', triton.__version__)"
   echo "== GPU tests"
-  python3 -m pytest -q -p no:cacheprovider tests/test_token_stats.py tests/test_extraction.py -k gpu
+  python3 -m pytest -q -p no:cacheprovider tests/gpu
   echo "== token statistics (16 x 2,049 tokens)"
   for overlap in false true; do
     for chunk in 2668 5336 ""; do  # 2^27, 2^28 and (default) 2^29 bf16 logits per chunk

@@ -1,4 +1,4 @@
-"""Shared test helpers: the `memlake` command run in-process."""
+"""Shared test helpers: the `memlake` command run in-process, and a tiny decoding model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 
+import torch
 from typer.testing import CliRunner
+
+from ingest.suite.model import build_model
 
 
 def memlake(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -39,3 +42,34 @@ def _changes(env: dict[str, str] | None) -> dict[str, str | None] | None:
     changed: dict[str, str | None] = {k: v for k, v in env.items() if os.environ.get(k) != v}
     changed.update({k: None for k in os.environ if k not in env})
     return changed
+
+
+# --------------------------------------------------------------------------- a tiny GPTNeoX
+
+VOCAB = 256
+
+
+def make_model(parallel_residual: bool = True, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build_model({"hidden_size": 32, "layers": 2, "heads": 2}, VOCAB, 48)
+    for layer in model.gpt_neox.layers:
+        layer.use_parallel_residual = parallel_residual
+    return model.eval()
+
+
+def prompts(batch: int = 12, length: int = 10, seed: int = 1) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return torch.randint(0, VOCAB, (batch, length))
+
+
+def hf_greedy(model, ids: torch.Tensor, gen_len: int) -> torch.Tensor:
+    """The reference: `generate` without sampling, with EOS stopping disabled."""
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=gen_len,
+        eos_token_id=None,
+        pad_token_id=1,
+    )
+    return out[:, ids.size(1) :]

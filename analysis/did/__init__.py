@@ -15,7 +15,7 @@ Thin API over separate internals: `panel` (input -> balanced matrix, R's sample 
 covariances, Wald test), `bootstrap` (multiplier bootstrap, uniform bands), `aggregate`
 (aggregation weights with the estimated-weights IF term), `results` (result objects),
 `regression` (pyfixest event-study cross-check), `synthetic` (panels with a known effect).
-Numbers match R `did` 2.x on its `mpdta` example (tests/test_did.py).
+Numbers match R `did` 2.x on its `mpdta` example (tests/unit/analysis/test_did.py).
 """
 
 from __future__ import annotations

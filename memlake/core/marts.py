@@ -6,7 +6,7 @@ query layer reads the folder as one table (`memlake.core.query.mart_paths`).
 
 Every such mart is declared by the module that writes it (`declare`) and as a source of dbt's
 (`python_marts` in models/marts/__python_marts.yml), so that dbt docs show it; `write` refuses an
-undeclared name, and tests/test_warehouse.py checks that the two lists agree.
+undeclared name, and tests/integration/test_warehouse.py checks that the two lists agree.
 """
 
 from __future__ import annotations

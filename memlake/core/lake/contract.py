@@ -1,7 +1,7 @@
 """The lake contract: every table's schema, grain, keys, partition keys and row checks.
 
 This module is the one definition of the contract: the writer (`store.py`) validates against
-it and `models/staging/__sources.yml` is checked against it (tests/test_warehouse.py)."""
+it and `models/staging/__sources.yml` is checked against it (tests/integration/test_warehouse.py)."""
 
 from __future__ import annotations
 
@@ -335,7 +335,7 @@ _DUCKDB_SCALARS = {
 def duckdb_type(arrow_type: pa.DataType) -> str:
     """The DuckDB type name (as `models/staging/__sources.yml` spells it) of a contract column type:
     the dbt sources restate each lake column's type (an empty table's relation, the contract-column
-    source test), and tests/test_warehouse.py checks them against TABLES with this, so that this
+    source test), and tests/integration/test_warehouse.py checks them against TABLES with this, so that this
     module stays the one definition of the contract."""
     if pa.types.is_list(arrow_type):
         return duckdb_type(arrow_type.value_type) + "[]"

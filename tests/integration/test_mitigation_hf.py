@@ -18,8 +18,8 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from ingest.mitigation.studies import (
     _heldout_chunks,
     chunk_metrics,
+    greedy_reproduces,
     lake_checkpoint,
-    memorised,
     suite_study,
 )
 from memlake.core import lake
@@ -49,7 +49,7 @@ def _greedy(model, prompt: np.ndarray, n: int) -> np.ndarray:
     ids = torch.from_numpy(prompt).long()[None]
     for _ in range(n):
         ids = torch.cat([ids, model(input_ids=ids).logits[:, -1:].argmax(-1)], 1)
-    assert memorised(model, ids, len(prompt), 1).all()
+    assert greedy_reproduces(model, ids, len(prompt), 1).all()
     return ids[0, len(prompt) :].numpy()
 
 
@@ -190,7 +190,7 @@ def test_batched_metrics_equal_unbatched(hf):
     for bs in (1, 5, 64):
         got = chunk_metrics(m, chunks, bs)
         assert got[0] == pytest.approx(acc) and got[1] == pytest.approx(ppl, rel=1e-5)
-        assert memorised(m, memo, PROMPT, bs).tolist() == [True, True]
+        assert greedy_reproduces(m, memo, PROMPT, bs).tolist() == [True, True]
 
 
 def test_cli_sweep_on_a_pythia_checkpoint_by_either_name(hf):

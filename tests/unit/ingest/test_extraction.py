@@ -5,35 +5,7 @@ from transformers import DynamicCache
 from ingest import extraction
 from ingest.extraction import _NeoXDecoder, first_argmax, greedy_extract, match_fraction
 from ingest.lm.hf_compat import with_cache
-from ingest.suite.model import build_model
-
-VOCAB = 256
-
-
-def make_model(parallel_residual: bool = True, seed: int = 0):
-    torch.manual_seed(seed)
-    model = build_model({"hidden_size": 32, "layers": 2, "heads": 2}, VOCAB, 48)
-    for layer in model.gpt_neox.layers:
-        layer.use_parallel_residual = parallel_residual
-    return model.eval()
-
-
-def prompts(batch: int = 12, length: int = 10, seed: int = 1) -> torch.Tensor:
-    torch.manual_seed(seed)
-    return torch.randint(0, VOCAB, (batch, length))
-
-
-def hf_greedy(model, ids: torch.Tensor, gen_len: int) -> torch.Tensor:
-    """The reference: `generate` without sampling, with EOS stopping disabled."""
-    out = model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        do_sample=False,
-        max_new_tokens=gen_len,
-        eos_token_id=None,
-        pad_token_id=1,
-    )
-    return out[:, ids.size(1) :]
+from tests.helpers import VOCAB, hf_greedy, make_model, prompts
 
 
 @pytest.mark.parametrize("parallel_residual", [True, False])
@@ -295,13 +267,3 @@ def test_decode_buffers_are_reused_across_batches_and_shapes():
         blocks.append({k: v.data_ptr() for k, v in pool["_memlake_kv_buffers"].items()})
     assert blocks[0] == blocks[1]  # same shape: the same block, not a new one
     assert len(blocks[2]) == 2 and set(blocks[0].items()) <= set(blocks[3].items())
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: bench/device_check.sh")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_graphed_decode_gives_generates_tokens_on_gpu(dtype):
-    model = make_model().to("cuda", dtype)
-    ids = prompts(batch=16).cuda()
-    for _ in range(2):  # captured, then replayed for a second batch of the same shape
-        assert torch.equal(greedy_extract(model, ids, 16), hf_greedy(model, ids, 16))
-        ids = ids.roll(1, 0)

@@ -20,7 +20,7 @@ from analysis.did.synthetic import staggered_panel
 # pandas 3 deprecations inside differences / pyfixest, not ours
 pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword:DeprecationWarning")
 
-MPDTA = Path(__file__).parent / "data" / "mpdta.csv"
+MPDTA = Path(__file__).resolve().parents[2] / "data" / "mpdta.csv"
 KW = dict(unit="countyreal", time="year", cohort="first_treat", outcome="lemp")
 SYN = dict(unit="unit", time="time", cohort="cohort", outcome="y")
 

@@ -427,7 +427,7 @@ def hub_tokenizer(tmp_path_factory):
 
 def _pile_files(root, rows: dict[str, list[list[int]]], ids: dict[str, list[int]]):
     """`pietrolesci/pile-deduped-subset`'s layout and schema (data/<split>-00000-of-00001.parquet)."""
-    from tests.test_hub_import import PILE_SCHEMA, _write
+    from tests.integration.test_hub_import import PILE_SCHEMA, _write
 
     for split in rows:
         cols = {"input_ids": rows[split], "seq_idx": ids[split]}
@@ -499,7 +499,7 @@ def test_hub_instances_record_pythia_and_decode_with_the_given_tokenizer(
 def test_vocabulary_mismatch_and_unloadable_tokenizer_are_one_line_errors(
     hub_tokenizer, built, tiny_cfg, tmp_path
 ):
-    from tests.test_hub_import import _row
+    from tests.integration.test_hub_import import _row
 
     root = _pile_files(tmp_path / "pile", {"train": [_row(s) for s in (0, 1, 2)]}, {"train": [0, 1, 2]})
     wh = Warehouse.at(tmp_path / "wh")

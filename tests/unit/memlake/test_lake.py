@@ -99,7 +99,7 @@ def test_killed_writer_is_invisible_and_rerun_completes(wh):
     code = (
         "import os, signal, pyarrow as pa\n"
         "from memlake.core import lake\nfrom memlake.core.paths import Warehouse\n"
-        "from tests.test_lake import checkpoints\n"
+        "from tests.unit.memlake.test_lake import checkpoints\n"
         f"wh = Warehouse.at({str(wh.root)!r})\n"
         "lake.write_partition(wh, 'checkpoints', checkpoints(), {'model': 'm'},\n"
         "    _before_rename=lambda tmp: os.kill(os.getpid(), signal.SIGKILL))\n"
