@@ -12,7 +12,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench/results/device}"
 mkdir -p "$out"
-export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 MEMLAKE_QUIET=1
+# the image lacks memlake's pure-Python deps (pydantic, rich, typer): carried in .devdeps/py3X
+deps=".devdeps/py$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')"
+export PYTHONPATH="$PWD${deps:+:$PWD/$deps}" PYTHONUNBUFFERED=1 TRITON_INTERPRET=0 MEMLAKE_QUIET=1
 log="$out/device_check.log"
 {
   nvidia-smi -L

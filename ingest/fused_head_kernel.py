@@ -52,11 +52,13 @@ def head_stats_kernel(
     row_ok = rows < n_rows
     target = tl.load(targets + rows, mask=row_ok, other=0)
     # The truth's logit by the same arithmetic as the tiles' entries: the row tile times its own
-    # targets' weight rows, [BLOCK_M, BLOCK_M], whose diagonal is each row's true logit.
-    acc = tl.zeros((BLOCK_M, BLOCK_M), tl.float32)
-    acc = _tile_dot(hidden, weight, rows, row_ok, target, row_ok, dim, acc, BLOCK_K, PRECISION, UPCAST, ROUND)
+    # targets' weight rows, [BLOCK_M, BLOCK_M], whose diagonal is each row's true logit. Not in
+    # `acc`: Triton types a loop-carried variable by its shape, and the loop's tiles are
+    # [BLOCK_M, BLOCK_N].
+    own = tl.zeros((BLOCK_M, BLOCK_M), tl.float32)
+    own = _tile_dot(hidden, weight, rows, row_ok, target, row_ok, dim, own, BLOCK_K, PRECISION, UPCAST, ROUND)
     diagonal = tl.arange(0, BLOCK_M)[:, None] == tl.arange(0, BLOCK_M)[None, :]
-    true = tl.sum(tl.where(diagonal, acc, 0.0), 1)
+    true = tl.sum(tl.where(diagonal, own, 0.0), 1)
     m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     s = tl.zeros((BLOCK_M,), tl.float32)
     w = tl.zeros((BLOCK_M,), tl.float32)

@@ -71,3 +71,16 @@ def test_graphed_decode_gives_generates_tokens_on_gpu(dtype):
     for _ in range(2):  # captured, then replayed for a second batch of the same shape
         assert torch.equal(greedy_extract(model, ids, 16), hf_greedy(model, ids, 16))
         ids = ids.roll(1, 0)
+
+
+@needs_cuda
+@pytest.mark.parametrize("tiles", [{"BLOCK_N": 256}, {"BLOCK_M": 64, "num_warps": 4}])
+def test_fused_head_compiles_for_tiles_that_are_not_square(switches, tiles):
+    """BLOCK_N != BLOCK_M: the truth's [M, M] tile and the loop's [M, N] tiles are typed apart."""
+    model, ids = gpu_model_and_rows(512)
+    switches(fused_head=False)
+    plain = token_statistics(model, ids)
+    switches(fused_head=True, head_tiles=tuple(sorted(tiles.items())))
+    fused = token_statistics(model, ids)
+    assert (plain["rank"] == fused["rank"]).float().mean() > 0.99
+    assert (plain["surprisal"] - fused["surprisal"]).abs().max() < 0.1
