@@ -28,41 +28,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# the released files' schema (this process writes them; the measured child does the import)
+from ingest.hub_import.semantic_filters import RELEASE_SCHEMA  # noqa: E402
+
 VOCAB = 50_277  # Pythia's tokenizer
 STREAM_ROWS = 146_432_000
 ROW_GROUP_BYTES = 100 << 20  # `datasets`' row-group target
 
-SCHEMA = pa.schema(
-    [
-        ("sequence_id", pa.int64()),
-        ("loss", pa.float32()),
-        ("prompt_perplexity", pa.float32()),
-        ("generation_perplexity", pa.float32()),
-        ("sequence_perplexity", pa.float32()),
-        ("text", pa.string()),
-        ("is_incrementing", pa.bool_()),
-        ("is_repeating", pa.bool_()),
-        ("sequence_duplicates", pa.int64()),
-        ("max_frequency", pa.int64()),
-        ("avg_frequency", pa.float64()),
-        ("min_frequency", pa.int64()),
-        ("median_frequency", pa.float64()),
-        ("p25_frequency", pa.int64()),
-        ("p75_frequency", pa.int64()),
-        ("frequencies", pa.list_(pa.int64())),
-        ("tokens", pa.list_(pa.int64())),
-        ("repeating_offset", pa.int32()),
-        ("num_repeating", pa.int32()),
-        ("smallest_repeating_chunk", pa.list_(pa.int64())),
-        ("nl_scores", pa.float32()),
-        ("0_8_snowclones", pa.int64()),
-        ("0_9_snowclones", pa.int64()),
-        ("0_8_templates", pa.int64()),
-        ("0_9_templates", pa.int64()),
-        ("huffman_coding_length", pa.float64()),
-        ("memorization_score", pa.float64()),
-    ]
-)
+SCHEMA = RELEASE_SCHEMA
 
 
 def _lists(values: np.ndarray) -> pa.ListArray:

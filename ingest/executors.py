@@ -67,10 +67,6 @@ def run_any(unit, log=print) -> dict[str, Any]:
     return unit.run(log=log)
 
 
-def _label(u) -> str:
-    return u.label
-
-
 def _root(u) -> str:
     """The warehouse root a unit writes to (a `Unit`'s warehouse, or a plain unit's root string)."""
     wh = u.warehouse
@@ -117,7 +113,7 @@ class Local(Executor):
             task = bar.add_task(f"{units[0].job if units else 'ingest'}", total=len(units))
             if workers <= 1:
                 for i, u in enumerate(units):
-                    bar.update(task, description=_label(u))
+                    bar.update(task, description=u.label)
                     results[i] = run_any(u, log=bar.console.print)
                     bar.advance(task)
                 return results

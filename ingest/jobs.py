@@ -59,12 +59,14 @@ class ScoringUnit(Unit):
     def label(self) -> str:
         return f"{self.job} {self.model}@step{self.step} shard {self.shard}"
 
+    @functools.cached_property
     def ref(self) -> ModelRef:
+        """The checkpoint, resolved once per unit (the partition and the scoring both need it)."""
         return resolve(self.model, f"step{self.step}", self.warehouse)
 
     @property
     def partition(self) -> dict[str, Any]:
-        return JOBS[self.job]().partition(self, self.ref())
+        return JOBS[self.job]().partition(self, self.ref)
 
     def check(self) -> None:
         size = self.opts.get("batch_size", "auto")
@@ -227,7 +229,7 @@ def available_steps(model: str, wh: Warehouse) -> list[int] | None:
 def _score(unit: ScoringUnit, log) -> Computed:
     """Load the shard's rows and the checkpoint, run the job in batches, build its table."""
     wh, opts = unit.warehouse, unit.opts
-    job, ref = JOBS[unit.job](), unit.ref()
+    job, ref = JOBS[unit.job](), unit.ref
     ids, tokens = load_panel(wh, opts.get("panel", {}), int(opts.get("seed", 0)))
     sl = shard_slice(len(ids), unit.shard, unit.num_shards)
     ids, tokens = ids[sl], tokens[sl]

@@ -85,7 +85,10 @@ def _whole_rows(wh: Warehouse) -> pa.Table:
 def panel_instance_ids(wh: Warehouse, panel_cfg: dict[str, Any], seed: int) -> np.ndarray:
     """The panel's instance ids, sorted: whole rows only (a `sample_only` row holds 64 tokens of
     its row, from a Hub import of memorised samples)."""
-    inst = _whole_rows(wh)
+    return _panel_of(wh, _whole_rows(wh), panel_cfg, seed)
+
+
+def _panel_of(wh: Warehouse, inst: pa.Table, panel_cfg: dict[str, Any], seed: int) -> np.ndarray:
     if is_hub_import(wh):
         # a Hub import's instances are already a published panel (e.g. Pythia's 16.3k rows):
         # every row is a unit, so its statistics line up with the public ones row for row
@@ -109,7 +112,7 @@ def described_rows(
 def load_panel(wh: Warehouse, panel_cfg: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(instance_ids, tokens[N, T]) of the panel (`panel_instance_ids`), sorted by instance_id."""
     inst = _whole_rows(wh)
-    ids = panel_instance_ids(wh, panel_cfg, seed)
+    ids = _panel_of(wh, inst, panel_cfg, seed)  # from the rows just read, not a second read
     sel = inst.filter(pc.is_in(inst["instance_id"], pa.array(ids)))
     sel = sel.sort_by("instance_id")
     lengths = pc.list_value_length(sel["tokens"]).to_numpy()

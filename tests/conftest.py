@@ -73,3 +73,15 @@ def switches():
 
     with contextlib.ExitStack() as stack:
         yield lambda **kw: stack.enter_context(runtime.using(dataclasses.replace(runtime.switches(), **kw)))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests: tiny models run far faster single-threaded than
+    with two threads contending for a shared 2-core box."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

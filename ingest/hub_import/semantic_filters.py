@@ -93,6 +93,40 @@ _FEATURES = {
     "huffman_coding_length": NUM,
     "memorization_score": NUM,
 }
+# usvsnsp/semantic-filters' files as released: column order and types (the importer accepts any
+# integer or float width, `_FEATURES`; writers of files of the public shape use this)
+RELEASE_SCHEMA = pa.schema(
+    [
+        ("sequence_id", pa.int64()),
+        ("loss", pa.float32()),
+        ("prompt_perplexity", pa.float32()),
+        ("generation_perplexity", pa.float32()),
+        ("sequence_perplexity", pa.float32()),
+        ("text", pa.string()),
+        ("is_incrementing", pa.bool_()),
+        ("is_repeating", pa.bool_()),
+        ("sequence_duplicates", pa.int64()),
+        ("max_frequency", pa.int64()),
+        ("avg_frequency", pa.float64()),
+        ("min_frequency", pa.int64()),
+        ("median_frequency", pa.float64()),
+        ("p25_frequency", pa.int64()),
+        ("p75_frequency", pa.int64()),
+        ("frequencies", pa.list_(pa.int64())),
+        ("tokens", pa.list_(pa.int64())),
+        ("repeating_offset", pa.int32()),
+        ("num_repeating", pa.int32()),
+        ("smallest_repeating_chunk", pa.list_(pa.int64())),
+        ("nl_scores", pa.float32()),
+        ("0_8_snowclones", pa.int64()),
+        ("0_9_snowclones", pa.int64()),
+        ("0_8_templates", pa.int64()),
+        ("0_9_templates", pa.int64()),
+        ("huffman_coding_length", pa.float64()),
+        ("memorization_score", pa.float64()),
+    ]
+)
+
 _PERPLEXITIES = ("prompt_perplexity", "generation_perplexity", "sequence_perplexity", "loss")
 _SAME_NAME = (
     "text",

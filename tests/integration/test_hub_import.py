@@ -17,6 +17,7 @@ import pytest
 
 from ingest import hub_import
 from ingest.hub_import import import_dataset
+from ingest.hub_import.semantic_filters import RELEASE_SCHEMA
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import REPO_ROOT, Warehouse
@@ -565,38 +566,7 @@ def test_random_sampled_errors(tmp_path, wh, columns, match):
 
 # --------------------------------------------------------------------------- semantic-filters
 
-# usvsnsp/semantic-filters' features, in the released order and types
-FILTERS_SCHEMA = pa.schema(
-    [
-        ("sequence_id", pa.int64()),
-        ("loss", pa.float32()),
-        ("prompt_perplexity", pa.float32()),
-        ("generation_perplexity", pa.float32()),
-        ("sequence_perplexity", pa.float32()),
-        ("text", pa.string()),
-        ("is_incrementing", pa.bool_()),
-        ("is_repeating", pa.bool_()),
-        ("sequence_duplicates", pa.int64()),
-        ("max_frequency", pa.int64()),
-        ("avg_frequency", pa.float64()),
-        ("min_frequency", pa.int64()),
-        ("median_frequency", pa.float64()),
-        ("p25_frequency", pa.int64()),
-        ("p75_frequency", pa.int64()),
-        ("frequencies", pa.list_(pa.int64())),
-        ("tokens", pa.list_(pa.int64())),
-        ("repeating_offset", pa.int32()),
-        ("num_repeating", pa.int32()),
-        ("smallest_repeating_chunk", pa.list_(pa.int64())),
-        ("nl_scores", pa.float32()),
-        ("0_8_snowclones", pa.int64()),
-        ("0_9_snowclones", pa.int64()),
-        ("0_8_templates", pa.int64()),
-        ("0_9_templates", pa.int64()),
-        ("huffman_coding_length", pa.float64()),
-        ("memorization_score", pa.float64()),
-    ]
-)
+FILTERS_SCHEMA = RELEASE_SCHEMA  # the released files' order and types
 
 
 def _filters(ids: list[int], scores: list[float] | None = None, n: int = 64) -> dict:

@@ -29,6 +29,8 @@ from ingest.mitigation.methods.neurons import integrated_gradients as ig_module
 from ingest.mitigation.methods.neurons import zero_out as zero_out_module
 from ingest.mitigation.methods.neurons._attribution import MaskTraining, mask_method, n_remove, remove_top
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 T, PROMPT, PAD, VOCAB = 16, 6, 13, 14
 NEURON = ["zero_out", "activations", "slimming", "hard_concrete", "integrated_gradients"]
 RATIO = 0.1  # 6 of 64 neurons per layer
@@ -51,15 +53,6 @@ QUICK = {  # the cheapest settings, for shape and determinism checks
     "hard_concrete": {"epochs": 3},
     "integrated_gradients": {"ig_steps": 4, "max_sequences": 3},
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster than two threads on a busy box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

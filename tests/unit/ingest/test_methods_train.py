@@ -28,17 +28,10 @@ from ingest.mitigation.methods.regularisers.loss_truncation import LossTruncatio
 from ingest.mitigation.methods.regularisers.spectral_norm import SpectralPenalty, exact_sigmas, weight_blocks
 from ingest.mitigation.tinymem import math_data, memorised, tinymem_model, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 CTX = 40  # max_ctx of the tiny math data: 6 numbers per row fit in ~30 tokens
 REGULARISERS = ("loss_truncation", "spectral_norm", "example_tied_dropout")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models are far faster single-threaded on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from ingest.mitigation.methods.weights._shared import MixedBatches, global_masks
 from ingest.mitigation.methods.weights.greedy import zero_greedily
 from ingest.mitigation.methods.weights.second_order import BlockFisherInverse
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 T, PROMPT, BOS = 16, 4, 10
 WEIGHT_METHODS = ("greedy", "durable", "durable_aggregate", "second_order", "subnet", "balanced_subnet")
 # Small settings: the tiny GPT-2 has 8,192 MLP weights and ~10 k parameters in all.
@@ -33,15 +35,6 @@ HPARAMS = {
     "subnet": {"ratio": 0.3, "epochs": 20},
     "balanced_subnet": {"ratio": 0.3, "epochs": 20},
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models are far faster single-threaded on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _data() -> tuple[SequenceSet, SequenceSet]:

@@ -49,15 +49,6 @@ BACKDOOR = {**TINY, "artifact": "backdoor", "num_7": 1000, "length": 12, "max_ct
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """The machine is shared: one intra-op thread is faster than two fighting for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def tiny_data():
     return math_data("increment", **TINY)
 
