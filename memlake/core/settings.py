@@ -17,6 +17,11 @@ from memlake.core.errors import MemlakeError
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def record(self) -> dict[str, Any]:
+        """The section as the config wrote it (defaults it left unset stay out): what manifests
+        record and fingerprints hash, so they do not change when a default is added here."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
 
 PositiveInt = Field(ge=1)
 Share = Field(ge=0, le=1)
@@ -242,6 +247,12 @@ class Settings(Section):
 
 
 _TYPE_TAGS = {"int", "float", "str", "bool", "list", "dict", "tuple"}
+
+
+def of(cfg: dict[str, Any] | Settings) -> Settings:
+    """The typed settings of a config that `memlake.core.config.load` has already checked; a
+    pipeline stage hands each job only the sections it needs."""
+    return cfg if isinstance(cfg, Settings) else Settings.model_validate(cfg)
 
 
 def validate(cfg: dict[str, Any], source: str) -> Settings:
