@@ -42,7 +42,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ingest.checkpoints import load_model, local_steps, resolve  # noqa: E402
 from ingest.corpus.build import build_corpus  # noqa: E402
-from ingest.extraction import _LayerWeights, first_argmax, greedy_extract  # noqa: E402
+from ingest.extraction import DecodeBuffers, _LayerWeights, first_argmax, greedy_extract  # noqa: E402
 from ingest.lm.runtime import inference_device, to_inference  # noqa: E402
 from ingest.panel import load_panel  # noqa: E402
 from ingest.suite.model import PYTHIA_CONTEXT, PYTHIA_VOCAB, build_model, n_params, pythia_specs  # noqa: E402
@@ -217,11 +217,15 @@ def main() -> None:
                 rows = rows.repeat(-(-whole // len(rows)), 1)[:whole]
             for batch in batches:
                 split = rows.split(batch)
+                # as the extraction job does: one model's batches share their decoding buffers
+                mem, tgt = DecodeBuffers(), DecodeBuffers()
                 runs = {
                     "generate": lambda m=model, bs=split: [hf_greedy(m, b[:, :p], g) for b in bs],
-                    "memlake": lambda m=model, bs=split: [greedy_extract(m, b[:, :p], g) for b in bs],
-                    "targets": lambda m=model, bs=split: [
-                        greedy_extract(m, b[:, :p], g, targets=b[:, p:]) for b in bs
+                    "memlake": lambda m=model, bs=split, mem=mem: [
+                        greedy_extract(m, b[:, :p], g, buffers=mem) for b in bs
+                    ],
+                    "targets": lambda m=model, bs=split, tgt=tgt: [
+                        greedy_extract(m, b[:, :p], g, targets=b[:, p:], buffers=tgt) for b in bs
                     ],
                 }
                 best = dict.fromkeys(runs, float("inf"))

@@ -54,14 +54,6 @@ class Executor(ABC):
 EXECUTORS: Registry[type[Executor]] = Registry("executor")
 
 
-def register(name: str):
-    def wrap(cls: type[Executor]) -> type[Executor]:
-        cls.name = name
-        return EXECUTORS.add(name, cls)
-
-    return wrap
-
-
 def run_any(unit, log=print) -> dict[str, Any]:
     """Run one unit (a module-level function, so that process pools and Ray can ship it)."""
     return unit.run(log=log)
@@ -86,7 +78,7 @@ def execute(units: list[Unit], executor: str = "local", **opts) -> list[dict[str
     return cls(**opts).run(units)
 
 
-@register("local")
+@EXECUTORS.register("local", named=True)
 @dataclass(frozen=True)
 class Local(Executor):
     """Run units here: one after the other, or `workers` at a time in as many processes.
@@ -162,7 +154,7 @@ def _start_worker(slots, workers: int, gpus: list[str]) -> None:
     torch.set_num_threads(max(1, cores // workers))
 
 
-@register("slurm")
+@EXECUTORS.register("slurm", named=True)
 @dataclass(frozen=True)
 class Slurm(Executor):
     """A Slurm job array through submitit; `folder` (default `<warehouse>/jobs/slurm/%j`) holds
@@ -195,7 +187,7 @@ class Slurm(Executor):
         return [j.result() for j in jobs]
 
 
-@register("ray")
+@EXECUTORS.register("ray", named=True)
 @dataclass(frozen=True)
 class Ray(Executor):
     """One Ray task per unit, on the cluster at `address` or on a local Ray started for the run."""

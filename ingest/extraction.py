@@ -42,8 +42,6 @@ Tests and the bench compare the tokens with `generate`'s.
 
 from __future__ import annotations
 
-import threading
-
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
@@ -67,15 +65,55 @@ SYNC_PROMPT = 2
 TIE_EPS = 4
 
 
+class DecodeBuffers:
+    """What decoding keeps from one batch to the next for one model: the key/value blocks (per
+    shape), the rotary cos/sin table and the CUDA graphs (which hold pointers to the model's
+    weights and to these blocks). Its owner sets its lifetime: an extraction job holds one for
+    the checkpoint it scores, so each batch reuses the last one's memory and graphs; without one,
+    `greedy_extract` starts afresh on every call. Not to be shared between threads."""
+
+    KEEP_BLOCKS = 4  # a few shapes recur: full batches, the last one, and verified remainders
+
+    def __init__(self):
+        self.model_id: int | None = None
+        self.blocks: dict[tuple, torch.Tensor] = {}
+        self.graphs: dict[tuple, _GraphedDecode] = {}
+        self.rotary: _RotaryTable | None = None
+
+    def bind(self, model) -> DecodeBuffers:
+        if self.model_id is None:
+            self.model_id = id(model)
+        elif self.model_id != id(model):
+            raise ValueError("DecodeBuffers belong to one model: make one per model")
+        return self
+
+    def block(self, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        """A [layers, 2, B, heads, max_len, head] block: a fresh one costs more than it holds (the
+        allocator maps it anew and every page faults on first write)."""
+        key = (shape, like.dtype, like.device)
+        block = self.blocks.pop(key, None)
+        if block is None:
+            block = like.new_empty(shape)
+        self.blocks[key] = block  # most recent last
+        while len(self.blocks) > self.KEEP_BLOCKS:
+            self.blocks.pop(next(iter(self.blocks)))
+        return block
+
+
 @torch.inference_mode()
 def greedy_extract(
-    model, prompts: torch.Tensor, gen_len: int, targets: torch.Tensor | None = None
+    model,
+    prompts: torch.Tensor,
+    gen_len: int,
+    targets: torch.Tensor | None = None,
+    *,
+    buffers: DecodeBuffers | None = None,
 ) -> torch.Tensor:
     """Greedy continuation [B, gen_len] of `prompts` [B, P] (all rows the same length, no padding).
 
     `targets` [B, gen_len], the rows' true continuations, only makes it faster: when most rows
     look memorised, those whose greedy continuation is their target are verified in one forward
-    instead of decoded.
+    instead of decoded. `buffers` carries decoding memory over from earlier calls on this model.
     """
     if prompts.dim() != 2 or prompts.size(1) < 1:
         raise ValueError(f"prompts must be [batch, tokens], got {tuple(prompts.shape)}")
@@ -83,6 +121,7 @@ def greedy_extract(
         raise ValueError(f"gen_len must be >= 1, got {gen_len}")
     if targets is not None and tuple(targets.shape) != (prompts.size(0), gen_len):
         raise ValueError(f"targets must be [batch, gen_len], got {tuple(targets.shape)}")
+    buffers = (buffers or DecodeBuffers()).bind(model)
     device = model_device(model)
     ids = prompts.to(device=device, dtype=torch.long)
     batch, prompt_len = ids.shape
@@ -108,7 +147,7 @@ def greedy_extract(
                 if len(todo) < batch:
                     cache.batch_select_indices(todo)
         if len(todo) and gen_len > 1:
-            out[todo, 1:] = _decode(model, cache, out[todo, 0], prompt_len, gen_len - 1)
+            out[todo, 1:] = _decode(model, cache, out[todo, 0], prompt_len, gen_len - 1, buffers)
     return out.to(prompts.device)
 
 
@@ -150,19 +189,20 @@ def _verified(model, cache, rows: torch.Tensor, targets: torch.Tensor) -> torch.
     return ok
 
 
-def _decode(model, cache, token: torch.Tensor, prompt_len: int, steps: int) -> torch.Tensor:
+def _decode(
+    model, cache, token: torch.Tensor, prompt_len: int, steps: int, buffers: DecodeBuffers
+) -> torch.Tensor:
     """The next `steps` greedy tokens [B, steps] after `token` [B], which follows the prompts in `cache`."""
     if _graphs_enabled(model, token.device):
-        graphs = model.__dict__.setdefault("_memlake_decode_graphs", {})
         key = (token.size(0), prompt_len, steps)
-        if key not in graphs:
-            graphs[key] = _GraphedDecode(model, cache, token, prompt_len, steps)
-        return graphs[key](cache, token)
+        if key not in buffers.graphs:
+            buffers.graphs[key] = _GraphedDecode(model, cache, token, prompt_len, steps, buffers=buffers)
+        return buffers.graphs[key](cache, token)
     head = model.get_output_embeddings()
     out = torch.empty(token.size(0), steps, dtype=torch.long, device=token.device)
     step = None
     if _fast_path(model):
-        step = _NeoXDecoder(model.base_model, cache, prompt_len + steps + 1, reuse=True)
+        step = _NeoXDecoder(model.base_model, cache, prompt_len + steps + 1, buffers=buffers)
     for i in range(steps):
         if step is not None:
             hidden = step(token, prompt_len + i)
@@ -225,30 +265,17 @@ class _NeoXDecoder:
     the model's own rotary module, is computed once per model rather than once per step.
     """
 
-    def __init__(self, base, cache, max_len: int, *, reuse: bool = False):
+    def __init__(self, base, cache, max_len: int, *, buffers: DecodeBuffers | None = None):
         self.base = base
         self.attend = _neox.ALL_ATTENTION_FUNCTIONS.get_interface(
             base.config._attn_implementation, _neox.eager_attention_forward
         )
         self.sdpa = base.config._attn_implementation == "sdpa"
         self.layers = [_LayerWeights(layer) for layer in base.layers]
-        self.rotary = _rotary_table(base)
+        self.rotary = _rotary_table(base, buffers)
         first = next(iter(cache))[0]
         shape = (len(self.layers), 2, *first.shape[:2], max_len, first.shape[-1])
-        # One [layers, 2, B, heads, max_len, head] block. A fresh one per batch costs more than it
-        # holds: the allocator maps it anew and every page faults on first write, so `reuse` keeps
-        # it on the model, per shape and thread, for the next batch.
-        if reuse:
-            pool = base.__dict__.setdefault("_memlake_kv_buffers", {})
-            key = (shape, first.dtype, first.device, threading.get_ident())
-            block = pool.pop(key, None)
-            if block is None:
-                block = first.new_empty(shape)
-            pool[key] = block  # most recent last; a few shapes (full, last and verified batches)
-            while len(pool) > 4:
-                pool.pop(next(iter(pool)))
-        else:
-            block = first.new_empty(shape)
+        block = first.new_empty(shape) if buffers is None else buffers.block(shape, first)
         self.keys, self.values = list(block[:, 0]), list(block[:, 1])
         self.load(cache)
 
@@ -329,12 +356,16 @@ class _RotaryTable:
         return hit
 
 
-def _rotary_table(base) -> _RotaryTable:
-    # Kept on the model, for every batch; a rope that depends on more than the position (like
+def _rotary_table(base, buffers: DecodeBuffers | None) -> _RotaryTable:
+    # Kept in the buffers, for every batch; a rope that depends on more than the position (like
     # "dynamic", which rescales with the sequence length) is recomputed every step instead.
     if getattr(base.rotary_emb, "rope_type", "default") != "default":
         return _RotaryTable(base.rotary_emb, keep=False)
-    return base.__dict__.setdefault("_memlake_rotary_table", _RotaryTable(base.rotary_emb))
+    if buffers is None:
+        return _RotaryTable(base.rotary_emb)
+    if buffers.rotary is None:
+        buffers.rotary = _RotaryTable(base.rotary_emb)
+    return buffers.rotary
 
 
 # CUDA graphs for the decode loop (`runtime.cuda_graphs: false` turns them off).
@@ -350,12 +381,17 @@ class _GraphedDecode:
     `_NeoXDecoder` has static shapes (its key/value buffers are preallocated and step i attends
     to the first prompt_len + i + 1 of them), so the `steps` steps are recorded as one graph of
     the same kernels on the same shapes, and a batch costs one replay. Captured per (batch size,
-    prompt length, steps) and kept on the model: the graph holds pointers to its weights.
+    prompt length, steps) and kept in the `DecodeBuffers` of its model: the graph holds pointers
+    to the model's weights.
     """
 
-    def __init__(self, model, cache, token: torch.Tensor, prompt_len: int, steps: int, *, capture=True):
+    def __init__(
+        self, model, cache, token: torch.Tensor, prompt_len: int, steps: int, *, buffers=None, capture=True
+    ):
         self.head = model.get_output_embeddings()
+        # its own key/value block: a graph's buffers must not be handed to another decoder
         self.decoder = _NeoXDecoder(model.base_model, cache, prompt_len + steps + 1)
+        self.decoder.rotary = _rotary_table(model.base_model, buffers)
         self.prompt_len, self.steps = prompt_len, steps
         self.token = token.clone()
         self.out = torch.empty(token.size(0), steps, dtype=torch.long, device=token.device)

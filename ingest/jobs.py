@@ -80,14 +80,6 @@ class ScoringUnit(Unit):
 JOBS: Registry[type[Job]] = Registry("job")
 
 
-def register(name: str):
-    def wrap(cls: type[Job]) -> type[Job]:
-        cls.name = name
-        return JOBS.add(name, cls)
-
-    return wrap
-
-
 class Job(ABC):
     name: ClassVar[str]
     table: ClassVar[str]
@@ -115,7 +107,7 @@ def _lists(matrix: np.ndarray, type_: pa.DataType) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), type_))
 
 
-@register("token_stats")
+@JOBS.register("token_stats", named=True)
 class TokenStats(Job):
     table = "token_stats"
 
@@ -136,7 +128,7 @@ class TokenStats(Job):
         )
 
 
-@register("extraction")
+@JOBS.register("extraction", named=True)
 class Extraction(Job):
     table = "extraction"
 
@@ -157,11 +149,17 @@ class Extraction(Job):
                 f"extraction: prompt_len + gen_len = {need} exceeds the instances' length {tokens.shape[1]}"
             )
 
+    def __init__(self):
+        from ingest.extraction import DecodeBuffers
+
+        # a job object lives for one unit, i.e. one checkpoint: its batches share decoding memory
+        self.buffers = DecodeBuffers()
+
     def compute(self, model, batch, opts):
         from ingest.extraction import greedy_extract, match_fraction
 
         p, g = int(opts["prompt_len"]), int(opts["gen_len"])
-        generated = greedy_extract(model, batch[:, :p], g, targets=batch[:, p : p + g])
+        generated = greedy_extract(model, batch[:, :p], g, targets=batch[:, p : p + g], buffers=self.buffers)
         return {
             "generated": generated.cpu().numpy(),
             "match_fraction": match_fraction(generated, batch[:, p : p + g]).cpu().numpy(),

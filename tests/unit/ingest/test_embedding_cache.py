@@ -4,7 +4,7 @@ import numpy as np
 
 from ingest import embedding_cache
 from ingest.features import embed_distinct
-from transforms import semantic
+from ingest.lm.sentence_encoder import SentenceEncoder
 
 
 def _counting(dim):
@@ -43,7 +43,7 @@ def test_embed_distinct_reads_back_what_it_computed(monkeypatch, tmp_path):
     cold = embed_distinct(texts)
     assert list(tmp_path.rglob("part-*.parquet"))
     monkeypatch.setattr(
-        semantic, "embed", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-embedded"))
+        SentenceEncoder, "embed", lambda *a, **k: (_ for _ in ()).throw(AssertionError("re-embedded"))
     )
     np.testing.assert_array_equal(embed_distinct(texts), cold)
     np.testing.assert_array_equal(cold[0], cold[2])

@@ -256,14 +256,17 @@ def test_near_ties_are_decoded_not_verified(monkeypatch):
 
 
 def test_decode_buffers_are_reused_across_batches_and_shapes():
-    """The CPU decoder keeps its key/value block on the model between batches: a batch decoded in
+    """`DecodeBuffers` keep the CPU decoder's key/value block between batches: a batch decoded in
     a block another batch wrote (and one of a new shape) gives generate's tokens."""
     model = make_model()
-    pool = model.base_model.__dict__
+    buffers = extraction.DecodeBuffers()
     blocks = []
     for seed, batch in ((1, 6), (2, 6), (3, 4), (4, 6)):
         ids = prompts(batch=batch, length=7, seed=seed)
-        assert torch.equal(greedy_extract(model, ids, 9), hf_greedy(model, ids, 9))
-        blocks.append({k: v.data_ptr() for k, v in pool["_memlake_kv_buffers"].items()})
+        assert torch.equal(greedy_extract(model, ids, 9, buffers=buffers), hf_greedy(model, ids, 9))
+        blocks.append({k: v.data_ptr() for k, v in buffers.blocks.items()})
     assert blocks[0] == blocks[1]  # same shape: the same block, not a new one
     assert len(blocks[2]) == 2 and set(blocks[0].items()) <= set(blocks[3].items())
+    assert not any(k.startswith("_memlake") for k in vars(model.base_model))  # nothing hides on the model
+    with pytest.raises(ValueError, match="one model"):
+        greedy_extract(make_model(), prompts(batch=2, length=7), 3, buffers=buffers)
