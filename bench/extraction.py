@@ -42,7 +42,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ingest.checkpoints import load_model, local_steps, resolve  # noqa: E402
 from ingest.corpus.build import build_corpus  # noqa: E402
-from ingest.extraction import DecodeBuffers, _LayerWeights, first_argmax, greedy_extract  # noqa: E402
+from ingest.extraction import DecodeBuffers, _LayerWeights, first_argmax, generate_greedy, greedy_extract  # noqa: E402
 from ingest.lm.runtime import inference_device, to_inference  # noqa: E402
 from ingest.panel import load_panel  # noqa: E402
 from ingest.suite.model import PYTHIA_CONTEXT, PYTHIA_VOCAB, build_model, n_params, pythia_specs  # noqa: E402
@@ -73,19 +73,6 @@ def extraction_flops(model, batch: int, prompt_len: int, gen_len: int) -> float:
     # token at position p attends to p + 1 keys: 4 * layers * hidden FLOPs per key (scores + values)
     attention = 4 * cfg.num_hidden_layers * cfg.hidden_size * fed * (fed + 1) / 2
     return batch * (2 * body * fed + attention + 2 * head * gen_len)
-
-
-def hf_greedy(model, prompts: torch.Tensor, gen_len: int) -> torch.Tensor:
-    """The reference: `generate` without sampling, EOS stopping off, new tokens only."""
-    out = model.generate(
-        prompts,
-        attention_mask=torch.ones_like(prompts),
-        do_sample=False,
-        max_new_tokens=gen_len,
-        eos_token_id=None,
-        pad_token_id=model.config.pad_token_id,
-    )
-    return out[:, prompts.size(1) :]
 
 
 def kernel_seconds(fn, repeats: int = 3) -> float:
@@ -204,10 +191,10 @@ def main() -> None:
         rows = panel.to(device)
         with torch.inference_mode():
             if args.pythia and args.rows == "memorised":  # rows the model recites: its own greedy text
-                own = [hf_greedy(model, b[:, :1], p + g - 1) for b in rows.split(256)]
+                own = [generate_greedy(model, b[:, :1], p + g - 1) for b in rows.split(256)]
                 rows = torch.cat([rows[:, :1], torch.cat(own)], 1)
             if args.rows == "memorised":  # repeated to fill whole batches of the largest size
-                reference = torch.cat([hf_greedy(model, b[:, :p], g) for b in rows.split(256)])
+                reference = torch.cat([generate_greedy(model, b[:, :p], g) for b in rows.split(256)])
                 rows = rows[(reference == rows[:, p:]).all(1)]
                 if not len(rows):
                     print(f"{spec['name']}: no memorised rows", flush=True)
@@ -220,7 +207,7 @@ def main() -> None:
                 # as the extraction job does: one model's batches share their decoding buffers
                 mem, tgt = DecodeBuffers(), DecodeBuffers()
                 runs = {
-                    "generate": lambda m=model, bs=split: [hf_greedy(m, b[:, :p], g) for b in bs],
+                    "generate": lambda m=model, bs=split: [generate_greedy(m, b[:, :p], g) for b in bs],
                     "memlake": lambda m=model, bs=split, mem=mem: [
                         greedy_extract(m, b[:, :p], g, buffers=mem) for b in bs
                     ],

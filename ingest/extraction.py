@@ -151,6 +151,21 @@ def greedy_extract(
     return out.to(prompts.device)
 
 
+def generate_greedy(model, prompts: torch.Tensor, gen_len: int) -> torch.Tensor:
+    """What `greedy_extract` reproduces (tests and bench/extraction.py compare the two): transformers'
+    `generate` without sampling and with EOS stopping off; the new tokens only."""
+    pad = model.config.pad_token_id
+    out = model.generate(
+        prompts,
+        attention_mask=torch.ones_like(prompts),
+        do_sample=False,
+        max_new_tokens=gen_len,
+        eos_token_id=None,
+        pad_token_id=0 if pad is None else pad,  # never used: rows are unpadded and never stop
+    )
+    return out[:, prompts.size(1) :]
+
+
 def _prompt_predicted(head, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Whether the prefill's argmax (from `hidden` [R, P, H]) reproduces each prompt's last
     `SYNC_PROMPT` tokens, as a memorised row's prompt does: bool [R]."""

@@ -60,16 +60,3 @@ def make_model(parallel_residual: bool = True, seed: int = 0):
 def prompts(batch: int = 12, length: int = 10, seed: int = 1) -> torch.Tensor:
     torch.manual_seed(seed)
     return torch.randint(0, VOCAB, (batch, length))
-
-
-def hf_greedy(model, ids: torch.Tensor, gen_len: int) -> torch.Tensor:
-    """The reference: `generate` without sampling, with EOS stopping disabled."""
-    out = model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        do_sample=False,
-        max_new_tokens=gen_len,
-        eos_token_id=None,
-        pad_token_id=1,
-    )
-    return out[:, ids.size(1) :]

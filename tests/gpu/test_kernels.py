@@ -6,11 +6,11 @@ import os
 import pytest
 import torch
 
-from ingest.extraction import greedy_extract
+from ingest.extraction import generate_greedy, greedy_extract
 from ingest.lm.runtime import to_inference
 from ingest.suite.model import build_model
 from ingest.token_stats import token_statistics
-from tests.helpers import hf_greedy, make_model, prompts
+from tests.helpers import make_model, prompts
 
 # On a GPU only (CI has none; bench/device_check.sh runs these with compiled Triton kernels).
 needs_cuda = pytest.mark.skipif(
@@ -69,7 +69,7 @@ def test_graphed_decode_gives_generates_tokens_on_gpu(dtype):
     model = make_model().to("cuda", dtype)
     ids = prompts(batch=16).cuda()
     for _ in range(2):  # captured, then replayed for a second batch of the same shape
-        assert torch.equal(greedy_extract(model, ids, 16), hf_greedy(model, ids, 16))
+        assert torch.equal(greedy_extract(model, ids, 16), generate_greedy(model, ids, 16))
         ids = ids.roll(1, 0)
 
 

@@ -3,9 +3,9 @@ import torch
 from transformers import DynamicCache
 
 from ingest import extraction
-from ingest.extraction import _NeoXDecoder, first_argmax, greedy_extract, match_fraction
+from ingest.extraction import _NeoXDecoder, first_argmax, generate_greedy, greedy_extract, match_fraction
 from ingest.lm.hf_compat import with_cache
-from tests.helpers import VOCAB, hf_greedy, make_model, prompts
+from tests.helpers import VOCAB, make_model, prompts
 
 
 @pytest.mark.parametrize("parallel_residual", [True, False])
@@ -14,7 +14,7 @@ def test_identical_to_generate(monkeypatch, parallel_residual, fast_path):
     model = make_model(parallel_residual)
     monkeypatch.setattr(extraction, "_fast_path", lambda m: fast_path)
     ids = prompts()
-    assert torch.equal(greedy_extract(model, ids, 16), hf_greedy(model, ids, 16))
+    assert torch.equal(greedy_extract(model, ids, 16), generate_greedy(model, ids, 16))
 
 
 def test_fast_path_is_taken_for_gpt_neox():
@@ -52,7 +52,7 @@ def test_gen_len_one_and_shapes():
     model, ids = make_model(), prompts()
     out = greedy_extract(model, ids, 1)
     assert out.shape == (12, 1) and out.dtype == torch.long
-    assert torch.equal(out, hf_greedy(model, ids, 1))
+    assert torch.equal(out, generate_greedy(model, ids, 1))
     with pytest.raises(ValueError, match="gen_len"):
         greedy_extract(model, ids, 0)
     with pytest.raises(ValueError, match="prompts"):
@@ -119,7 +119,7 @@ def decoded_rows(monkeypatch) -> list[int]:
 def own_continuations(model, batch: int = 6, prompt_len: int = 10, gen_len: int = 12):
     """Prompts the model reproduces itself (greedy runs from a short seed) and their greedy continuation."""
     seed = prompts(batch, 3, seed=5)
-    seq = torch.cat([seed, hf_greedy(model, seed, prompt_len + gen_len - 3)], 1)
+    seq = torch.cat([seed, generate_greedy(model, seed, prompt_len + gen_len - 3)], 1)
     return seq[:, :prompt_len], seq[:, prompt_len : prompt_len + gen_len]
 
 
@@ -144,7 +144,7 @@ def suite_panel(tiny_suite, tiny_cfg):
         opt.step()
     model.eval()
     with torch.inference_mode():
-        reference = hf_greedy(model, rows[:, :32], 32)
+        reference = generate_greedy(model, rows[:, :32], 32)
     return model, rows, reference
 
 
@@ -213,7 +213,9 @@ def test_targets_edge_cases(monkeypatch, suite_panel):
     assert torch.equal(greedy_extract(model, rows[:, :32], 1, rows[:, 32:33]), reference[:, :1])  # gen_len 1
     # a one-token prompt has no prompt tokens to check; the target alone decides
     one, calls[:] = rows[:, :1], []
-    assert torch.equal(greedy_extract(model, one, 8, hf_greedy(model, one, 8)), hf_greedy(model, one, 8))
+    assert torch.equal(
+        greedy_extract(model, one, 8, generate_greedy(model, one, 8)), generate_greedy(model, one, 8)
+    )
     assert calls == []
     monkeypatch.setattr(extraction, "SYNC_PROMPT", 0)  # every row whose first token matches
     monkeypatch.setattr(extraction, "VERIFY_SHARE", 0.0)
@@ -238,14 +240,14 @@ def test_graphed_decode_buffers_are_reused_across_batches():
             if runner is None:
                 runner = extraction._GraphedDecode(model, cache, first, 7, 9, capture=False)
             rest = runner(cache, first)
-        assert torch.equal(torch.cat([first[:, None], rest], 1), hf_greedy(model, ids, 10))
+        assert torch.equal(torch.cat([first[:, None], rest], 1), generate_greedy(model, ids, 10))
 
 
 def test_near_ties_are_decoded_not_verified(monkeypatch):
     """A target token that wins by less than rounding noise does not count as verified."""
     model = make_model()
     ids = prompts(batch=4, length=8)
-    own = hf_greedy(model, ids, 6)
+    own = generate_greedy(model, ids, 6)
     with torch.inference_mode():
         cache = DynamicCache()
         model.base_model(input_ids=ids, use_cache=True, **with_cache(model.base_model, cache))
@@ -263,7 +265,7 @@ def test_decode_buffers_are_reused_across_batches_and_shapes():
     blocks = []
     for seed, batch in ((1, 6), (2, 6), (3, 4), (4, 6)):
         ids = prompts(batch=batch, length=7, seed=seed)
-        assert torch.equal(greedy_extract(model, ids, 9, buffers=buffers), hf_greedy(model, ids, 9))
+        assert torch.equal(greedy_extract(model, ids, 9, buffers=buffers), generate_greedy(model, ids, 9))
         blocks.append({k: v.data_ptr() for k, v in buffers.blocks.items()})
     assert blocks[0] == blocks[1]  # same shape: the same block, not a new one
     assert len(blocks[2]) == 2 and set(blocks[0].items()) <= set(blocks[3].items())
