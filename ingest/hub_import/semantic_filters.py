@@ -201,7 +201,7 @@ class _Reader(SampleRows):
         once = pa.array(first_occurrence(ids))  # a repeated id is dropped when written
         converted = {
             "instance_features": _feature_rows(src, batch, ids, self.swap_matches),
-            "extraction": extraction_table(ids, tokens, _scores(src, batch, ids)),
+            "extraction": extraction_table(ids, tokens, self.scores(src, batch, ids)),
         }
         if _PERPLEXITIES[0] in batch.schema.names:
             converted["published_perplexities"] = _perplexities(batch, ids)
