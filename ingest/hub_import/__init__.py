@@ -58,10 +58,12 @@ deduped scheme, the Hub name without owner; step = 143000 unless a split names o
 release whose names are the other way round (textual matches never exceed semantic ones).
 
 Every importer takes `source`: a Hub dataset id (only the files needed are fetched with
-`huggingface_hub.snapshot_download`) or a local directory holding the same files. Files are
-streamed in record batches and written with `lake.write_partition_stream`, so memory is bounded
-by a batch plus a few bytes per row (ids and token digests); a re-import skips what its
-manifests record as imported.
+`huggingface_hub.snapshot_download`) or a local directory holding the same files. An import
+checks every file first, then writes each lake partition as one unit of work
+(`memlake.core.unit.run_unit`: atomic, with its provenance in the manifest), so a re-import
+skips the partitions that are complete and an interrupted one resumes. Files are streamed in
+record batches, so memory is bounded by a batch plus a few bytes per row (ids and token
+digests); only a stats-raw file is held whole while it is written.
 
 One warehouse holds one training stream (`instances` is keyed by the row's index in it): the
 Pythia `deduped` stream unless `scheme="duped"`. `instances` is one partition, rewritten
@@ -76,8 +78,10 @@ import that comes second, stats or panel, checks it.
 
 One module per importer family (`panel_stats`, `memorized_evals`, `random_sampled`,
 `semantic_filters`) over shared ones: `sources` (where files come from, what their names say),
-`reading` (typed, checked columns), `rows` (lake rows of public rows), `instances` (the merged
-instances partition) and `partitions` (the other tables' writes). `IMPORTERS` names them.
+`reading` (typed, checked columns), `rows` (lake rows of public rows), `splits` (the flow of the
+split-named imports), `units` (the units of work), `instances` and `features` (the merged
+single-partition tables) and `partitions` (one shard per file of the other tables).
+`IMPORTERS` names them.
 """
 
 from __future__ import annotations

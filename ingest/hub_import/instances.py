@@ -14,9 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ingest.hub_import.partitions import masked, table_batches, write_stream
 from ingest.hub_import.reading import concat, token_digests
-from ingest.hub_import.sources import PYTHIA_TOKENIZER, SAMPLE_LEN, SourceFile
+from ingest.hub_import.sources import PYTHIA_TOKENIZER, SAMPLE_LEN, Origin, SourceFile
+from ingest.hub_import.units import MergeUnit, masked, merged_files
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
@@ -26,16 +26,6 @@ _LEGACY = {"pile-deduped-subset": "pile-deduped"}  # instances manifests that pr
 
 def _corpus_of(config: dict[str, Any]) -> str | None:
     return config.get("corpus") or _LEGACY.get(config.get("import", ""))
-
-
-def imports_of(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The files merged into a single-partition table, from its manifest config."""
-    if "imports" in config:
-        return list(config["imports"])
-    if config.get("import"):  # one import, its files listed together
-        keep = {k: config.get(k) for k in ("import", "source", "revision")}
-        return [{**keep, "file": f} for f in config.get("files", [])]
-    return []
 
 
 def instances_config(wh: Warehouse, corpus: str) -> dict[str, Any]:
@@ -90,6 +80,19 @@ def existing_instances(wh: Warehouse, digests: bool = True) -> tuple[np.ndarray,
 _NO_INSTANCES = (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, bool))
 
 
+@dataclass(frozen=True, eq=False)
+class InstancesMerge(MergeUnit):
+    """Rows merged into `instances`: whole rows replace the samples `drop` marks (per row there)."""
+
+    drop: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    def changes(self) -> bool:
+        return super().changes() or bool(self.drop.any())
+
+    def existing(self, pieces: Iterator[pa.Table]) -> Iterator[pa.Table]:
+        return masked(pieces, ~self.drop) if self.drop.any() else pieces
+
+
 def plan_instances(
     wh: Warehouse,
     cands: Candidates,
@@ -100,11 +103,11 @@ def plan_instances(
     id_col: str,
     records: list[dict[str, Any]],
     tokenizer: str | None = None,
-) -> Callable[[], int] | None:
-    """Check `cands` against each other and the instances partition; return the write that merges
-    them into it (None if there is nothing to add). A sample row is added only for an index that
-    is not an instance yet; a whole row replaces a sample of its index. The first 64 tokens of
-    every row of an index must agree."""
+) -> InstancesMerge:
+    """Check `cands` against each other and the instances partition; the unit that merges them
+    into it (with nothing to do if they add nothing). A sample row is added only for an index
+    that is not an instance yet; a whole row replaces a sample of its index. The first 64 tokens
+    of every row of an index must agree."""
     config = instances_config(wh, corpus)
     exists = lake.is_complete(wh, "instances", {})
     ids, digests, owner = cands.arrays()
@@ -126,7 +129,7 @@ def plan_instances(
         raise MemlakeError(f"{cands.srcs[owner[i]].path}: duplicated key {id_col} {ids[i]}")
     keep = np.zeros(n, dtype=bool)
     keep[order[first]] = True
-    ex_ids, ex_digests, ex_sample = existing_instances(wh) if exists else _NO_INSTANCES
+    ex_ids, ex_digests, ex_sample = existing_instances(wh) if exists and n else _NO_INSTANCES
     drop = np.zeros(len(ex_ids), dtype=bool)
     if len(ex_ids) and n:
         ex_order = np.argsort(ex_ids)
@@ -151,23 +154,25 @@ def plan_instances(
             drop[match[hit]] = True  # samples of these indices give way to the whole rows
         else:
             keep &= ~hit
-    if not keep.any() and not drop.any():
-        return None
-    merged = {
-        "corpus": corpus,
-        "tokenizer": str(tokenizer or config.get("tokenizer") or PYTHIA_TOKENIZER),
-        "imports": imports_of(config) + records,
-    }
-
-    def pieces() -> Iterator[pa.Table]:
-        if exists:
-            yield from masked(table_batches(wh.table("instances") / lake.DATA_FILE), ~drop)
-        yield from masked((t for src in cands.srcs for t in rows(src)), keep)
-
-    return lambda: write_stream(wh, "instances", pieces(), {}, merged, overwrite=True)
+    config = {"corpus": corpus, "tokenizer": str(tokenizer or config.get("tokenizer") or PYTHIA_TOKENIZER)}
+    return InstancesMerge.planned(wh, "instances", cands.srcs, rows, keep, records, config, drop=drop)
 
 
-def instances_todo(wh: Warehouse, corpus: str, scanned: list, kind: str) -> list:
-    """The scanned files whose rows the instances manifest does not record yet."""
-    done = {(r.get("import"), r.get("file")) for r in imports_of(instances_config(wh, corpus))}
-    return [s for s in scanned if (kind, s[0].rel) not in done]
+def plan_samples(
+    wh: Warehouse,
+    origin: Origin,
+    scheme: str,
+    scanned: list[tuple[SourceFile, np.ndarray, np.ndarray]],
+    rows: Callable[[SourceFile], Iterator[pa.Table]],
+    id_col: str,
+) -> InstancesMerge:
+    """The unit that adds the 64-token samples of the scanned files (with their ids and token
+    digests) of `scheme`'s stream to `instances`, less the files its manifest lists already."""
+    corpus = f"pile-{scheme}"
+    done = merged_files(instances_config(wh, corpus))
+    cands = Candidates()
+    for src, ids, digests in scanned:
+        if (origin.kind, src.rel) not in done:
+            cands.add(src, ids, digests)
+    records = [origin.record(file=s.rel) for s in cands.srcs]
+    return plan_instances(wh, cands, rows, corpus=corpus, whole=False, id_col=id_col, records=records)

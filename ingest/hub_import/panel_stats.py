@@ -8,20 +8,16 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ingest.hub_import.instances import (
-    Candidates,
-    existing_instances,
-    imports_of,
-    instances_config,
-    plan_instances,
-)
-from ingest.hub_import.partitions import partition_dirs, write_pieces
+from ingest.hub_import.instances import Candidates, existing_instances, instances_config, plan_instances
+from ingest.hub_import.partitions import partition_dirs
 from ingest.hub_import.reading import (
     FLOAT_LIST,
     INT,
@@ -40,14 +36,15 @@ from ingest.hub_import.sources import (
     PYTHIA_TOKENIZER,
     SIZE_RE,
     ImportSummary,
+    Origin,
     SourceFile,
     as_list,
     model_name,
     parquet_files,
-    provenance,
     resolve_source,
     split_of,
 )
+from ingest.hub_import.units import FileUnit, imports_of, run_all
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
@@ -109,6 +106,26 @@ def _check_stats_cover(wh: Warehouse, panel: np.ndarray) -> None:
 # --------------------------------------------------------------------------- pile-deduped-subset
 
 
+@dataclass(frozen=True)
+class _PanelRows:
+    """A pile-deduped-subset file's `instances` rows (whole rows), checked as they stream."""
+
+    stream_rows: int
+
+    def __call__(self, src: SourceFile) -> Iterator[pa.Table]:
+        train = src.split == "train"
+        for batch in read_columns(src.path, {"seq_idx": INT, "input_ids": INT_LIST}):
+            seq = id_column(src.path, batch, "seq_idx")
+            bad = seq[seq < 0] if train else seq[seq >= 0]
+            if bad.size:  # the sign is what tells the two splits apart in the public data
+                rule = ">= 0" if train else "< 0"
+                raise MemlakeError(f"{src.path}: {src.split} row has seq_idx {int(bad[0])} (expected {rule})")
+            if train:
+                train_id_column(src.path, batch, "seq_idx", self.stream_rows)
+            tokens = cast_column(src.path, "input_ids", batch.column("input_ids"), lake.TOKENS)
+            yield instance_table(seq, tokens, src.split, sample=False)
+
+
 def import_pile_deduped_subset(
     source: str,
     wh: Warehouse,
@@ -127,11 +144,11 @@ def import_pile_deduped_subset(
     replace 64-token samples of the same index (their first 64 tokens must agree); stats-raw
     runs already in the lake must score exactly the resulting panel.
     """
-    kind = "pile-deduped-subset"
-    out = ImportSummary(kind, ["instances"])
+    origin = Origin("pile-deduped-subset", source, revision)
+    out = ImportSummary(origin.kind, ["instances"])
     corpus = "pile-deduped"
-    config = instances_config(wh, corpus)
-    if any(r.get("import") == kind for r in imports_of(config)):
+    # the panel is imported whole or not at all: once merged, nothing is downloaded again
+    if any(r.get("import") == origin.kind for r in imports_of(instances_config(wh, corpus))):
         out.skipped = 1
         return out
     root = resolve_source(source, ["*.parquet"], revision)
@@ -142,19 +159,7 @@ def import_pile_deduped_subset(
             raise MemlakeError(f"{path}: unknown split {split!r} (expected train or validation)")
         srcs.append(SourceFile(path, str(path.relative_to(root)), split))
 
-    def rows(src: SourceFile) -> Iterator[pa.Table]:
-        train = src.split == "train"
-        for batch in read_columns(src.path, {"seq_idx": INT, "input_ids": INT_LIST}):
-            seq = id_column(src.path, batch, "seq_idx")
-            bad = seq[seq < 0] if train else seq[seq >= 0]
-            if bad.size:  # the sign is what tells the two splits apart in the public data
-                rule = ">= 0" if train else "< 0"
-                raise MemlakeError(f"{src.path}: {src.split} row has seq_idx {int(bad[0])} (expected {rule})")
-            if train:
-                train_id_column(src.path, batch, "seq_idx", stream_rows)
-            tokens = cast_column(src.path, "input_ids", batch.column("input_ids"), lake.TOKENS)
-            yield instance_table(seq, tokens, src.split, sample=False)
-
+    rows = _PanelRows(stream_rows)
     cands = Candidates()
     for src in srcs:  # every check before anything is written
         ids, digests = [], []
@@ -163,8 +168,8 @@ def import_pile_deduped_subset(
             ids.append(t["instance_id"].to_numpy())
             digests.append(token_digests(t["tokens"]))
         cands.add(src, concat(ids, np.int64), concat(digests, np.uint64))
-    records = [provenance(kind, source, revision, file=s.rel) for s in srcs]
-    write = plan_instances(
+    records = [origin.record(file=s.rel) for s in srcs]
+    unit = plan_instances(
         wh,
         cands,
         rows,
@@ -174,14 +179,12 @@ def import_pile_deduped_subset(
         records=records,
         tokenizer=str(tokenizer),
     )
-    if write is None:
-        out.skipped = 1
-        return out
-    before = _panel_ids(wh)
-    _check_stats_cover(wh, np.unique(np.concatenate([*cands.ids, *([before] if before is not None else [])])))
-    out.rows = write()
-    out.written = 1
-    return out
+    if unit.pending():
+        before = _panel_ids(wh)
+        _check_stats_cover(
+            wh, np.unique(np.concatenate([*cands.ids, *([before] if before is not None else [])]))
+        )
+    return run_all(out, [unit])
 
 
 # --------------------------------------------------------------------------- stats-raw
@@ -239,42 +242,46 @@ def import_pythia_stats_raw(
         files[path.parent].append(path)
     if not files:
         raise MemlakeError(f"{root}: no runs match sizes={sizes} steps={steps}")
-    want = {"seq_idx": INT, "sup": FLOAT_LIST, "rank": INT_LIST, "entropy": FLOAT_LIST}
-    todo = {
-        key: [(shard, p) for shard, p in enumerate(sorted(files[run]))]
-        for key, run in runs.items()
-        if not all(
-            lake.is_complete(wh, "token_stats", {"model": key[0], "step": key[1], "shard": shard})
-            for shard in range(len(files[run]))
-        )
+    origin = Origin(kind, source, revision)
+    paths = {key: sorted(files[run]) for key, run in runs.items()}
+    units = {
+        (model, step): [
+            FileUnit(
+                "token_stats",
+                {"model": model, "step": step, "shard": shard},
+                str(wh.root),
+                partial(_stats_rows, path),
+                origin.record(file=str(path.relative_to(root))),
+            )
+            for shard, path in enumerate(paths[model, step])
+        ]
+        for model, step in sorted(paths)
     }
     panel = _panel_ids(wh)
-    if panel is not None:
-        for (model, step), paths in sorted(todo.items()):
-            seq = {str(p): _read_ids(p, "seq_idx") for _, p in paths}
-            _check_run_covers_panel(str(paths[0][1] if len(paths) == 1 else runs[model, step]), seq, panel)
-    out.skipped = sum(len(files[run]) for key, run in runs.items() if key not in todo)
-    for (model, step), paths in sorted(todo.items()):
-        for shard, path in paths:
-            partition = {"model": model, "step": step, "shard": shard}
-            if lake.is_complete(wh, "token_stats", partition):
-                out.skipped += 1
-                continue
-            pieces = [
-                pa.table(
-                    {
-                        "instance_id": id_column(path, b, "seq_idx"),
-                        "surprisal": cast_column(path, "sup", b.column("sup"), pa.list_(pa.float32())),
-                        "rank": cast_column(path, "rank", b.column("rank"), pa.list_(pa.int32())),
-                        "entropy": cast_column(path, "entropy", b.column("entropy"), pa.list_(pa.float32())),
-                    }
-                )
-                for b in read_columns(path, want)
-            ]
-            config = provenance(kind, source, revision, file=str(path.relative_to(root)))
-            out.rows += write_pieces(wh, "token_stats", pieces, partition, config, path)
-            out.written += 1
-    return out
+    if panel is not None:  # every run with a shard to write, before anything is written
+        for key, run in sorted(paths.items()):
+            if any(u.pending() for u in units[key]):
+                seq = {str(p): _read_ids(p, "seq_idx") for p in run}
+                _check_run_covers_panel(str(run[0] if len(run) == 1 else runs[key]), seq, panel)
+    return run_all(out, [u for run in units.values() for u in run])
+
+
+def _stats_rows(path: Path) -> pa.Table:
+    """A stats-raw file's `token_stats` rows, checked whole (a duplicated seq_idx names the file)."""
+    want = {"seq_idx": INT, "sup": FLOAT_LIST, "rank": INT_LIST, "entropy": FLOAT_LIST}
+    pieces = [
+        pa.table(
+            {
+                "instance_id": id_column(path, b, "seq_idx"),
+                "surprisal": cast_column(path, "sup", b.column("sup"), pa.list_(pa.float32())),
+                "rank": cast_column(path, "rank", b.column("rank"), pa.list_(pa.int32())),
+                "entropy": cast_column(path, "entropy", b.column("entropy"), pa.list_(pa.float32())),
+            }
+        )
+        for b in read_columns(path, want)
+    ]
+    data = pa.concat_tables(pieces) if pieces else lake.spec("token_stats").file_schema.empty_table()
+    return validated(path, "token_stats", data)
 
 
 def _read_ids(path: Path, name: str) -> np.ndarray:

@@ -6,39 +6,49 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.hub_import.partitions import write_stream
-from ingest.hub_import.reading import (
-    INT,
-    INT_LIST,
-    NUM,
-    concat,
-    read_columns,
-    sample_tokens,
-    schema_of,
-    train_id_column,
-)
+from ingest.hub_import.reading import INT_LIST, NUM, concat, sample_tokens, schema_of, train_batches
 from ingest.hub_import.sources import (
     PYTHIA_FINAL_STEP,
     PYTHIA_STREAM_ROWS,
-    SAMPLE_BATCH_ROWS,
     SIZE_RE,
     ImportSummary,
+    Origin,
     model_name,
     parquet_files,
-    provenance,
     resolve_source,
 )
-from memlake.core import lake
+from ingest.hub_import.units import FileUnit, run_all
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 
 _SCORE_COLUMN = re.compile(rf"^(?P<size>{SIZE_RE})$", re.IGNORECASE)  # random-sampled: 70M ... 12B
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """The rows a random-sampled file gives each table, streamed in batches."""
+
+    stream_rows: int
+
+    def scan(self, path: Path, columns: Sequence[str]) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        want = {c: INT_LIST if c == "Tokens" else NUM for c in columns}
+        return train_batches(path, "Index", self.stream_rows, want)
+
+    def sample_rows(self, path: Path) -> Iterator[pa.Table]:
+        for b, ids in self.scan(path, ["Tokens"]):
+            yield pa.table({"instance_id": ids, "tokens": sample_tokens(path, b, "Tokens")})
+
+    def score_rows(self, path: Path, column: str) -> Iterator[pa.Table]:
+        for b, ids in self.scan(path, [column]):
+            yield pa.table({"instance_id": ids, "memorization_score": b.column(column)})
 
 
 def _import_random_sampled(
@@ -47,8 +57,8 @@ def _import_random_sampled(
     """`EleutherAI/pile-<scheme>-pythia-random-sampled` -> `representative_sample` (scheme,
     instance_id, its first 64 tokens) and `representative_scores` (one row per model column
     `70M` ... `12B`: the memorisation score at step 143000), one partition per file."""
-    kind = f"pile-{scheme}-pythia-random-sampled"
-    out = ImportSummary(kind, ["representative_sample", "representative_scores"])
+    origin = Origin(f"pile-{scheme}-pythia-random-sampled", source, revision)
+    out = ImportSummary(origin.kind, ["representative_sample", "representative_scores"])
     root = resolve_source(source, ["*.parquet"], revision)
     files = parquet_files(root)
     sizes: dict[Path, dict[str, str]] = {}  # score column -> model size, per file
@@ -57,15 +67,11 @@ def _import_random_sampled(
         sizes[path] = {c: m.group("size").lower() for c in names if (m := _SCORE_COLUMN.match(c))}
         if not sizes[path]:
             raise MemlakeError(f"{path}: no memorisation-score columns (70M ... 12B) in {names}")
-
-    def scan(path: Path, columns: Sequence[str]) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-        want = {"Index": INT} | {c: INT_LIST if c == "Tokens" else NUM for c in columns}
-        for b in read_columns(path, want, SAMPLE_BATCH_ROWS):
-            yield b, train_id_column(path, b, "Index", stream_rows)
+    reader = _Reader(stream_rows)
 
     every = []
     for path in files:  # every check before anything is written
-        for b, ids in scan(path, ["Tokens", *sizes[path]]):
+        for b, ids in reader.scan(path, ["Tokens", *sizes[path]]):
             sample_tokens(path, b, "Tokens")
             for col in sizes[path]:
                 v = pc.cast(b.column(col), pa.float64()).to_numpy(zero_copy_only=False)
@@ -80,30 +86,20 @@ def _import_random_sampled(
     dup = np.flatnonzero(ids[1:] == ids[:-1])
     if len(dup):
         raise MemlakeError(f"{root}: duplicated key Index {int(ids[dup[0]])}")
+    units = []
     for shard, path in enumerate(files):
-        config = provenance(kind, source, revision, file=str(path.relative_to(root)))
-        partition = {"scheme": scheme, "shard": shard}
-        if lake.is_complete(wh, "representative_sample", partition):
-            out.skipped += 1
-        else:
-            sample = (
-                pa.table({"instance_id": i, "tokens": sample_tokens(path, b, "Tokens")})
-                for b, i in scan(path, ["Tokens"])
-            )
-            out.rows += write_stream(wh, "representative_sample", sample, partition, config)
-            out.written += 1
+        record = origin.record(file=str(path.relative_to(root)))
+        sample = {"scheme": scheme, "shard": shard}
+        units.append(
+            FileUnit("representative_sample", sample, str(wh.root), partial(reader.sample_rows, path), record)
+        )
         for col, size in sizes[path].items():
-            partition = {"model": model_name(scheme, size), "step": PYTHIA_FINAL_STEP, "shard": shard}
-            if lake.is_complete(wh, "representative_scores", partition):
-                out.skipped += 1
-                continue
-            rows = (
-                pa.table({"instance_id": i, "memorization_score": b.column(col)})
-                for b, i in scan(path, [col])
+            part = {"model": model_name(scheme, size), "step": PYTHIA_FINAL_STEP, "shard": shard}
+            rows = partial(reader.score_rows, path, col)
+            units.append(
+                FileUnit("representative_scores", part, str(wh.root), rows, {**record, "column": col})
             )
-            out.rows += write_stream(wh, "representative_scores", rows, partition, {**config, "column": col})
-            out.written += 1
-    return out
+    return run_all(out, units)
 
 
 def import_pile_deduped_random_sampled(

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ingest.hub_import.sources import GEN_LEN, PROMPT_LEN, READ_BATCH_ROWS, SAMPLE_LEN
+from ingest.hub_import.sources import GEN_LEN, PROMPT_LEN, READ_BATCH_ROWS, SAMPLE_BATCH_ROWS, SAMPLE_LEN
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 
@@ -72,6 +72,14 @@ def train_id_column(path: Path, batch: pa.RecordBatch, name: str, stream_rows: i
             f"(0..{stream_rows - 1:,}; stream_rows = {stream_rows:,})"
         )
     return ids
+
+
+def train_batches(
+    path: Path, id_col: str, stream_rows: int, want: dict[str, tuple[str, Callable[[pa.DataType], bool]]]
+) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """Batches of `want` from a file of training-stream rows keyed by `id_col`, with the checked ids."""
+    for b in read_columns(path, {id_col: INT} | want, SAMPLE_BATCH_ROWS):
+        yield b, train_id_column(path, b, id_col, stream_rows)
 
 
 def sample_tokens(path: Path, batch: pa.RecordBatch, name: str) -> pa.Array:

@@ -6,70 +6,30 @@ features, memorisation labels and perplexities, -> `instance_features`, `extract
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.hub_import.instances import Candidates, instances_todo, plan_instances
-from ingest.hub_import.partitions import (
-    existing_ids,
-    masked,
-    plan_per_file,
-    table_batches,
-    write_per_file,
-    write_stream,
-)
-from ingest.hub_import.reading import (
-    BOOL,
-    INT,
-    INT_LIST,
-    NUM,
-    STR,
-    concat,
-    first_occurrence,
-    read_columns,
-    sample_tokens,
-    schema_of,
-    token_digests,
-    train_id_column,
-    validated,
-)
-from ingest.hub_import.rows import (
-    checkpoint_partition,
-    extraction_partition,
-    extraction_table,
-    instance_table,
-)
+from ingest.hub_import.features import plan_features
+from ingest.hub_import.partitions import plan_per_file
+from ingest.hub_import.reading import BOOL, INT, INT_LIST, NUM, STR, first_occurrence, schema_of, validated
+from ingest.hub_import.rows import checkpoint_partition, extraction_partition, extraction_table
 from ingest.hub_import.sources import (
-    PYTHIA_FINAL_STEP,
     PYTHIA_STREAM_ROWS,
-    SAMPLE_BATCH_ROWS,
     SIZE_RE,
     ImportSummary,
+    Origin,
     SourceFile,
-    as_list,
-    check_scheme,
-    model_name,
-    provenance,
-    resolve_source,
-    select_files,
-    split_patterns,
+    SplitNames,
 )
-from memlake.core import lake
+from ingest.hub_import.splits import SampleRows, Scanned, TypeCheck, import_splits
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from memlake.core.unit import Unit
 from transforms.frequencies import STAT_COLUMNS
-
-# semantic-filters splits: pile_<scheme>_<size> (the representative sample, scored by that model)
-# and memories_<scheme>_<size>[.<step>] (its memorised rows)
-_FILTER_SPLIT = re.compile(
-    rf"^(?P<origin>pile|memories)_(?P<scheme>deduped|duped)_(?P<size>{SIZE_RE})(?:\.(?P<step>\d+))?$"
-)
-
 
 _FEATURES = {
     "sequence_id": INT,
@@ -139,18 +99,6 @@ _SAME_NAME = (
 )
 
 
-def _filter_src(path: Path, root: Path, split: str) -> SourceFile:
-    m = _FILTER_SPLIT.match(split.lower())
-    if not m:
-        raise MemlakeError(
-            f"{path}: split {split!r} is not pile_<scheme>_<size> or memories_<scheme>_<size>[.<step>]"
-        )
-    step = int(m.group("step") or PYTHIA_FINAL_STEP)
-    model = model_name(m.group("scheme"), m.group("size"))
-    rel = str(path.relative_to(root))
-    return SourceFile(path, rel, split, m.group("scheme"), model, step, m.group("origin"))
-
-
 def _match_columns(swap: bool) -> dict[str, str]:
     """lake column -> published column. The paper's figures call `snowclones` semantic and
     `templates` textual matches; `swap` reads a release that has the names the other way round."""
@@ -208,6 +156,75 @@ def _scores(src: SourceFile, b: pa.RecordBatch, ids: np.ndarray) -> np.ndarray:
     return v
 
 
+def _downloads(scheme: str, sizes: list[str]) -> list[str]:
+    return [
+        f"{where}{origin}_{scheme}_{s}{tail}"
+        for origin in ("pile", "memories")
+        for s in sizes
+        for where, tail in (
+            ("data/", "-*.parquet"),
+            ("data/", ".*-*.parquet"),
+            ("*/", "/*.parquet"),
+            ("*/", ".*/*.parquet"),
+        )
+    ]
+
+
+# semantic-filters splits: pile_<scheme>_<size> (the representative sample, scored by that model)
+# and memories_<scheme>_<size>[.<step>] (its memorised rows)
+_SPLITS = SplitNames(
+    re.compile(
+        rf"^(?P<origin>pile|memories)_(?P<scheme>deduped|duped)_(?P<size>{SIZE_RE})(?:\.(?P<step>\d+))?$"
+    ),
+    "pile_<scheme>_<size> or memories_<scheme>_<size>[.<step>]",
+    _downloads,
+)
+_TYPES = _FEATURES | dict.fromkeys(_PERPLEXITIES, NUM)
+
+
+def _has_perplexities(src: SourceFile) -> bool:
+    return any(c in schema_of(src.path).names for c in _PERPLEXITIES)
+
+
+@dataclass(frozen=True)
+class _Reader(SampleRows):
+    """The rows a semantic-filters file gives each table, streamed in batches."""
+
+    swap_matches: bool = False
+    score_columns = {"memorization_score": NUM}
+
+    def columns(self, src: SourceFile) -> dict[str, TypeCheck]:
+        every = [c for c in _FEATURES if c != "sequence_id"]
+        return {c: _TYPES[c] for c in every + (list(_PERPLEXITIES) if _has_perplexities(src) else [])}
+
+    def check(self, src: SourceFile, batch: pa.RecordBatch, ids: np.ndarray, tokens: pa.Array) -> None:
+        once = pa.array(first_occurrence(ids))  # a repeated id is dropped when written
+        converted = {
+            "instance_features": _feature_rows(src, batch, ids, self.swap_matches),
+            "extraction": extraction_table(ids, tokens, self.scores(src, batch, ids)),
+        }
+        if _PERPLEXITIES[0] in batch.schema.names:
+            converted["published_perplexities"] = _perplexities(batch, ids)
+        for table, rows in converted.items():
+            validated(src.path, table, rows.filter(once), extraction_partition(src))
+
+    def scores(self, src: SourceFile, batch: pa.RecordBatch, ids: np.ndarray) -> np.ndarray:
+        return _scores(src, batch, ids)
+
+    def feature_rows(self, src: SourceFile) -> Iterator[pa.Table]:
+        cols = [c for c in _FEATURES if c not in ("sequence_id", "tokens", "memorization_score")]
+        for b, ids in self.batches(src, {c: _TYPES[c] for c in cols}):
+            yield _feature_rows(src, b, ids, self.swap_matches)
+
+    def perplexity_rows(self, src: SourceFile) -> Iterator[pa.Table]:
+        for b, ids in self.batches(src, dict.fromkeys(_PERPLEXITIES, NUM)):
+            yield _perplexities(b, ids)
+
+
+def _perplexities(batch: pa.RecordBatch, ids: np.ndarray) -> pa.Table:
+    return pa.table({"instance_id": ids} | {c: batch.column(c) for c in _PERPLEXITIES})
+
+
 def import_semantic_filters(
     source: str,
     wh: Warehouse,
@@ -228,153 +245,30 @@ def import_semantic_filters(
     indices that are not instances yet -> `instances`. A row's tokens must equal the first 64
     tokens of the instance of its sequence_id. Pile splits are imported before memories splits,
     so a (model, step, instance) in both keeps the pile row (as the paper deduplicated)."""
-    kind = _kind
-    out = ImportSummary(kind, ["instances", "instance_features", "extraction", "published_perplexities"])
-    scheme = check_scheme(scheme)
-    splits, sizes = as_list(splits), [str(s).lower() for s in as_list(sizes) or []] or None
-    if splits:
-        patterns = split_patterns(splits)
-    else:
-        patterns = [
-            f"{where}{origin}_{scheme}_{s}{tail}"
-            for origin in ("pile", "memories")
-            for s in sizes or ["*"]
-            for where, tail in (
-                ("data/", "-*.parquet"),
-                ("data/", ".*-*.parquet"),
-                ("*/", "/*.parquet"),
-                ("*/", ".*/*.parquet"),
-            )
+    origin = Origin(_kind, source, revision)
+    reader = _Reader("sequence_id", stream_rows, swap_matches)
+
+    def more(scanned: list[Scanned]) -> list[Unit]:
+        with_ppl = [(src, ids) for src, ids, _ in scanned if _has_perplexities(src)]
+        return [
+            plan_features(wh, origin, scanned, reader.feature_rows),
+            *plan_per_file(
+                wh, "published_perplexities", origin, with_ppl, checkpoint_partition, reader.perplexity_rows
+            ),
         ]
-    root = resolve_source(source, patterns, revision)
-    srcs = select_files(root, _filter_src, scheme=scheme, splits=splits, sizes=sizes)
-    srcs.sort(key=lambda s: (s.origin != "pile", s.split, s.rel))
-    has_ppl = {s.path: any(c in schema_of(s.path).names for c in _PERPLEXITIES) for s in srcs}
 
-    def scan(src: SourceFile, columns: Sequence[str]) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
-        want = {c: (_FEATURES | dict.fromkeys(_PERPLEXITIES, NUM))[c] for c in ("sequence_id", *columns)}
-        for b in read_columns(src.path, want, SAMPLE_BATCH_ROWS):
-            yield b, train_id_column(src.path, b, "sequence_id", stream_rows)
-
-    def sample_rows(src: SourceFile) -> Iterator[pa.Table]:
-        for b, ids in scan(src, ["tokens"]):
-            yield instance_table(ids, sample_tokens(src.path, b, "tokens"), "train", sample=True)
-
-    def feature_rows(src: SourceFile) -> Iterator[pa.Table]:
-        cols = [c for c in _FEATURES if c not in ("sequence_id", "tokens", "memorization_score")]
-        for b, ids in scan(src, cols):
-            yield _feature_rows(src, b, ids, swap_matches)
-
-    def extraction_rows(src: SourceFile) -> Iterator[pa.Table]:
-        for b, ids in scan(src, ["tokens", "memorization_score"]):
-            yield extraction_table(ids, sample_tokens(src.path, b, "tokens"), _scores(src, b, ids))
-
-    def perplexity_rows(src: SourceFile) -> Iterator[pa.Table]:
-        for b, ids in scan(src, _PERPLEXITIES):
-            yield pa.table({"instance_id": ids} | {c: b.column(c) for c in _PERPLEXITIES})
-
-    scanned = []
-    every = [c for c in _FEATURES if c != "sequence_id"]
-    for src in srcs:  # every check and conversion before anything is written
-        ids_l, digests = [], []
-        cols = every + (list(_PERPLEXITIES) if has_ppl[src.path] else [])
-        for b, ids in scan(src, cols):
-            tokens = sample_tokens(src.path, b, "tokens")
-            once = pa.array(first_occurrence(ids))  # a repeated id is dropped when written
-            converted = {
-                "instance_features": _feature_rows(src, b, ids, swap_matches),
-                "extraction": extraction_table(ids, tokens, _scores(src, b, ids)),
-            }
-            if has_ppl[src.path]:
-                converted["published_perplexities"] = pa.table(
-                    {"instance_id": ids} | {c: b.column(c) for c in _PERPLEXITIES}
-                )
-            for table, rows in converted.items():
-                validated(src.path, table, rows.filter(once), extraction_partition(src))
-            ids_l.append(ids)
-            digests.append(token_digests(tokens))
-        scanned.append((src, concat(ids_l, np.int64), concat(digests, np.uint64)))
-
-    corpus = f"pile-{scheme}"
-    cands = Candidates()
-    for src, ids, digests in instances_todo(wh, corpus, scanned, kind):
-        cands.add(src, ids, digests)
-    records = [provenance(kind, source, revision, file=s.rel) for s in cands.srcs]
-    write_instances = None
-    if cands.srcs:
-        write_instances = plan_instances(
-            wh, cands, sample_rows, corpus=corpus, whole=False, id_col="sequence_id", records=records
-        )
-    write_features = _plan_features(wh, kind, source, revision, scanned, feature_rows)
-    extraction, done_x = plan_per_file(
-        wh, "extraction", kind, [(s, i) for s, i, _ in scanned], extraction_partition
+    return import_splits(
+        origin,
+        wh,
+        _SPLITS,
+        reader,
+        scheme=scheme,
+        splits=splits,
+        sizes=sizes,
+        tables=["instances", "instance_features", "extraction", "published_perplexities"],
+        order=lambda s: (s.origin != "pile", s.split, s.rel),
+        more=more,
     )
-    with_ppl = [(s, i) for s, i, _ in scanned if has_ppl[s.path]]
-    perplexities, done_p = plan_per_file(wh, "published_perplexities", kind, with_ppl, checkpoint_partition)
-    out.skipped = done_x + done_p + (write_instances is None) + (write_features is None)
-    for write in (write_instances, write_features):
-        if write is not None:
-            out.rows += write()
-            out.written += 1
-    for plans, rows in ((extraction, extraction_rows), (perplexities, perplexity_rows)):
-        for plan in plans:
-            config = provenance(kind, source, revision, file=plan.src.rel)
-            out.rows += write_per_file(wh, plan, rows(plan.src), config)
-            out.written += 1
-    return out
-
-
-def _plan_features(
-    wh: Warehouse,
-    kind: str,
-    source: str,
-    revision: str | None,
-    scanned: list[tuple[SourceFile, np.ndarray, np.ndarray]],
-    rows: Callable[[SourceFile], Iterator[pa.Table]],
-) -> Callable[[], int] | None:
-    """The write that merges the scanned files' features into `instance_features`: the first row
-    of an instance wins (pile files come first), an instance already there keeps its features,
-    and an instance of a pile file is marked as one of the representative sample."""
-    table = "instance_features"
-    config: dict[str, Any] = {}
-    if lake.is_complete(wh, table, {}):
-        config = lake.manifest(wh.table(table)).get("config", {})
-        if "imports" not in config:
-            raise MemlakeError(
-                f"{wh.table(table)} holds features computed by `memlake taxonomy features`; import "
-                "the published features into another --warehouse"
-            )
-    done = {(r.get("import"), r.get("file")) for r in config.get("imports", [])}
-    todo = [(s, i) for s, i, _ in scanned if (kind, s.rel) not in done]
-    if not todo:
-        return None
-    cands = Candidates()
-    for src, ids in todo:
-        cands.add(src, ids)
-    ids, _, _ = cands.arrays()
-    keep = first_occurrence(ids)
-    pile = np.unique(np.concatenate([i for s, i in todo if s.origin == "pile"] or [np.zeros(0, np.int64)]))
-    exists = bool(config)
-    if exists:
-        have = existing_ids(wh, table, {})
-        keep &= ~np.isin(ids, have)
-    merged = {
-        "imports": config.get("imports", [])
-        + [provenance(kind, source, revision, file=s.rel) for s, _ in todo]
-    }
-
-    def pieces() -> Iterator[pa.Table]:
-        if exists:
-            for t in table_batches(wh.table(table) / lake.DATA_FILE):
-                marked = pc.or_kleene(
-                    t["in_representative_sample"], pa.array(np.isin(t["instance_id"].to_numpy(), pile))
-                )
-                yield t.set_column(
-                    t.schema.get_field_index("in_representative_sample"), "in_representative_sample", marked
-                )
-        yield from masked((t for src in cands.srcs for t in rows(src)), keep)
-
-    return lambda: write_stream(wh, table, pieces(), {}, merged, overwrite=True)
 
 
 def import_semantic_filters_intermediate(

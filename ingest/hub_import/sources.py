@@ -132,9 +132,53 @@ def select_files(
     return srcs
 
 
-def provenance(kind: str, source: str, revision: str | None, **where: Any) -> dict[str, Any]:
-    """The manifest config of an imported partition: which dataset, revision and file(s)."""
-    return {"import": kind, "source": source, "revision": revision, **where}
+@dataclass(frozen=True)
+class Origin:
+    """What an import reads: its kind, dataset (a Hub id or a folder) and revision."""
+
+    kind: str
+    source: str
+    revision: str | None = None
+
+    def record(self, **where: Any) -> dict[str, Any]:
+        """The manifest config of an imported partition: which dataset, revision and file(s)."""
+        return {"import": self.kind, "source": self.source, "revision": self.revision, **where}
+
+
+@dataclass(frozen=True)
+class SplitNames:
+    """An importer's split names: `pattern` matches a lowercased name with groups scheme, size and
+    step (none: the final checkpoint), and optionally origin; `expected` describes the names in
+    errors; `downloads(scheme, sizes)` are the files of those sizes' splits."""
+
+    pattern: re.Pattern
+    expected: str
+    downloads: Callable[[str, list[str]], list[str]]
+
+    def parse(self, path: Path, root: Path, split: str) -> SourceFile:
+        m = self.pattern.match(split.lower())
+        if not m:
+            raise MemlakeError(f"{path}: split {split!r} is not {self.expected}")
+        scheme, step = m.group("scheme"), int(m.group("step") or PYTHIA_FINAL_STEP)
+        model = model_name(scheme, m.group("size"))
+        rel = str(path.relative_to(root))
+        return SourceFile(path, rel, split, scheme, model, step, m.groupdict().get("origin"))
+
+
+def find_splits(
+    origin: Origin,
+    names: SplitNames,
+    *,
+    scheme: str,
+    splits: str | Sequence[str] | None,
+    sizes: str | Sequence[str] | None,
+) -> list[SourceFile]:
+    """The files of `scheme`'s splits that `splits` (else `sizes`, else every size) select; only
+    those are downloaded."""
+    splits, sizes = as_list(splits), [str(s).lower() for s in as_list(sizes) or []] or None
+    patterns = split_patterns(splits) if splits else names.downloads(scheme, sizes or ["*"])
+    root = resolve_source(origin.source, patterns, origin.revision)
+    return select_files(root, names.parse, scheme=scheme, splits=splits, sizes=sizes)
 
 
 def as_list(value: Any) -> list | None:
