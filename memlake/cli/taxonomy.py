@@ -79,10 +79,7 @@ def search_command(
     end: Annotated[int | None, typer.Option(help="One past the last candidate (default: all 810).")] = None,
     executor: ExecutorOpt = "local",
     exec_opt: ExecOpt = None,
-    shard_size: Annotated[
-        int | None,
-        typer.Option(help="Candidates per unit (default: the whole range, one unit per checkpoint)."),
-    ] = None,
+    shard_size: Annotated[int | None, typer.Option(help="Candidates per unit (default: the range).")] = None,
     config: ConfigOpt = "small",
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
