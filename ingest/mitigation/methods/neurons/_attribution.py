@@ -202,9 +202,8 @@ def register_mask_method(
 
     method.__name__ = method.__qualname__ = name
     method.__doc__ = doc
-    return register(name, "neuron", [{"ratio": r, "epochs": e} for r in RATIO_GRID for e in epoch_grid])(
-        method
-    )
+    grid = [{"ratio": r, "epochs": e} for r in RATIO_GRID for e in epoch_grid]
+    return register(name, "neuron", grid)(method)
 
 
 def backward_forget_loss(model: nn.Module, forget: SequenceSet, rows: torch.Tensor, chunk: int) -> float:

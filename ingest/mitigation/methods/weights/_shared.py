@@ -174,6 +174,5 @@ class MixedBatches:
         """Per-sequence forget and retain losses [n] of one batch, forget first. The two parts run
         as separate forwards, so forget and retain rows may differ in length and padding."""
         f_tokens, r_tokens = batch
-        return forget_loss(model, f_tokens, self._forget.seqs), retain_loss(
-            model, r_tokens, self._retain.seqs
-        )
+        forget = forget_loss(model, f_tokens, self._forget.seqs)
+        return forget, retain_loss(model, r_tokens, self._retain.seqs)
