@@ -204,6 +204,20 @@ def test_worker_processes_write_the_same_rows(tinymem, tmp_path):
     assert [m.read_text() for m in manifests] == written
 
 
+def test_local_workers_default_to_the_config_for_a_small_model_on_the_cpu(tinymem, tmp_path):
+    from ingest.mitigation.sweep import MitigationRun, _default_workers, holding
+
+    cfg, _, study = tinymem
+    runs = plan_runs(study.name, ["durable", "activations"], [0], 1)
+    units = [MitigationRun(r, str(tmp_path), study.spec) for r in runs]
+    two = {"mitigation": {"workers": 2}}
+    assert _default_workers(study, units, two) == min(2, os.cpu_count())
+    assert _default_workers(study, units, cfg) == 1  # the tiny config names no workers
+    with holding(study):
+        units[0].run()
+    assert _default_workers(study, units, two) == 1  # one method left to run: one process
+
+
 def _row(study: str, method: str, hp: dict, mem: tuple, acc: tuple, kind: str = "weight") -> dict:
     return {
         "study": study, "run_id": Run(study, method, tuple(hp.items()), 0).run_id, "method": method,
