@@ -7,6 +7,7 @@
     run_models(wh, protocol="leakage_free")     # taxonomy_model_metrics, _weights, _tests (LRT, Wald)
     run_search(wh, 0, 810, shard_size=90)       # taxonomy_search (one file per shard, resumable)
     run_main_search(wh)                         # the same, at the main (model, step) only
+    run_search(wh, shard_size=90, workers=4)    # the shards as units on an executor (local here)
     draw_taxonomy(wh)                           # PNGs under wh.figures / "taxonomy"
 
 Every run_* reads the `sequence_features` + `taxonomy` marts through SQL (`data`), hands polars
