@@ -65,9 +65,10 @@ def _root(u) -> str:
     return str(wh.root) if isinstance(wh, Warehouse) else str(wh)
 
 
-def execute(units: list[Unit], executor: str = "local", **opts) -> list[dict[str, Any]]:
-    """Run `units` on `executor` with its options; an option it does not take is an error (a
-    misspelt `--exec-opt` would otherwise be dropped silently)."""
+def configure(executor: str = "local", **opts) -> Executor:
+    """The executor named `executor` with its options; an option it does not take is an error (a
+    misspelt `--exec-opt` would otherwise be dropped silently). Callers with slow set-up call it
+    first, to refuse bad options before any work."""
     cls = EXECUTORS.get(executor)
     known = cls.options()
     unknown = sorted(set(opts) - set(known))
@@ -75,7 +76,12 @@ def execute(units: list[Unit], executor: str = "local", **opts) -> list[dict[str
         raise MemlakeError(
             f"executor {executor!r} takes no option {unknown[0]!r} (its options: {', '.join(known)})"
         )
-    return cls(**opts).run(units)
+    return cls(**opts)
+
+
+def execute(units: list[Unit], executor: str = "local", **opts) -> list[dict[str, Any]]:
+    """Run `units` on `executor` with its options (see `configure`)."""
+    return configure(executor, **opts).run(units)
 
 
 @EXECUTORS.register("local", named=True)

@@ -7,6 +7,7 @@
     run_models(wh, protocol="leakage_free")     # taxonomy_model_metrics, _weights, _tests (LRT, Wald)
     run_search(wh, 0, 810, shard_size=90)       # taxonomy_search (one file per shard, resumable)
     run_main_search(wh)                         # the same, at the main (model, step) only
+    run_search(wh, shard_size=90, workers=4)    # the shards as units on an executor (local here)
     draw_taxonomy(wh)                           # PNGs under wh.figures / "taxonomy"
 
 Every run_* reads the `sequence_features` + `taxonomy` marts through SQL (`data`), hands polars
@@ -27,11 +28,14 @@ import polars as pl
 from analysis.taxonomy import data
 from analysis.taxonomy.correlations import correlation_table, xi_correlation
 from analysis.taxonomy.features import MODEL_FEATURES, SEARCH_FEATURES, SEED
+from analysis.taxonomy.keys import keyed, pair_keys, split_key
 from analysis.taxonomy.kl import kl_by_duplicates
 from analysis.taxonomy.model import PROTOCOLS, ModelResult, fit_models
 from analysis.taxonomy.search import best, candidate_count, candidates, search
+from analysis.taxonomy.shards import SearchShard, plan_search
 from analysis.taxonomy.shares import category_shares, code_nl_breakdown, memorised_given_code_nl
 from analysis.views import SQL_VIEWS
+from ingest.executors import execute
 from memlake.core import marts, query
 from memlake.core.paths import Warehouse
 
@@ -55,6 +59,7 @@ __all__ = [
     "PROTOCOLS",
     "SEARCH_FEATURES",
     "ModelResult",
+    "SearchShard",
     "best",
     "candidate_count",
     "candidates",
@@ -65,6 +70,7 @@ __all__ = [
     "fit_models",
     "kl_by_duplicates",
     "memorised_given_code_nl",
+    "plan_search",
     "run_correlations",
     "run_kl",
     "run_models",
@@ -75,16 +81,6 @@ __all__ = [
     "search_results",
     "xi_correlation",
 ]
-
-
-def _split_key(split: str | None) -> str:
-    return "all" if split is None else split
-
-
-def _keyed(frame: pl.DataFrame, **keys) -> pl.DataFrame:
-    """Key columns first, so every mart file holds its own options (ints as BIGINT, like the marts)."""
-    lits = [pl.lit(v, dtype=pl.Int64 if type(v) is int else None).alias(k) for k, v in keys.items()]
-    return frame.select(*lits, pl.all())
 
 
 def _pairs_and_rows(wh: Warehouse, model, step, split, perplexity, columns: str = "*"):
@@ -119,14 +115,14 @@ def run_shares(wh: Warehouse, *, split: str | None = "train") -> dict[str, pl.Da
         )
     finally:
         con.close()
-    key = _split_key(split)
+    key = split_key(split)
     out = {
         "taxonomy_shares": pl.concat([category_shares(counts), category_shares(counts, pooled=True)]),
         "taxonomy_code_nl": code_nl_breakdown(code_nl),
         "taxonomy_p_memorised": memorised_given_code_nl(code_nl),
     }
     for name, frame in out.items():
-        out[name] = _keyed(frame, split=key)
+        out[name] = keyed(frame, split=key)
         marts.write(wh, name, marts.file_key(key), out[name])
     return out
 
@@ -143,8 +139,8 @@ def run_correlations(
     """Pearson / Spearman / xi of every feature vs the label, per group x subset, per (model, step)."""
     frames = []
     for m, s, rows in _pairs_and_rows(wh, model, step, split, perplexity):
-        keys = {"model": m, "step": s, "split": _split_key(split), "perplexity": perplexity}
-        frame = _keyed(correlation_table(rows, seed=seed), **keys)
+        keys = pair_keys(m, s, split, perplexity)
+        frame = keyed(correlation_table(rows, seed=seed), **keys)
         marts.write(wh, "taxonomy_correlations", marts.file_key(*keys.values()), frame)
         frames.append(frame)
     return pl.concat(frames)
@@ -167,14 +163,8 @@ def run_kl(
     for m, s, rows in _pairs_and_rows(wh, model, step, split, perplexity, columns):
         for method in methods:
             kl = kl_by_duplicates(rows, method=method, n_bootstrap=n_bootstrap, seed=seed)
-            keys = {
-                "model": m,
-                "step": s,
-                "split": _split_key(split),
-                "perplexity": perplexity,
-                "method": method,
-            }
-            frame = _keyed(kl.drop("method"), **keys)
+            keys = pair_keys(m, s, split, perplexity, method=method)
+            frame = keyed(kl.drop("method"), **keys)
             marts.write(wh, "taxonomy_kl", marts.file_key(*keys.values()), frame)
             frames.append(frame)
     return pl.concat(frames)
@@ -197,23 +187,13 @@ def run_models(
     results = {}
     for m, s, rows in _pairs_and_rows(wh, model, step, split, perplexity):
         res = fit_models(rows, protocol, n_subsets=n_subsets, ece_bins=ece_bins, seed=seed)
-        keys = {
-            "model": m,
-            "step": s,
-            "split": _split_key(split),
-            "perplexity": perplexity,
-            "protocol": protocol,
-        }
+        keys = pair_keys(m, s, split, perplexity, protocol=protocol)
         key = marts.file_key(*keys.values())
-        marts.write(wh, "taxonomy_model_metrics", key, _keyed(res.metrics, **keys, ece_bins=ece_bins))
-        marts.write(wh, "taxonomy_model_weights", key, _keyed(res.weights, **keys))
-        marts.write(wh, "taxonomy_model_tests", key, _keyed(res.tests, **keys))
+        marts.write(wh, "taxonomy_model_metrics", key, keyed(res.metrics, **keys, ece_bins=ece_bins))
+        marts.write(wh, "taxonomy_model_weights", key, keyed(res.weights, **keys))
+        marts.write(wh, "taxonomy_model_tests", key, keyed(res.tests, **keys))
         results[m, s] = res
     return results
-
-
-def _shard_path(wh: Warehouse, key: str):
-    return wh.marts / "taxonomy_search" / f"{key}.parquet"
 
 
 def run_search(
@@ -231,37 +211,28 @@ def run_search(
     n_subsets: int = 100,
     features: tuple[str, ...] = SEARCH_FEATURES,
     seed: int = SEED,
+    executor: str = "local",
+    **options,
 ) -> pl.DataFrame:
     """Greedy taxonomic search over candidates [start, end) per (model, step).
 
-    The range is cut into shards of `shard_size` candidates (default: one shard), each written as
+    The range is cut into shards of `shard_size` candidates (default: one shard), each a
+    `SearchShard` unit run on `executor` with its `options` (`ingest.executors`) and written as
     its own file of the `taxonomy_search` mart keyed by (model, step, split, protocol, range).
     resume=True skips shards whose file exists, so an interrupted run continues where it stopped
     and several processes can split a range between them. Returns every row of the range.
     """
-    frames = []
-    for m, s, rows in _pairs_and_rows(wh, model, step, split, perplexity):
-        last = candidate_count(features) if end is None else end
-        size = shard_size or max(last - start, 1)
-        for lo in range(start, last, size):
-            hi = min(lo + size, last)
-            keys = {
-                "model": m,
-                "step": s,
-                "split": _split_key(split),
-                "perplexity": perplexity,
-                "protocol": protocol,
-            }
-            key = marts.file_key(*keys.values(), f"{lo:04d}-{hi:04d}")
-            path = _shard_path(wh, key)
-            if resume and path.exists():
-                frames.append(pl.read_parquet(path))
-                continue
-            found = search(rows, lo, hi, protocol=protocol, features=features, n_subsets=n_subsets, seed=seed)
-            frame = _keyed(found, **keys)
-            marts.write(wh, "taxonomy_search", key, frame)
-            frames.append(frame)
-    return pl.concat(frames).sort("model", "step", "candidate")
+    con = query.connect(wh, views=SQL_VIEWS)
+    try:
+        pairs = data.select_pairs(con, model, step, split)
+    finally:
+        con.close()
+    shards = plan_search(
+        wh, pairs, start, end, shard_size, split=split, perplexity=perplexity, protocol=protocol,
+        n_subsets=n_subsets, features=features, seed=seed, force=not resume,
+    )  # fmt: skip
+    execute(shards, executor, **options)
+    return pl.concat([pl.read_parquet(u.path) for u in shards]).sort("model", "step", "candidate")
 
 
 def run_main_search(

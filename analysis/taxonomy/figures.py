@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from analysis.taxonomy.features import AGGREGATE, BASELINE, CATEGORIES, HISTOGRAM_FEATURES  # noqa: E402
+from analysis.taxonomy.keys import split_key  # noqa: E402
 from analysis.views import SQL_VIEWS
 from memlake.core import marts  # noqa: E402
 from memlake.core.paths import Warehouse  # noqa: E402
@@ -250,8 +251,7 @@ def draw_taxonomy(
         if model is None or step is None:
             model, step = data.main_pair(con, split)
         tag = marts.file_key(model, step)
-        split_key = "all" if split is None else split  # the marts' split column (run_* writes it)
-        pair = {"model": model, "step": step, "split_key": split_key, "perplexity": perplexity}
+        pair = {"model": model, "step": step, "split_key": split_key(split), "perplexity": perplexity}
         where = "model = $model and step = $step and split = $split_key and perplexity = $perplexity"
         source = data.rows_sql(con, perplexity)
         columns = set(frame(con, f"select * from ({source}) limit 0").columns)
@@ -268,7 +268,7 @@ def draw_taxonomy(
             fig = feature_histograms(rows, fs, title=f"{title}: memorised vs not")
             paths.append(save(fig, out / f"feature_histograms-{group}-{tag}.png"))
         if "taxonomy_shares" in have:
-            found = frame(con, "select * from taxonomy_shares where split = $s", {"s": split_key})
+            found = frame(con, "select * from taxonomy_shares where split = $s", {"s": pair["split_key"]})
             if found.height:
                 paths.append(save(shares(found), out / "shares.png"))
         if "taxonomy_kl" in have:
@@ -280,22 +280,14 @@ def draw_taxonomy(
             if corr.height:
                 paths.append(save(correlations(corr), out / f"correlations-{tag}.png"))
         with_protocol = {**pair, "protocol": protocol}
-        if "taxonomy_model_weights" in have:
-            w = frame(
-                con,
-                f"select * from taxonomy_model_weights where {where} and protocol = $protocol",
-                with_protocol,
-            )
-            if w.height:
-                paths.append(save(lr_weights(w), out / f"lr_weights-{tag}__{protocol}.png"))
-        if "taxonomy_model_metrics" in have:
-            m = frame(
-                con,
-                f"select * from taxonomy_model_metrics where {where} and protocol = $protocol",
-                with_protocol,
-            )
-            if m.height:
-                paths.append(save(model_metrics(m), out / f"model_metrics-{tag}__{protocol}.png"))
+        model_figures = {"lr_weights": ("taxonomy_model_weights", lr_weights),
+                         "model_metrics": ("taxonomy_model_metrics", model_metrics)}  # fmt: skip
+        for name, (mart, draw) in model_figures.items():
+            if mart in have:
+                sql = f"select * from {mart} where {where} and protocol = $protocol"
+                fit = frame(con, sql, with_protocol)
+                if fit.height:
+                    paths.append(save(draw(fit), out / f"{name}-{tag}__{protocol}.png"))
     finally:
         con.close()
     return paths

@@ -50,7 +50,6 @@ from memlake.core.query import connect, frame, view_names
 MART = "mitigation_landscape"
 EDITS = ("unedited", "good", "bad")
 COLUMNS = ["study", "edit", "method", "hparams", "alpha", "beta", "forget_loss", "retain_loss"]
-SMALL_MODEL = 5_000_000  # below this, one thread (as the sweep): tiny models are overhead-bound
 
 
 # --------------------------------------------------------------------------- directions
@@ -274,11 +273,8 @@ def compute(
     radius = float(radius if radius is not None else lc["radius"])
     coords = grid(points, radius)
     losses = study_losses(study, lc.get("max_rows", 256), lc.get("seed", 0))
-    threads = torch.get_num_threads()
-    if sum(p.numel() for p in study.base.parameters()) < SMALL_MODEL:
-        torch.set_num_threads(1)
     frames = []
-    try:
+    with study.threads():
         for edit in choose_edits(wh, study.name, lc, seed, views=views):
             t0 = time.perf_counter()
             model = apply_edit(study, edit)
@@ -317,8 +313,6 @@ def compute(
             )
             if on_edit:
                 on_edit({**summary, **centre_and_rim(frames[-1])})
-    finally:
-        torch.set_num_threads(threads)
     return pl.concat(frames).with_columns(pl.lit(points).alias("points"), pl.lit(radius).alias("radius"))
 
 

@@ -8,6 +8,7 @@ import json
 import math
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,30 @@ VARIANTS = ("math", "language")
 # the next 40 tokens come out greedily; perplexity over 80-token held-out chunks; batches of 32.
 PROTOCOL = {"prompt_len": 32, "test_len": 40, "chunk_len": 80, "batch_size": 32, "heldout": 1632,
             "forget_max": None, "ft_epochs": 5, "seed": 0}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What builds a study, small enough to travel with every unit of its sweep: the kind
+    (`tinymem` or `suite`), the warehouse root, the config section as canonical JSON and, for a
+    model study, the model as given and its resolved step. `build` makes the same study again
+    (the TinyMem base model is loaded, not retrained: its checkpoint is in the warehouse)."""
+
+    kind: str
+    root: str
+    settings: str
+    model: str | None = None
+    step: int | None = None
+
+    def build(self) -> Study:
+        wh, c = Warehouse.at(self.root), json.loads(self.settings)
+        if self.kind == "tinymem":
+            return tinymem_study(wh, c)
+        return suite_study(wh, str(self.model), c, step=self.step)
+
+
+def _spec(kind: str, wh: Warehouse, c: dict[str, Any], **model) -> StudySpec:
+    return StudySpec(kind, str(wh.root), json.dumps(c, sort_keys=True), **model)
 
 
 def variant_config(c: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +140,7 @@ def _fresh_study(wh: Warehouse, name: str, out: Path, c: dict[str, Any]) -> bool
 def tinymem_study(wh: Warehouse, c: dict[str, Any]) -> Study:
     """Build the data, train (or resume) the base model under warehouse/mitigation/<name>/.
     A base model (and runs) of an earlier configuration under the same name are replaced."""
-    name = tinymem_name(c)
+    name, spec = tinymem_name(c), _spec("tinymem", wh, c)
     c = variant_config(c)
     data = tinymem_data(wh, c)
     out = wh.root / "mitigation" / name / "base"
@@ -160,7 +185,7 @@ def tinymem_study(wh: Warehouse, c: dict[str, Any]) -> Study:
         f"{len(forget)} memorised artifact rows to forget, {len(retain)} retain rows"
         + ("; base model retrained: its configuration changed (earlier runs removed)" if replaced else "")
     )
-    return Study(name, name, c["epochs"], model, fresh, task, evaluate, about=about)
+    return Study(name, name, c["epochs"], model, fresh, task, evaluate, about=about, spec=spec)
 
 
 def lake_checkpoint(model: str, step: int | None = None) -> tuple[str, str, int | None]:
@@ -359,4 +384,5 @@ def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int 
         f"perplexity {len(ppl_chunks)} chunks of {ppl_chunks.shape[1]} tokens; batch {bs}, {dtype} on {dev}"
     )
     task = EditTask(forget, retain, fine_tuning=Recipe(c["ft_epochs"], bs))
-    return Study(key, key, step, base, fresh, task, evaluate, about=about)
+    spec = _spec("suite", wh, c, model=model_name, step=step)
+    return Study(key, key, step, base, fresh, task, evaluate, about=about, spec=spec)

@@ -3,9 +3,13 @@
 A `Study` fixes what runs edit and how they are scored: the base model (TinyMem trained here, or
 a suite/Hub checkpoint), the `EditTask` every run gets (forget and retain sets, and for TinyMem
 the training set and recipes), and `evaluate(model) -> metrics`. A `Run`
-is a method name, one point of its grid and a seed; its id hashes those, so re-running a sweep
-skips finished runs (one lake partition per run) and `rank`/`world_size` shard the run list the
-way ingest jobs shard checkpoints.
+is a method name, one point of its grid and a seed; its id hashes those. Each run is a
+`MitigationRun` unit (one lake partition), so re-running a sweep skips finished runs, any
+executor runs the plan, and `rank`/`world_size` shard the run list the way ingest jobs shard
+checkpoints.
+
+A unit carries its study's `spec`, not the study: a process that runs units of a study it does
+not hold builds the study once from the spec (see `holding` and `_open`).
 """
 
 from __future__ import annotations
@@ -14,24 +18,29 @@ import copy
 import hashlib
 import json
 import math
-import multiprocessing as mp
 import os
-import queue as queue_mod
 import time
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch import nn
 
+from ingest.executors import execute
 from ingest.mitigation.methods import REGISTRY, AttributionCache, EditTask, Method, SequenceSet, get
-from memlake.core import lake
+from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from memlake.core.unit import Computed, Unit
+
+if TYPE_CHECKING:
+    from ingest.mitigation.studies import StudySpec
 
 N_DUP_CLASSES = 4  # per-duplication-class columns mem_{before,after}_dup0..3 (10^p copies)
+SMALL_MODEL = 5_000_000  # parameters below which a model runs on one thread (overhead-bound)
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,7 @@ class Study:
     evaluate: Callable[[nn.Module], dict[str, float]]  # mem, acc, ppl, clean, mem_dup{p}
     before: dict[str, float] | None = None
     about: str = ""  # one line on how the sets were built (printed by the CLI)
+    spec: StudySpec | None = None  # how another process builds this study (None: it cannot)
 
     @property
     def forget(self) -> SequenceSet:
@@ -76,6 +86,22 @@ class Study:
         """Whether a run of `method` has nothing to do: unlearning with nothing memorised
         (regularisers and fine-tuning need no forget rows)."""
         return len(self.forget) == 0 and method.kind not in ("regulariser", "fine_tuning")
+
+    @property
+    def small(self) -> bool:
+        return sum(p.numel() for p in self.base.parameters()) < SMALL_MODEL
+
+    @contextmanager
+    def threads(self) -> Iterator[None]:
+        """One torch thread for a small model while the block runs: tiny models are
+        overhead-bound, and one thread is far faster than two contending ones."""
+        before = torch.get_num_threads()
+        if self.small:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def starting_model(self, method: Method, seed: int) -> nn.Module:
         """What a run of `method` edits, after seeding torch with `seed`: an untrained model for a
@@ -147,6 +173,113 @@ def run_one(study: Study, run: Run, attributions: AttributionCache | None = None
     return row
 
 
+# --------------------------------------------------------------------------- the studies a process holds
+
+# Each study this process can run units of, with its attribution cache (ratio-independent scores,
+# reused across a method's grid). `_held`: studies lent by the code that built them, for the
+# duration of its `holding` block (a sweep run here). `_built`: the one study this process built
+# from a unit's spec (a worker process), kept until the process ends or a unit of another study
+# arrives, since a worker serves one plan at a time.
+_held: dict[tuple[str, StudySpec | None], tuple[Study, AttributionCache]] = {}
+_built: dict[tuple[str, StudySpec | None], tuple[Study, AttributionCache]] = {}
+
+
+@contextmanager
+def holding(study: Study) -> Iterator[None]:
+    """Let this process's units of `study` use it (and one attribution cache for all of them)
+    while the block runs, instead of building it again."""
+    key = (study.name, study.spec)
+    before = _held.get(key)
+    _held[key] = (study, AttributionCache())
+    try:
+        yield
+    finally:
+        if before is None:
+            del _held[key]
+        else:
+            _held[key] = before
+
+
+def _open(name: str, spec: StudySpec | None) -> tuple[Study, AttributionCache]:
+    """The study a unit runs on, with its attribution cache: the one held here, else one built
+    from `spec` (once per process)."""
+    key = (name, spec)
+    if key in _held:
+        return _held[key]
+    if key not in _built:
+        if spec is None:
+            raise MemlakeError(
+                f"study {name!r} has no spec to build it from in another process: run its sweep "
+                "in the process that built it (executor local, workers=1)"
+            )
+        _built.clear()
+        _built[key] = (spec.build(), AttributionCache())
+    return _built[key]
+
+
+# --------------------------------------------------------------------------- runs as units
+
+
+@dataclass(frozen=True)
+class MitigationRun(Unit):
+    """One run of a study: its row of `mitigation_runs`, partition (study, run_id)."""
+
+    job: ClassVar[str] = "mitigate"
+    table: ClassVar[str] = "mitigation_runs"
+
+    sweep_run: Run  # (not `run`: that is the unit's method)
+    root: str  # the warehouse root (a string: units pickle to other processes)
+    spec: StudySpec | None = None
+    config: dict[str, Any] | None = field(default=None, compare=False)  # recorded in the manifest
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse.at(self.root)
+
+    @property
+    def partition(self) -> dict[str, Any]:
+        return {"study": self.sweep_run.study, "run_id": self.sweep_run.run_id}
+
+    @property
+    def label(self) -> str:
+        r = self.sweep_run
+        hparams = [f"{k}={v}" for k, v in r.hparams]
+        return " ".join(["mitigate", r.study, r.method, *hparams, f"seed {r.seed}"])
+
+    def compute(self, log) -> Computed:
+        study, attributions = _open(self.sweep_run.study, self.spec)
+        with study.threads():
+            row = run_one(study, self.sweep_run, attributions)
+        table = pa.table({k: [v] for k, v in row.items()})
+        return Computed(table, provenance=dict(self.config or {}), summary={"row": row})
+
+
+# heaviest first, so the last unit to start is a short one (a longest-processing-time-first order)
+_KIND_ORDER = {"regulariser": 0, "weight": 1, "fine_tuning": 2, "neuron": 3, "baseline": 4}
+
+
+def _ordered(runs: list[Run]) -> list[Run]:
+    """The runs grouped by method (grid order kept, so a method's runs reuse its attributions
+    one after the other), heavier kinds first."""
+    by_method: dict[str, list[Run]] = {}
+    for r in runs:
+        by_method.setdefault(r.method, []).append(r)
+    groups = sorted(by_method.values(), key=lambda g: _KIND_ORDER.get(get(g[0].method).kind, 9))
+    return [r for g in groups for r in g]
+
+
+def _default_workers(study: Study, units: list[MitigationRun], config: dict | None) -> int:
+    """Local processes for a sweep whose caller named none: the config's `mitigation.workers` for
+    a small model on the CPU (one thread each keeps every core busy without contention), at
+    most one per core and per method still to run; else 1 (a large model fills the machine)."""
+    wanted = int(((config or {}).get("mitigation") or {}).get("workers") or 1)
+    on_cpu = all(p.device.type == "cpu" for p in study.base.parameters())
+    if wanted <= 1 or not (study.small and on_cpu):
+        return 1
+    methods = {u.sweep_run.method for u in units if u.pending()}
+    return max(1, min(wanted, os.cpu_count() or 1, len(methods)))
+
+
 def run_sweep(
     wh: Warehouse,
     study: Study,
@@ -156,138 +289,26 @@ def run_sweep(
     world_size: int = 1,
     config: dict | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
-    workers: int | None = None,
+    executor: str = "local",
+    **options: Any,
 ) -> list[dict[str, Any]]:
-    """Run this rank's share of `runs`, skipping runs already in the lake; return the new rows.
+    """Run this rank's share of `runs` on `executor` with its `options` (`ingest.executors`),
+    skipping runs already in the lake; the new rows, each also passed to `on_run`.
 
-    workers: processes sharing this rank's runs on one machine (default: the config's
-    `mitigation.workers`, else 1). Small CPU models run one thread per process, so one worker
-    per core keeps every core busy without threads contending. Workers are forked after the study
-    is built (they share its base model and sets); each pulls whole methods, heaviest kinds first,
-    from a shared counter, so one method's grid stays in one process and reuses its attribution.
+    This process lends `study` to the units it runs itself, so the model is built once and a
+    method's grid reuses its attributions; other processes build the study from its spec.
+    Without options the local executor runs `_default_workers` processes.
     """
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-    if workers is None:
-        workers = int(((config or {}).get("mitigation") or {}).get("workers") or 1)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    mine = runs[rank::world_size]
-    small = sum(p.numel() for p in study.base.parameters()) < 5_000_000
-    on_cpu = all(p.device.type == "cpu" for p in study.base.parameters())
-    workers = min(workers, os.cpu_count() or 1, len({r.method for r in mine}) or 1)
-    # tiny models are overhead-bound: one thread is far faster than two contending ones
-    threads = torch.get_num_threads()
-    if small:
-        torch.set_num_threads(1)
-    try:
-        if workers > 1 and small and on_cpu:
-            return _sweep_forked(wh, study, mine, config, on_run, workers)
-        return _sweep(wh, study, _units(mine), config, on_run)
-    finally:
-        torch.set_num_threads(threads)
-
-
-# heaviest first, so the last unit to start is a short one (a longest-processing-time-first order)
-_KIND_ORDER = {"regulariser": 0, "weight": 1, "fine_tuning": 2, "neuron": 3, "baseline": 4}
-
-
-def _units(runs: list[Run]) -> list[list[Run]]:
-    """The runs grouped by method (grid order kept), heavier kinds first."""
-    by_method: dict[str, list[Run]] = {}
-    for r in runs:
-        by_method.setdefault(r.method, []).append(r)
-    return sorted(by_method.values(), key=lambda u: _KIND_ORDER.get(get(u[0].method).kind, 9))
-
-
-def _sweep(wh, study, units, config, on_run, claim: Callable[[], int] | None = None) -> list[dict[str, Any]]:
-    """Run the units in order (or, with `claim`, the units whose index it hands out)."""
-    rows = []
-    # ratio-independent scores (neuron attributions, saliencies) are computed once per unit; the
-    # cache lives as long as this call, so a process keeps no scores between sweeps
-    attributions = AttributionCache()
-    i = claim() if claim else 0
-    while i < len(units):
-        for run in units[i]:
-            keys = {"study": study.name, "run_id": run.run_id}
-            if lake.is_complete(wh, "mitigation_runs", keys):
-                continue
-            row = run_one(study, run, attributions)
-            data = {k: [v] for k, v in row.items()}
-            lake.write_partition(wh, "mitigation_runs", data, keys, config=config)
-            rows.append(row)
-            if on_run:
-                on_run(row)
-        i = claim() if claim else i + 1
-    return rows
-
-
-def _sweep_forked(wh, study, runs, config, on_run, workers) -> list[dict[str, Any]]:
-    """`_sweep` in `workers` processes (this one and forked children) over a shared unit counter.
-    Children send their rows back through a queue; a child that fails fails the sweep."""
-    ctx = mp.get_context("fork")
-    units = _units(runs)
-    study.baseline()  # once, before forking: every process shares the same before-numbers
-    counter = ctx.Value("i", 0)
-    queue = ctx.Queue()
-
-    def claim() -> int:
-        with counter.get_lock():
-            i = counter.value
-            counter.value += 1
-        return i
-
-    def child() -> None:
-        torch.set_num_threads(1)
-        try:
-            _sweep(wh, study, units, config, lambda row: queue.put(("row", row)), claim)
-            queue.put(("done", None))
-        except BaseException:  # noqa: BLE001 - reported to the parent, which raises
-            queue.put(("error", traceback.format_exc()))
-
-    rows: list[dict[str, Any]] = []
-    state = {"pending": workers - 1, "errors": []}
-
-    def take(message) -> None:
-        kind, item = message
-        if kind == "row":
-            rows.append(item)
-            if on_run:
-                on_run(item)
-        else:
-            state["pending"] -= 1
-            if kind == "error":
-                state["errors"].append(item)
-
-    def mine(row) -> None:  # the parent's own row, then whatever the children sent meanwhile
-        rows.append(row)
-        if on_run:
+    root = str(wh.root)
+    units = [MitigationRun(r, root, study.spec, config) for r in _ordered(runs[rank::world_size])]
+    if executor == "local" and not options:
+        options = {"workers": _default_workers(study, units, config)}
+    with holding(study):
+        results = execute(units, executor, **options)
+    rows = [r["row"] for r in results if not r["skipped"]]
+    if on_run:
+        for row in rows:
             on_run(row)
-        while True:
-            try:
-                take(queue.get_nowait())
-            except queue_mod.Empty:
-                return
-
-    procs = [ctx.Process(target=child, daemon=True) for _ in range(workers - 1)]
-    for p in procs:
-        p.start()
-    try:
-        _sweep(wh, study, units, config, mine, claim)
-    except BaseException:
-        for p in procs:
-            p.terminate()
-        raise
-    while state["pending"]:
-        alive = any(p.is_alive() for p in procs)
-        try:
-            take(queue.get(timeout=5 if alive else 1))
-        except queue_mod.Empty:
-            if not alive:  # every child has exited and nothing more came: one died silently
-                state["errors"].append("a sweep worker died without reporting (killed?)")
-                break
-    for p in procs:
-        p.join()
-    if state["errors"]:
-        raise RuntimeError("mitigation sweep worker failed:\n" + "\n".join(state["errors"]))
     return rows

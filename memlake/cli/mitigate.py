@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from memlake.cli._options import ConfigOpt, SetOpt, WarehouseOpt, say, split
+from memlake.cli._options import ConfigOpt, ExecOpt, ExecutorOpt, SetOpt, WarehouseOpt, key_values, say, split
 from memlake.core.paths import Warehouse
 from memlake.pipeline import mitigation, setup
 
@@ -40,16 +40,20 @@ def sweep_command(
     ] = None,
     rank: Annotated[int, typer.Option(help="This worker's index (shard the run list).")] = 0,
     world_size: Annotated[int, typer.Option(help="Number of workers.")] = 1,
+    executor: ExecutorOpt = "local",
+    exec_opt: ExecOpt = None,
     variant: VariantOpt = None,
     config: ConfigOpt = "small",
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
 ):
     """Run mitigation methods over their grids; every run is a row in the mitigation_runs lake table.
-    A model study follows the mitigation paper's Pythia protocol (mitigation.suite in the config)."""
+    A model study follows the mitigation paper's Pythia protocol (mitigation.suite in the config).
+    --rank/--world-size pick this worker's share of the runs; the executor runs that share."""
     cfg, wh = setup(config, set_, warehouse)
     mitigation.set_variant(cfg, variant)
-    mitigation.sweep(cfg, wh, study, split(methods), max_per_method, rank, world_size, step, log=say)
+    args = (split(methods), max_per_method, rank, world_size, step)
+    mitigation.sweep(cfg, wh, study, *args, log=say, executor=executor, executor_options=key_values(exec_opt))
 
 
 @app.command("study")

@@ -77,10 +77,13 @@ def fit_command(
 def search_command(
     start: Annotated[int, typer.Option(help="First candidate index of this shard.")] = 0,
     end: Annotated[int | None, typer.Option(help="One past the last candidate (default: all 810).")] = None,
+    executor: ExecutorOpt = "local",
+    exec_opt: ExecOpt = None,
+    shard_size: Annotated[int | None, typer.Option(help="Candidates per unit (default: the range).")] = None,
     config: ConfigOpt = "small",
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
 ):
     """The greedy taxonomic search over (feature, quantile) partitions; shardable and resumable."""
     cfg, wh = setup(config, set_, warehouse)
-    say(str(taxonomy.search(cfg, wh, start, end)))
+    say(str(taxonomy.search(cfg, wh, start, end, shard_size, executor, key_values(exec_opt))))

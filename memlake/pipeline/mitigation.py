@@ -41,11 +41,18 @@ def sweep(
     world_size: int = 1,
     step: int | None = None,
     log: Log = quiet,
+    executor: str = "local",
+    executor_options: dict | None = None,
 ) -> list[dict]:
-    """Run the methods over their grids; every run is a row of the mitigation_runs lake table."""
+    """Run the methods over their grids on `executor` (local by default: the config's
+    mitigation.workers processes for a small model); every run is a row of the mitigation_runs
+    lake table."""
+    from ingest.executors import configure
     from ingest.mitigation.methods import REGISTRY
     from ingest.mitigation.sweep import plan_runs, run_sweep
 
+    opts = executor_options or {}
+    configure(executor, **opts)  # bad options fail before the study is built
     m = cfg["mitigation"]
     # a study section may name its own methods / grid points (the demo: every method on TinyMem,
     # the affordable ones on the suite model); else the shared mitigation.methods
@@ -80,7 +87,9 @@ def sweep(
             f"ppl {row['ppl_before']:.2f} -> {row['ppl_after']:.2f}, {row['seconds']:.1f}s"
         )
 
-    rows = run_sweep(wh, s, runs, rank=rank, world_size=world_size, config=cfg, on_run=report)
+    rows = run_sweep(
+        wh, s, runs, rank=rank, world_size=world_size, config=cfg, on_run=report, executor=executor, **opts
+    )
     log(f"mitigate: {s.name}: {len(rows)} runs written, {len(runs) // world_size - len(rows)} already done")
     return rows
 

@@ -93,9 +93,21 @@ def search_summary(found) -> str:
 
 
 @relabel("taxonomy search")
-def search(cfg, wh: Warehouse, start: int = 0, end: int | None = None):
-    """One shard [start, end) of the greedy partition search; the best three partitions so far."""
+def search(
+    cfg,
+    wh: Warehouse,
+    start: int = 0,
+    end: int | None = None,
+    shard_size: int | None = None,
+    executor: str = "local",
+    executor_options: dict | None = None,
+):
+    """Candidates [start, end) of the greedy partition search, in units of `shard_size`
+    candidates run on `executor`; the best three partitions so far."""
     import analysis.taxonomy as tax
 
-    tax.run_search(wh, start, end, n_subsets=cfg["taxonomy"]["n_subsets"])
+    n = cfg["taxonomy"]["n_subsets"]
+    tax.run_search(
+        wh, start, end, n_subsets=n, shard_size=shard_size, executor=executor, **(executor_options or {})
+    )
     return tax.search_results(wh).head(3)

@@ -6,16 +6,18 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import asdict, dataclass, replace
 
 import polars as pl
 import pytest
 
 from analysis.views import SQL_VIEWS
 from ingest.mitigation.methods import REGISTRY
-from ingest.mitigation.studies import tinymem_study
+from ingest.mitigation.studies import StudySpec, tinymem_study
 from ingest.mitigation.sweep import Run, plan_runs, run_sweep
 from memlake.core import config, lake, query
 from memlake.core.paths import Warehouse
+from tests.helpers import memlake
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 CONTRACT = ["run_id", "method", "hparams", "seed", "model", "step", "mem_before", "mem_after", "acc_before",
@@ -143,6 +145,14 @@ def test_cli_errors(tmp_path):
     assert out.returncode == 2 and "extraction" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
+def test_sweep_refuses_an_unknown_executor_option_before_building_the_study(tmp_path):
+    env = {**os.environ, "MEMLAKE_WAREHOUSE": str(tmp_path)}
+    out = memlake(["mitigate", "sweep", "-c", "tiny", "--executor", "local", "--exec-opt", "bogus=1"], env)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "executor 'local' takes no option 'bogus' (its options: workers)" in out.stderr
+    assert not (tmp_path / "mitigation").exists()  # refused before TinyMem was trained
+
+
 def test_study_command_sweeps_a_named_study_and_prints_the_comparison(tmp_path):
     env = {**os.environ, "MEMLAKE_WAREHOUSE": str(tmp_path)}
     cmd = MEMLAKE + ["mitigate", "study", "--config", "tiny"]
@@ -162,7 +172,19 @@ def test_study_command_sweeps_a_named_study_and_prints_the_comparison(tmp_path):
     assert again.returncode == 0 and "0 runs written, 2 already done" in again.stderr
 
 
-def test_forked_workers_write_the_same_rows(tinymem, tmp_path):
+def _timeless(wh: Warehouse) -> pl.DataFrame:
+    """The lake's runs without what timing or attribution reuse changes (seconds, cache hits)."""
+    rows = pl.from_arrow(lake.read_table(wh, "mitigation_runs")).sort("run_id")
+    stats = [
+        json.dumps({k: v for k, v in json.loads(s).items() if "seconds" not in k and "reused" not in k})
+        for s in rows["stats"]
+    ]
+    return rows.drop("seconds").with_columns(pl.Series("stats", stats))
+
+
+def test_worker_processes_write_the_same_rows(tinymem, tmp_path):
+    """Two spawned workers, each building the study from its spec, write exactly the rows of the
+    in-process sweep; a re-run skips every finished run and rewrites nothing."""
     cfg, _, study = tinymem
     runs = plan_runs(study.name, ["durable", "activations"], [0], 2)
     serial = run_sweep(Warehouse.at(tmp_path / "a"), study, runs, config=cfg, workers=1)
@@ -174,6 +196,26 @@ def test_forked_workers_write_the_same_rows(tinymem, tmp_path):
         assert (a["run_id"], a["mem_after"], a["acc_after"]) == (b["run_id"], b["mem_after"], b["acc_after"])
     rows = lake.read_table(Warehouse.at(tmp_path / "b"), "mitigation_runs").to_pylist()
     assert sorted(r["run_id"] for r in rows) == sorted(r.run_id for r in runs)
+    assert _timeless(Warehouse.at(tmp_path / "a")).equals(_timeless(Warehouse.at(tmp_path / "b")))
+    manifests = sorted((tmp_path / "b").rglob("_manifest.json"))
+    written = [m.read_text() for m in manifests]
+    assert len(manifests) == len(runs)
+    assert run_sweep(Warehouse.at(tmp_path / "b"), study, runs, config=cfg, workers=2) == []
+    assert [m.read_text() for m in manifests] == written
+
+
+def test_local_workers_default_to_the_config_for_a_small_model_on_the_cpu(tinymem, tmp_path):
+    from ingest.mitigation.sweep import MitigationRun, _default_workers, holding
+
+    cfg, _, study = tinymem
+    runs = plan_runs(study.name, ["durable", "activations"], [0], 1)
+    units = [MitigationRun(r, str(tmp_path), study.spec) for r in runs]
+    two = {"mitigation": {"workers": 2}}
+    assert _default_workers(study, units, two) == min(2, os.cpu_count())
+    assert _default_workers(study, units, cfg) == 1  # the tiny config names no workers
+    with holding(study):
+        units[0].run()
+    assert _default_workers(study, units, two) == 1  # one method left to run: one process
 
 
 def _row(study: str, method: str, hp: dict, mem: tuple, acc: tuple, kind: str = "weight") -> dict:
@@ -262,22 +304,18 @@ def test_balanced_subnet_removes_the_backdoor_and_keeps_accuracy(backdoor):
     assert json.loads(r["stats"])["mem_rows"] == base["mem_rows"]
 
 
-def test_a_failing_worker_fails_the_sweep(tinymem, tmp_path, monkeypatch):
-    import ingest.mitigation.sweep as sw
+@dataclass(frozen=True)
+class _Broken(StudySpec):
+    """A study that cannot be built: every worker process fails on its first unit."""
 
+    def build(self):
+        raise RuntimeError("boom in the worker")
+
+
+def test_a_failing_worker_fails_the_sweep(tinymem, tmp_path):
     cfg, _, study = tinymem
-    parent, real = os.getpid(), sw.run_one
-
-    def run_one(study, run, attributions=None):  # only the forked worker fails
-        if os.getpid() != parent:
-            raise ValueError("boom in the worker")
-        return real(study, run, attributions)
-
-    monkeypatch.setattr(sw, "run_one", run_one)
+    broken = replace(study, spec=_Broken(**asdict(study.spec)))  # this process holds it: fine here
+    runs = plan_runs(study.name, ["durable", "activations"], [0], 1)
     with pytest.raises(RuntimeError, match="boom in the worker"):
-        run_sweep(
-            Warehouse.at(tmp_path),
-            study,
-            plan_runs(study.name, ["durable", "activations"], [0], 1),
-            workers=2,
-        )
+        run_sweep(Warehouse.at(tmp_path), broken, runs, workers=2)
+    assert len(run_sweep(Warehouse.at(tmp_path), broken, runs, workers=1)) == 2

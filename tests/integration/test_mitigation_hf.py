@@ -5,6 +5,7 @@ spelling of the model (lake key or Hub id)."""
 
 import math
 import os
+import pickle
 import subprocess
 import sys
 
@@ -146,6 +147,18 @@ def test_sample_rows_fall_back_to_gen_len_and_null_copies_leave_classes_unset(hf
     assert study.forget.tokens.shape == (3, 64)  # 64-token sample_only rows: the 32-token window
     before = study.evaluate(study.base)
     assert before["mem"] == 75.0 and not any(k.startswith("mem_dup") for k in before)
+
+
+def test_a_model_study_is_built_again_from_its_spec(hf):
+    """What a worker process does with a unit's spec: the same sets and the same baseline."""
+    wh, *_ = hf
+    study = suite_study(wh, str(wh.suite / KEY), SUITE)
+    again = pickle.loads(pickle.dumps(study.spec)).build()
+    assert (again.name, again.step) == (study.name, study.step) == (KEY, 143000)
+    assert again.spec == study.spec  # the resolved step is in it: the study does not move on
+    assert torch.equal(again.forget.tokens, study.forget.tokens)
+    assert torch.equal(again.retain.tokens, study.retain.tokens)
+    assert again.baseline() == study.baseline()
 
 
 def test_heldout_chunks_are_disjoint_halves(hf):

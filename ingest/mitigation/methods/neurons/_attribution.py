@@ -8,6 +8,8 @@ scores MLP neurons; everything else lives here so the methods cannot drift apart
   through the task's `AttributionCache`, so a sweep scores once per (weights, forget set,
   attribution settings, seed) and removes at every ratio (attribution does not depend on it);
 - `frozen` keeps the model's own weights out of autograd while mask coefficients are trained;
+- `register_mask_method` registers a learned-mask method (Slimming, HardConcrete) from the
+  function that trains its mask;
 - `gated`, `backward_forget_loss` and `sample_sequences` serve the learned-mask and the
   per-sequence-expensive attributions.
 
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 from ingest.lm.arch import mlps, neuron_hook
-from ingest.mitigation.methods._base import EditResult, EditTask
+from ingest.mitigation.methods._base import EditResult, EditTask, MethodFn, register
 from ingest.mitigation.methods._cache import cached
 from ingest.mitigation.methods._sequences import SequenceSet, check_forget, suffix_loss
 
@@ -161,10 +163,15 @@ class MaskTraining:
     batch_size: int = 64
 
 
+MaskAttribution = Callable[
+    [nn.Module, SequenceSet, torch.Generator, int, MaskTraining], tuple[list[torch.Tensor], dict]
+]
+
+
 def mask_method(
     model: nn.Module,
     task: EditTask,
-    attribute: Callable[..., tuple[list[torch.Tensor], dict]],
+    attribute: MaskAttribution,
     *,
     method: str,
     seed: int,
@@ -172,14 +179,31 @@ def mask_method(
     epochs: int,
     training: MaskTraining = MaskTraining(),
 ) -> EditResult:
-    """A learned-mask neuron method: `attribute(model, forget, generator, epochs=, **training)`
+    """A learned-mask neuron method: `attribute(model, forget, generator, epochs, training)`
     trains the mask for `epochs`, then `neuron_method` removes the per-layer top `ratio`."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     key = {"epochs": epochs, **asdict(training)}
     return neuron_method(
-        model, task, ratio, seed, lambda m, f, g: attribute(m, f, g, **key), method=method, key=key
+        model, task, ratio, seed, lambda m, f, g: attribute(m, f, g, epochs, training), method=method, key=key
     )
+
+
+def register_mask_method(
+    name: str, attribute: MaskAttribution, epoch_grid: tuple[int, ...], doc: str
+) -> MethodFn:
+    """Register the learned-mask neuron method `name` (grid: RATIO_GRID x `epoch_grid`): remove the
+    per-layer top `ratio` neurons by the scores `attribute` learns in `epochs` epochs."""
+
+    def method(
+        model: nn.Module, task: EditTask, *, seed: int = 0, ratio: float, epochs: int = 10
+    ) -> EditResult:
+        return mask_method(model, task, attribute, method=name, seed=seed, ratio=ratio, epochs=epochs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = doc
+    grid = [{"ratio": r, "epochs": e} for r in RATIO_GRID for e in epoch_grid]
+    return register(name, "neuron", grid)(method)
 
 
 def backward_forget_loss(model: nn.Module, forget: SequenceSet, rows: torch.Tensor, chunk: int) -> float:

@@ -23,13 +23,12 @@ from torch import nn
 
 from ingest.lm.arch import mlps
 from ingest.lm.runtime import model_device
-from ingest.mitigation.methods._base import EditResult, EditTask, register
 from ingest.mitigation.methods._sequences import SequenceSet, shuffled_batches
 from ingest.mitigation.methods.neurons._attribution import (
-    RATIO_GRID,
+    MaskTraining,
     backward_forget_loss,
     gated,
-    mask_method,
+    register_mask_method,
 )
 
 EPOCHS = (1, 10, 20)  # the paper's grid; TinyMem forget sets are a few batches, so unscaled
@@ -45,36 +44,26 @@ def l0_penalty(log_alphas: list[torch.Tensor]) -> torch.Tensor:
     return torch.sigmoid(torch.cat(log_alphas) - BETA * math.log(-LEFT / RIGHT)).mean()
 
 
-def attribute(
-    model: nn.Module,
-    forget: SequenceSet,
-    gen: torch.Generator,
-    *,
-    epochs: int,
-    lam: float,
-    lr: float,
-    stop_loss: float,
-    batch_size: int,
-):
+def attribute(model: nn.Module, forget: SequenceSet, gen: torch.Generator, epochs: int, t: MaskTraining):
     dev = model_device(model)
     layers = mlps(model)
     log_alphas = [(torch.randn(m.d_ff, generator=gen) * 0.01).to(dev).requires_grad_(True) for m in layers]
-    opt = torch.optim.Adam(log_alphas, lr=lr)
+    opt = torch.optim.Adam(log_alphas, lr=t.lr)
     noise: list[torch.Tensor] = []
     stopped_early, steps, lm, reg_value = False, 0, float("nan"), float("nan")
     with gated(model, lambda layer: gate_sample(log_alphas[layer], noise[layer])):
         for _ in range(epochs):
-            for rows in shuffled_batches(len(forget), batch_size, gen):
+            for rows in shuffled_batches(len(forget), t.batch_size, gen):
                 opt.zero_grad()
                 reg = l0_penalty(log_alphas)
                 reg_value = reg.item()
-                if (steps + 1) % 10 == 0 and reg_value < stop_loss:
+                if (steps + 1) % 10 == 0 and reg_value < t.stop_loss:
                     stopped_early = True
                     break
                 # one mask sample per step, shared by the batch (as a per-neuron gate is)
                 noise[:] = [torch.rand(m.d_ff, generator=gen).clamp(1e-6, 1 - 1e-6).to(dev) for m in layers]
-                lm = backward_forget_loss(model, forget, rows, batch_size)
-                (lam * reg).backward()
+                lm = backward_forget_loss(model, forget, rows, t.batch_size)
+                (t.lam * reg).backward()
                 opt.step()
                 steps += 1
             if stopped_early:
@@ -83,9 +72,9 @@ def attribute(
     return scores, {"steps": steps, "stopped_early": stopped_early, "lm_loss": lm, "l0": reg_value}
 
 
-@register("hard_concrete", "neuron", [{"ratio": r, "epochs": e} for r in RATIO_GRID for e in EPOCHS])
-def hard_concrete(
-    model: nn.Module, task: EditTask, *, seed: int = 0, ratio: float, epochs: int = 10
-) -> EditResult:
-    """Remove the per-layer top `ratio` neurons by learned L0 gate probability σ(log α)."""
-    return mask_method(model, task, attribute, method="hard_concrete", seed=seed, ratio=ratio, epochs=epochs)
+hard_concrete = register_mask_method(
+    "hard_concrete",
+    attribute,
+    EPOCHS,
+    "Remove the per-layer top `ratio` neurons by learned L0 gate probability σ(log α).",
+)

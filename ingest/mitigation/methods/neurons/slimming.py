@@ -14,32 +14,21 @@ from torch import nn
 
 from ingest.lm.arch import mlps
 from ingest.lm.runtime import model_device
-from ingest.mitigation.methods._base import EditResult, EditTask, register
 from ingest.mitigation.methods._sequences import SequenceSet
 from ingest.mitigation.methods.neurons._attribution import (
-    RATIO_GRID,
+    MaskTraining,
     backward_forget_loss,
     gated,
-    mask_method,
+    register_mask_method,
 )
 
 EPOCHS = (1, 10, 20)  # the paper's grid; one full-batch step per epoch is cheap on CPU, so unscaled
 
 
-def attribute(
-    model: nn.Module,
-    forget: SequenceSet,
-    _gen: torch.Generator,
-    *,
-    epochs: int,
-    lam: float,
-    lr: float,
-    stop_loss: float,
-    batch_size: int,
-):
+def attribute(model: nn.Module, forget: SequenceSet, _gen: torch.Generator, epochs: int, t: MaskTraining):
     dev = model_device(model)
     coefs = [torch.ones(m.d_ff, device=dev, requires_grad=True) for m in mlps(model)]
-    opt = torch.optim.Adam(coefs, lr=lr)
+    opt = torch.optim.Adam(coefs, lr=t.lr)
     rows = torch.arange(len(forget))
     stopped_early, steps, lm, l1 = False, 0, float("nan"), float("nan")
     with gated(model, lambda layer: coefs[layer].clamp(0.0, 1.0)):
@@ -47,20 +36,17 @@ def attribute(
             opt.zero_grad()
             l1_term = torch.cat(coefs).abs().mean()
             l1 = l1_term.item()
-            if (step + 1) % 10 == 0 and l1 < stop_loss:
+            if (step + 1) % 10 == 0 and l1 < t.stop_loss:
                 stopped_early = True
                 break
-            lm = backward_forget_loss(model, forget, rows, batch_size)
-            (lam * l1_term).backward()
+            lm = backward_forget_loss(model, forget, rows, t.batch_size)
+            (t.lam * l1_term).backward()
             opt.step()
             steps += 1
     scores = [c.detach().clamp(0.0, 1.0).cpu() for c in coefs]
     return scores, {"steps": steps, "stopped_early": stopped_early, "lm_loss": lm, "l1": l1}
 
 
-@register("slimming", "neuron", [{"ratio": r, "epochs": e} for r in RATIO_GRID for e in EPOCHS])
-def slimming(
-    model: nn.Module, task: EditTask, *, seed: int = 0, ratio: float, epochs: int = 10
-) -> EditResult:
-    """Remove the per-layer top `ratio` neurons by learned slimming coefficient."""
-    return mask_method(model, task, attribute, method="slimming", seed=seed, ratio=ratio, epochs=epochs)
+slimming = register_mask_method(
+    "slimming", attribute, EPOCHS, "Remove the per-layer top `ratio` neurons by learned slimming coefficient."
+)

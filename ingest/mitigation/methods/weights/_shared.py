@@ -167,3 +167,12 @@ class MixedBatches:
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._forget.take(self.n_forget), self._retain.take(self.n_retain)
+
+    def losses(
+        self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sequence forget and retain losses [n] of one batch, forget first. The two parts run
+        as separate forwards, so forget and retain rows may differ in length and padding."""
+        f_tokens, r_tokens = batch
+        forget = forget_loss(model, f_tokens, self._forget.seqs)
+        return forget, retain_loss(model, r_tokens, self._retain.seqs)

@@ -23,15 +23,7 @@ from torch import nn
 
 from ingest.lm.arch import mlp_parameters
 from ingest.mitigation.methods._base import EditResult, EditTask, register
-from ingest.mitigation.methods._sequences import SequenceSet
-from ingest.mitigation.methods.weights._shared import (
-    MixedBatches,
-    check_inputs,
-    forget_loss,
-    grads_only,
-    n_selected,
-    retain_loss,
-)
+from ingest.mitigation.methods.weights._shared import MixedBatches, check_inputs, grads_only, n_selected
 
 # Ratios scaled for CPU: the mitigation paper sweeps Greedy up to 0.05, but every iteration is a
 # full forward/backward, so 0.05 of a 2-layer TinyMem model (~0.4 M parameters) would be ~20 k
@@ -41,11 +33,10 @@ BATCH_SIZE = 64  # rows per iteration, half forget, half retain
 
 
 def mixed_objective(
-    model: nn.Module, f_tokens: torch.Tensor, r_tokens: torch.Tensor, forget: SequenceSet, retain: SequenceSet
+    model: nn.Module, batches: MixedBatches, batch: tuple[torch.Tensor, torch.Tensor]
 ) -> torch.Tensor:
-    """J = mean over the batch of −y·ℓ (forget y = +1, retain y = −1). The two parts run as
-    separate forwards, so forget and retain rows may differ in length and padding."""
-    lf, lr = forget_loss(model, f_tokens, forget), retain_loss(model, r_tokens, retain)
+    """J = mean over the batch of −y·ℓ (forget y = +1, retain y = −1)."""
+    lf, lr = batches.losses(model, batch)
     return (lr.sum() - lf.sum()) / (len(lf) + len(lr))
 
 
@@ -72,10 +63,10 @@ def zero_greedily(
     batches = MixedBatches(forget, retain, batch_size, torch.Generator().manual_seed(seed))
     done = 0
     with grads_only(model, weights):
-        for f_tokens, r_tokens in batches:
+        for batch in batches:
             if done == budget:
                 break
-            grads = torch.autograd.grad(mixed_objective(model, f_tokens, r_tokens, forget, retain), weights)
+            grads = torch.autograd.grad(mixed_objective(model, batches, batch), weights)
             best = (-math.inf, -1, -1)  # (score, tensor, flat index)
             with torch.no_grad():
                 for t, (w, g) in enumerate(zip(weights, grads, strict=True)):

@@ -41,7 +41,6 @@ from ingest.mitigation.methods.weights._shared import (
     forget_loss,
     grads_only,
     n_selected,
-    retain_loss,
 )
 
 # The mitigation paper's ratio grid runs 1e-5 ... 0.8, and the two subnet methods use all of it;
@@ -190,11 +189,8 @@ def balanced_subnet(
     batches = MixedBatches(forget, retain, task.mask_batch_size or BATCH_SIZE, gen)
 
     def loss_fn(v: MaskedView, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        f_tokens, r_tokens = batch
-        return (
-            -(1 - alpha) * forget_loss(v, f_tokens, forget).mean()
-            + alpha * retain_loss(v, r_tokens, retain).mean()
-        )
+        lf, lr = batches.losses(v, batch)
+        return -(1 - alpha) * lf.mean() + alpha * lr.mean()
 
     zeroed, stats = _train_masks(model, view, batches, epochs * batches.steps_per_epoch, loss_fn)
     return EditResult(model, {"weights_zeroed": zeroed, "seconds": time.perf_counter() - t0, **stats})
