@@ -190,6 +190,21 @@ def test_second_run_is_skipped_and_other_settings_rebuild(built, tiny_cfg, tmp_p
     assert 50 < in_sample <= 100 and features_from(other, copy)["skipped"]
 
 
+def test_a_failed_rebuild_keeps_the_features_as_they_were(built, tiny_cfg, tmp_path, monkeypatch):
+    copy = Warehouse.at(tmp_path / "wh")
+    shutil.copytree(built[0].root, copy.root)
+    before = lake.manifest(copy.table("instance_features"))
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(feat, "templating_flags", killed)  # after the duplicates and frequencies
+    with pytest.raises(RuntimeError, match="killed"):
+        features_from(tiny_cfg, copy, force=True)
+    assert lake.manifest(copy.table("instance_features")) == before
+    assert not (copy.staging.exists() and any(copy.staging.iterdir()))
+
+
 # --------------------------------------------------------------------------- bad input
 
 

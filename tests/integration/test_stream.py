@@ -5,6 +5,8 @@ against the in-warehouse computation on the tiny corpus."""
 
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
 import struct
 import tracemalloc
@@ -20,12 +22,13 @@ from ingest import code_nl_classifier
 from ingest import features as feat
 from ingest import stream as st
 from ingest.stream import open_stream, write_mmap_stream
-from ingest.stream_counts import StreamSource, count_stream
+from ingest.stream_counts import StreamSource, count_stream, plan_shards
 from ingest.tokenizer import load_tokenizer, tokenizer_of
 from memlake.cli import app
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from memlake.core.unit import run_unit
 from tests.helpers import features_from
 from transforms import code_nl
 from transforms.stream_tally import tally
@@ -381,3 +384,30 @@ def test_match_corpus_from_the_representative_sample_table(corpus_copy, tiny_cfg
     assert features_from(tiny_cfg, wh, match_corpus="representative_sample:deduped")["rows"]
     with pytest.raises(MemlakeError, match="neither a Parquet file or folder nor a lake table"):
         features_from(tiny_cfg, wh, match_corpus="no_such_table")
+
+
+def test_a_shard_computes_only_its_missing_output(planted, monkeypatch):
+    wh, *_, prefix = planted
+    from ingest import stream_counts
+
+    counted = []  # what each pass tallied: (windows, tokens)
+
+    def spy(chunks, windows, rows, count_tokens, threads):
+        counted.append((windows is not None, count_tokens))
+        return tally(chunks, windows=windows, rows=rows, count_tokens=count_tokens, threads=threads)
+
+    monkeypatch.setattr(stream_counts, "tally", spy)
+    units, _, _ = plan_shards(wh, StreamSource(str(prefix), shards=2), prompt_len=8, k=8)
+    unit = pickle.loads(pickle.dumps(units[1]))  # as an executor ships it
+    counts, token_counts = (lake.partition_dir(wh, o.table, o.partition) for o in unit.outputs())
+    assert run_unit(unit)["rows"].keys() == {"stream_counts", "stream_token_counts"}
+    assert run_unit(unit)["skipped"]
+    for missing, kept in ((token_counts, counts), (counts, token_counts)):
+        before, inode = lake.manifest(kept), os.stat(kept).st_ino
+        data = pq.read_table(missing / lake.DATA_FILE)
+        shutil.rmtree(missing)
+        done = run_unit(unit)
+        assert not done["skipped"] and done["rows"] == data.num_rows  # one output written
+        assert pq.read_table(missing / lake.DATA_FILE).equals(data)
+        assert lake.manifest(kept) == before and os.stat(kept).st_ino == inode
+    assert counted == [(True, True), (False, True), (True, False)]
