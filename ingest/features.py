@@ -60,7 +60,7 @@ from memlake.core import lake, settings
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.progress import progress
-from memlake.core.unit import Computed, Output, Unit, run_unit
+from memlake.core.unit import Computed, Output, WarehouseUnit, run_unit
 from transforms import code_nl, huffman, semantic
 from transforms.duplicates import continuation_duplicate_counts, sequence_duplicate_counts
 from transforms.frequencies import frequency_stats, sequence_frequencies, token_counts
@@ -89,7 +89,7 @@ class Current(Output):
 
 
 @dataclass(frozen=True)
-class FeaturesUnit(Unit):
+class FeaturesUnit(WarehouseUnit):
     """The features of the warehouse's instances; see `build_features` for the options."""
 
     taxonomy: settings.Taxonomy
@@ -100,10 +100,6 @@ class FeaturesUnit(Unit):
     stream: StreamSource | None = None
     match_corpus: str | None = None
     table = TABLE
-
-    @property
-    def warehouse(self) -> Warehouse:
-        return Warehouse.at(self.root)
 
     @property
     def partition(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from ingest.suite.schedule import lr_at
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
-from memlake.core.unit import Computed, Unit, run_unit
+from memlake.core.unit import Computed, WarehouseUnit, run_unit
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "memlake" / "configs" / "suites"
 _STEP_REF = re.compile(r"^step(\d+)$")
@@ -188,16 +188,12 @@ def checkpoint_rows(suite: HubSuite) -> pa.Table:
 
 
 @dataclass(frozen=True)
-class RegisterUnit(Unit):
+class RegisterUnit(WarehouseUnit):
     """The `checkpoints` partition of a Hub model, from its training facts."""
 
     suite: HubSuite
     root: str  # the warehouse root (a string: units pickle)
     table = "checkpoints"
-
-    @property
-    def warehouse(self) -> Warehouse:
-        return Warehouse.at(self.root)
 
     @property
     def partition(self) -> dict[str, Any]:

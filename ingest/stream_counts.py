@@ -34,7 +34,7 @@ from ingest.stream import TokenStream, digest, open_stream
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
-from memlake.core.unit import Computed, Output, Unit
+from memlake.core.unit import Computed, Output, WarehouseUnit
 from transforms.stream_tally import tally
 
 COUNTS = "stream_counts"
@@ -121,7 +121,7 @@ def queries_key(wh: Warehouse, prompt_len: int, k: int) -> str:
 
 
 @dataclass(frozen=True)
-class StreamShard(Unit):
+class StreamShard(WarehouseUnit):
     """Count rows `shard_slice(rows, shard, num_shards)` of the stream: one unit of work, which
     writes the counts and the token counts of the shard (those missing) in one pass."""
 
@@ -138,10 +138,6 @@ class StreamShard(Unit):
     threads: int = 1
     job: ClassVar[str] = "stream_counts"
     table = COUNTS
-
-    @property
-    def warehouse(self) -> Warehouse:
-        return Warehouse.at(self.root)
 
     @property
     def partition(self) -> dict[str, Any]:

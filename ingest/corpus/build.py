@@ -25,7 +25,7 @@ from memlake.core import lake, settings
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.progress import progress
-from memlake.core.unit import Computed, Unit, run_unit
+from memlake.core.unit import Computed, WarehouseUnit, run_unit
 
 TOKENIZER_TRAIN_CHARS = 6_000_000  # enough text for a stable BPE; bounds tokenizer time
 
@@ -86,7 +86,7 @@ def _key(tokens: np.ndarray) -> bytes:
 
 
 @dataclass(frozen=True)
-class CorpusUnit(Unit):
+class CorpusUnit(WarehouseUnit):
     """The corpus of (corpus, order, seed): the tokenizer and data order are written first, the
     `instances` table last, so that its partition marks the corpus complete."""
 
@@ -95,10 +95,6 @@ class CorpusUnit(Unit):
     seed: int
     root: str  # the warehouse root (a string: units pickle)
     table = "instances"
-
-    @property
-    def warehouse(self) -> Warehouse:
-        return Warehouse.at(self.root)
 
     @property
     def partition(self) -> dict[str, Any]:

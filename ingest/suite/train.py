@@ -31,7 +31,7 @@ from memlake.core import lake, settings
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.progress import progress
-from memlake.core.unit import Computed, Unit, run_unit
+from memlake.core.unit import Computed, WarehouseUnit, run_unit
 
 STATE = "_train_state.pt"
 hf_logging.disable_progress_bar()  # one rich bar per model is enough
@@ -107,7 +107,7 @@ class Stopped(Exception):
 
 
 @dataclass(frozen=True)
-class TrainUnit(Unit):
+class TrainUnit(WarehouseUnit):
     """One suite model: its checkpoint folders are written as training goes, and its
     `checkpoints` partition, written last, marks it complete. `stop_after` ends early (for
     tests of resumption)."""
@@ -120,10 +120,6 @@ class TrainUnit(Unit):
     root: str  # the warehouse root (a string: units pickle)
     stop_after: int | None = None
     table = "checkpoints"
-
-    @property
-    def warehouse(self) -> Warehouse:
-        return Warehouse.at(self.root)
 
     @property
     def partition(self) -> dict[str, Any]:

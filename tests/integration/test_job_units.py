@@ -11,7 +11,9 @@ import pytest
 
 from ingest.corpus import build
 from ingest.corpus.build import CorpusUnit
+from ingest.features import FeaturesUnit
 from ingest.hub_suites import RegisterUnit, register_suite, suite_for
+from ingest.suite.train import TrainUnit
 from memlake.core import lake, settings
 from memlake.core.paths import Warehouse
 from tests.helpers import corpus_from, suite_from
@@ -86,10 +88,13 @@ def test_units_pickle(tiny_cfg, tmp_path):
     s = settings.of(tiny_cfg)
     for unit in (
         CorpusUnit(s.corpus, s.order, s.seed, str(tmp_path)),
+        TrainUnit(s.suite.models[0], s.suite, s.order, s.corpus.row_len, s.seed, str(tmp_path)),
         RegisterUnit(suite_for(PYTHIA), str(tmp_path)),
+        FeaturesUnit(s.taxonomy, s.ingest.panel, s.seed, str(tmp_path)),
     ):
         again = pickle.loads(pickle.dumps(unit))
         assert again == unit and again.label == unit.label
+        assert again.warehouse.root == Warehouse.at(tmp_path).root
 
 
 def test_registration_skips_force_rewrites_and_a_failed_one_keeps_the_old(tmp_path, monkeypatch):
