@@ -47,7 +47,7 @@ from ingest.lm.runtime import inference_device, to_inference  # noqa: E402
 from ingest.panel import load_panel  # noqa: E402
 from ingest.suite.model import PYTHIA_CONTEXT, PYTHIA_VOCAB, build_model, n_params, pythia_specs  # noqa: E402
 from ingest.suite.train import model_dir, train_suite  # noqa: E402
-from memlake.core import config  # noqa: E402
+from memlake.core import config, settings  # noqa: E402
 from memlake.core.paths import Warehouse  # noqa: E402
 
 RUNS = ("generate", "memlake", "targets")
@@ -167,8 +167,9 @@ def main() -> None:
         panel = torch.randint(0, PYTHIA_VOCAB, (args.n_rows, p + g), generator=gen)
     else:
         wh = Warehouse.at(args.warehouse or Path(tempfile.gettempdir()) / f"memlake-bench-{args.scale}")
-        build_corpus(cfg, wh)  # both skip what the warehouse already holds
-        train_suite(cfg, wh)
+        s = settings.of(cfg)
+        build_corpus(s.corpus, s.order, s.seed, wh)  # both skip what the warehouse already holds
+        train_suite(s.suite, s.order, s.corpus.row_len, s.seed, wh)
         specs = cfg["suite"]["models"]
         _, panel = load_panel(wh, cfg["ingest"]["panel"], int(cfg["seed"]))
         panel = torch.from_numpy(panel[: args.max_rows or None, : p + g])

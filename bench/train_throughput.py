@@ -28,7 +28,7 @@ import torch.nn.functional as F  # noqa: E402
 from ingest.corpus.build import build_corpus  # noqa: E402
 from ingest.suite.model import build_model, n_params  # noqa: E402
 from ingest.suite.train import _load_training_rows, train_model  # noqa: E402
-from memlake.core import config  # noqa: E402
+from memlake.core import config, settings  # noqa: E402
 from memlake.core.paths import Warehouse  # noqa: E402
 
 
@@ -59,13 +59,14 @@ def main() -> None:
         cfg = config.load(scale)
         root = Path(tempfile.mkdtemp(prefix=f"bench-{scale}-"))
         wh = Warehouse.at(root)
-        build_corpus(cfg, wh)
+        s = settings.of(cfg)
+        build_corpus(s.corpus, s.order, s.seed, wh)
         tokens, order, _ = _load_training_rows(wh)
         bs, row_len = cfg["order"]["batch_size"], cfg["corpus"]["row_len"]
-        for spec in cfg["suite"]["models"]:
+        for spec, typed in zip(cfg["suite"]["models"], s.suite.models):
             steps = args.steps
             t0 = time.perf_counter()
-            train_model(cfg, spec, wh, stop_after=steps)
+            train_model(typed, s.suite, s.order, row_len, s.seed, wh, stop_after=steps)
             ours = time.perf_counter() - t0
             bare = bare_loop(spec, cfg, tokens, order, steps)
             tok = steps * bs * row_len

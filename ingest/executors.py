@@ -15,8 +15,9 @@ An executor is a class whose constructor arguments are its options, with one met
 
 They are registered by name in `EXECUTORS`; `execute(units, "slurm", **options)` is what the CLI
 calls. Finished partitions are skipped by the units themselves, so any executor can resume a plan.
-A unit is a `memlake.core.unit.Unit` (e.g. `jobs.ScoringUnit`), or any picklable object with its
-own `run(log)` and a `label` (e.g. `ingest.stream_counts.StreamShard`, which writes two tables).
+A unit is a `memlake.core.unit.Unit`, which writes one partition (e.g. `jobs.ScoringUnit`) or
+several in one pass (e.g. `ingest.stream_counts.StreamShard`: counts and token counts), or any
+picklable object with its own `run(log)` and a `label`.
 """
 
 from __future__ import annotations

@@ -41,8 +41,10 @@ accuracy and the seconds each step took.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +54,13 @@ import pyarrow as pa
 from ingest import code_nl_classifier
 from ingest.matching import embed_distinct, embedding_device, match_corpus_identity, match_corpus_rows
 from ingest.panel import described_rows
-from ingest.stream import TokenStream
 from ingest.stream_counts import StreamSource, count_stream, instance_rows
-from memlake.core import lake
+from ingest.tokenizer import load_tokenizer, tokenizer_key, tokenizer_of
+from memlake.core import lake, settings
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.progress import progress
+from memlake.core.unit import Computed, Output, WarehouseUnit, run_unit
 from transforms import code_nl, huffman, semantic
 from transforms.duplicates import continuation_duplicate_counts, sequence_duplicate_counts
 from transforms.frequencies import frequency_stats, sequence_frequencies, token_counts
@@ -68,22 +71,90 @@ STREAM_CHUNK_ROWS = 4096  # stream rows gathered at once (fancy indexing of the 
 SETTINGS = ("prompt_len", "k", "representative_sample")  # the taxonomy keys the features depend on
 
 
-def settings(cfg: dict[str, Any]) -> dict[str, int]:
-    """The feature settings of `cfg["taxonomy"]`, validated (positive integers)."""
-    tax = cfg.get("taxonomy")
-    if not isinstance(tax, dict):
-        raise MemlakeError(f"config has no 'taxonomy' section (needs keys {list(SETTINGS)})")
-    out = {}
-    for key in SETTINGS:
-        value = tax.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise MemlakeError(f"config key taxonomy.{key} must be a positive integer, got {value!r}")
-        out[key] = value
-    return out
+@dataclass(frozen=True)
+class Current(Output):
+    """A lake partition complete only while its manifest records these `inputs`; a stale one is
+    replaced when written."""
+
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    def is_complete(self, wh: Warehouse) -> bool:
+        if not super().is_complete(wh):
+            return False
+        have = lake.manifest(lake.partition_dir(wh, self.table, self.partition)).get("config", {})
+        return have.get("inputs") == self.inputs
+
+    def write(self, wh: Warehouse, data, provenance: dict[str, Any], overwrite: bool) -> int:
+        return super().write(wh, data, provenance, overwrite=True)
+
+
+@dataclass(frozen=True)
+class FeaturesUnit(WarehouseUnit):
+    """The features of the warehouse's instances; see `build_features` for the options."""
+
+    taxonomy: settings.Taxonomy
+    panel: settings.Panel
+    seed: int
+    root: str  # the warehouse root (a string: units pickle)
+    tokenizer: str | None = None
+    stream: StreamSource | None = None
+    match_corpus: str | None = None
+    table = TABLE
+
+    @property
+    def partition(self) -> dict[str, Any]:
+        return {}
+
+    def check(self) -> None:
+        wh = self.warehouse
+        if not lake.is_complete(wh, "instances", {}):
+            raise MemlakeError(
+                f"no instances under {wh.table('instances')}: run `memlake suite corpus` first"
+            )
+
+    @functools.cached_property
+    def tokenizer_source(self) -> str:
+        return tokenizer_of(self.warehouse, self.tokenizer)
+
+    @functools.cached_property
+    def corpus_id(self) -> dict[str, Any] | None:
+        if self.match_corpus is None:
+            return None
+        return match_corpus_identity(self.warehouse, self.match_corpus)
+
+    @functools.cached_property
+    def inputs(self) -> dict[str, Any]:
+        """What the features depend on: a partition computed from other inputs is rebuilt."""
+        wh = self.warehouse
+        order_path = wh.suite / "data_order.npy"
+        opened = self.stream.open() if self.stream is not None else None  # the identity only: cheap
+        inputs = {
+            "seed": self.seed,
+            "taxonomy": {k: getattr(self.taxonomy, k) for k in SETTINGS},
+            "instances_sha256": lake.manifest(wh.table("instances"))["files"][lake.DATA_FILE],
+            "data_order_sha256": lake.sha256(order_path) if order_path.exists() and opened is None else None,
+            "code_nl_recipe": code_nl_classifier.RECIPE,
+            "tokenizer": tokenizer_key(wh, self.tokenizer_source),
+            "columns": lake.spec(TABLE).schema.names,  # a contract change rebuilds an older partition
+            "panel": self.panel.record(),  # the rows it covers
+        }
+        if opened is not None:  # only when given, so partitions of the default stay up to date
+            inputs["stream"] = {"identity": opened.identity(), "key": opened.key()}
+        if self.corpus_id is not None:
+            inputs["match_corpus"] = self.corpus_id
+        return _jsonable(inputs)
+
+    def outputs(self) -> list[Output]:
+        return [Current(TABLE, {}, inputs=self.inputs)]
+
+    def compute(self, log) -> Computed:
+        return _compute(self)
 
 
 def build_features(
-    cfg: dict[str, Any],
+    taxonomy: settings.Taxonomy,
+    panel: settings.Panel,
+    seed: int,
     wh: Warehouse,
     *,
     force: bool = False,
@@ -104,33 +175,19 @@ def build_features(
         default) or a Parquet file / folder with those columns; default: a seeded sample of
         `taxonomy.representative_sample` training rows.
     """
-    s = settings(cfg)
-    seed = int(cfg["seed"])
-    if not lake.is_complete(wh, "instances", {}):
-        raise MemlakeError(f"no instances under {wh.table('instances')}: run `memlake suite corpus` first")
-    order_path = wh.suite / "data_order.npy"
-    tokenizer_source = tokenizer_of(wh, tokenizer)
-    opened = stream.open() if stream is not None else None  # the identity only: cheap
-    corpus_id = match_corpus_identity(wh, match_corpus) if match_corpus is not None else None
-    inputs = {
-        "seed": seed,
-        "taxonomy": s,
-        "instances_sha256": lake.manifest(wh.table("instances"))["files"][lake.DATA_FILE],
-        "data_order_sha256": lake.sha256(order_path) if order_path.exists() and opened is None else None,
-        "code_nl_recipe": code_nl_classifier.RECIPE,
-        "tokenizer": _tokenizer_key(wh, tokenizer_source),
-        "columns": lake.spec(TABLE).schema.names,  # a contract change rebuilds an older partition
-        "panel": cfg["ingest"]["panel"],  # the rows it covers
-    }
-    if opened is not None:  # only when given, so partitions of the default stay up to date
-        inputs["stream"] = {"identity": opened.identity(), "key": opened.key()}
-    if corpus_id is not None:
-        inputs["match_corpus"] = corpus_id
-    if lake.is_complete(wh, TABLE, {}) and not force:
-        have = lake.manifest(wh.table(TABLE))
-        if have.get("config", {}).get("inputs") == _jsonable(inputs):
-            return {"skipped": True, "rows": have["rows"], "path": wh.table(TABLE)}
+    unit = FeaturesUnit(taxonomy, panel, seed, str(wh.root), tokenizer, stream, match_corpus)
+    r = run_unit(unit, force=force)
+    if r["skipped"]:
+        return {"skipped": True, "rows": lake.manifest(wh.table(TABLE))["rows"], "path": wh.table(TABLE)}
+    keys = ("seconds", "held_out_accuracy", "stream_rows", "representative_sample_rows")
+    return {"skipped": False, "rows": r["rows"], "path": wh.table(TABLE), **{k: r[k] for k in keys}}
 
+
+def _compute(unit: FeaturesUnit) -> Computed:
+    wh, seed, stream, corpus_id = unit.warehouse, unit.seed, unit.stream, unit.corpus_id
+    prompt_len, k = unit.taxonomy.prompt_len, unit.taxonomy.k
+    order_path = wh.suite / "data_order.npy"
+    tokenizer_source = unit.tokenizer_source
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -141,15 +198,15 @@ def build_features(
         clock = now
 
     with progress() as bar:
-        task = bar.add_task("features: reading instances", total=8)
-        sample_len = s["prompt_len"] + s["k"]
+        task = bar.add_task("features: reading instances", total=7)
+        sample_len = prompt_len + k
         inst = instance_rows(wh, sample_len)
         # every training row makes the stream and the match corpus; the features are the panel's
         # (the rows the scoring jobs see), so a corpus planted by the thousand costs no more
         train_pos = np.flatnonzero(inst.whole & (inst.split == "train"))  # rows of the instances table
         train = inst.rows[inst.split[inst.whole] == "train"]
         # sample-only rows (memorised samples of a Hub import) are never scored but have features
-        keep = described_rows(wh, inst.ids, inst.whole, cfg["ingest"]["panel"], seed)
+        keep = described_rows(wh, inst.ids, inst.whole, unit.panel.record(), seed)
         ids, sample, whole = inst.ids[keep], inst.sample[keep], inst.whole[keep]
         whole_rows = inst.rows[keep[inst.whole]]
         n = len(ids)
@@ -161,7 +218,7 @@ def build_features(
                     "pass the training stream (--stream)"
                 )
             order = _data_order(order_path, len(train))
-        tokenizer = _tokenizer(wh, tokenizer_source)
+        tokenizer = load_tokenizer(wh, tokenizer_source)
         vocab = max(len(tokenizer), 1)
         for own_ids, matrix in ((ids[whole], whole_rows), (ids[~whole], sample[~whole])):
             outside = (matrix >= vocab) | (matrix < 0)
@@ -175,7 +232,7 @@ def build_features(
                 )
         text = tokenizer.batch_decode(sample.tolist(), clean_up_tokenization_spaces=False)
         prompt_text = tokenizer.batch_decode(
-            sample[:, : s["prompt_len"]].tolist(), clean_up_tokenization_spaces=False
+            sample[:, :prompt_len].tolist(), clean_up_tokenization_spaces=False
         )
         lap("read_and_decode")
 
@@ -190,7 +247,7 @@ def build_features(
 
             chunk_rows = max(64, 65536 // train.shape[1])
             cols["sequence_duplicates"] = continuation_duplicate_counts(
-                sample, rows_in_order(), offset=s["prompt_len"], k=s["k"], chunk_rows=chunk_rows
+                sample, rows_in_order(), offset=prompt_len, k=k, chunk_rows=chunk_rows
             )
             whole_counts[whole] = sequence_duplicate_counts(
                 whole_rows, rows_in_order(), chunk_rows=chunk_rows
@@ -204,7 +261,7 @@ def build_features(
                 "training_rows": int(len(train)),
             }
         else:
-            sc = count_stream(wh, stream, prompt_len=s["prompt_len"], k=s["k"])
+            sc = count_stream(wh, stream, prompt_len=prompt_len, k=k)
             if not np.array_equal(sc.ids, inst.ids):
                 raise MemlakeError(
                     f"{wh.table('instances')}: changed while the stream was counted; run again"
@@ -213,7 +270,7 @@ def build_features(
             whole_counts = sc.whole_sequence_duplicates[keep]
             lap("duplicates")
             bar.update(task, advance=1, description="features: token frequencies")
-            counts = _vocabulary_counts(sc.token_counts, vocab, sc.stream, tokenizer_source)
+            counts = sc.vocabulary_counts(vocab, tokenizer_source)
             stream_record = {
                 "source": str(stream.path),
                 "format": sc.stream.format,
@@ -258,7 +315,7 @@ def build_features(
                     "pass one (--match-corpus representative_sample)"
                 )
             picked = np.random.default_rng(seed).choice(
-                len(train_pos), size=min(s["representative_sample"], len(train_pos)), replace=False
+                len(train_pos), size=min(unit.taxonomy.representative_sample, len(train_pos)), replace=False
             )
             corpus_pos = train_pos[np.sort(picked)]
             corpus_sample = inst.sample[corpus_pos]
@@ -277,7 +334,7 @@ def build_features(
         bar.update(task, advance=1, description=f"features: embedding {n} + {corpus_rows} texts")
         corpus_text = tokenizer.batch_decode(corpus_sample.tolist(), clean_up_tokenization_spaces=False)
         corpus_prompts = tokenizer.batch_decode(
-            corpus_sample[:, : s["prompt_len"]].tolist(), clean_up_tokenization_spaces=False
+            corpus_sample[:, :prompt_len].tolist(), clean_up_tokenization_spaces=False
         )
         both = embed_distinct(text + corpus_text)  # a text in both is embedded once
         emb, corpus_emb = both[:n], both[n:]
@@ -290,44 +347,28 @@ def build_features(
         cols["in_representative_sample"] = own >= 0
         lap("matches")
 
-        bar.update(task, advance=1, description="features: writing")
-        table = pa.table({f.name: cols[f.name] for f in lake.spec(TABLE).schema})
-        manifest_config = {
-            "inputs": inputs,
-            "tokenizer": tokenizer_source,
-            "stream": stream_record,
-            "match_corpus": corpus_id or "seeded sample of the training rows",
-            "representative_sample_rows": int(corpus_rows),
-            "embedding_device": embedding_device(),
-            "code_nl": {
-                k: report[k]
-                for k in ("recipe", "seed", "held_out_accuracy", "held_out_accuracy_all_code_windows")
-            },
-            "seconds": seconds,
-        }
-        path = lake.write_partition(wh, TABLE, table, config=manifest_config, overwrite=True)
-        lap("write")
         bar.update(task, advance=1)
-    return {
-        "skipped": False,
-        "rows": n,
-        "path": path,
+    table = pa.table({f.name: cols[f.name] for f in lake.spec(TABLE).schema})
+    manifest_config = {
+        "inputs": unit.inputs,
+        "tokenizer": tokenizer_source,
+        "stream": stream_record,
+        "match_corpus": corpus_id or "seeded sample of the training rows",
+        "representative_sample_rows": int(corpus_rows),
+        "embedding_device": embedding_device(),
+        "code_nl": {
+            key: report[key]
+            for key in ("recipe", "seed", "held_out_accuracy", "held_out_accuracy_all_code_windows")
+        },
+        "seconds": seconds,
+    }
+    summary = {
         "seconds": seconds,
         "held_out_accuracy": report["held_out_accuracy"],
         "stream_rows": int(stream_record["rows"]),
         "representative_sample_rows": int(corpus_rows),
     }
-
-
-def _vocabulary_counts(counts: np.ndarray, vocab: int, stream: TokenStream, source: str) -> np.ndarray:
-    """Stream token counts as a [vocab] vector; a stream token beyond the vocabulary is an error."""
-    beyond = np.flatnonzero(counts[vocab:])
-    if len(beyond):
-        raise MemlakeError(
-            f"{stream.path}: token id {vocab + int(beyond[0])} is outside the vocabulary of tokenizer "
-            f"{source} (ids 0..{vocab - 1}): not a stream of this tokenizer"
-        )
-    return np.pad(counts[:vocab], (0, max(0, vocab - len(counts))))
+    return Computed(table, provenance=manifest_config, summary=summary)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -347,38 +388,6 @@ def _data_order(path: Path, n_train: int) -> np.ndarray:
         bad = int(order[(order < 0) | (order >= n_train)][0])
         raise MemlakeError(f"{path}: value {bad} is not a training row (the instances have {n_train})")
     return order.astype(np.int64)
-
-
-def tokenizer_of(wh: Warehouse, explicit: str | None = None) -> str:
-    """The tokenizer to decode the instances with: `explicit`, else the one the `instances`
-    manifest records (`config.tokenizer`, written by Hub imports), else the warehouse tokenizer."""
-    if explicit:
-        return str(explicit)
-    recorded = lake.manifest(wh.table("instances")).get("config", {}).get("tokenizer")
-    return str(recorded) if recorded else str(wh.tokenizer)
-
-
-def _tokenizer_key(wh: Warehouse, source: str) -> dict[str, str | None]:
-    """What identifies a tokenizer for the skip check: its name ('warehouse' for the warehouse's
-    own, wherever the warehouse lives), and for a local folder the hash of its `tokenizer.json`
-    (a Hub id is taken as it is)."""
-    path = Path(source) / "tokenizer.json"
-    name = "warehouse" if source == str(wh.tokenizer) else source
-    return {"source": name, "sha256": lake.sha256(path) if path.is_file() else None}
-
-
-def _tokenizer(wh: Warehouse, source: str | None = None):
-    """`AutoTokenizer.from_pretrained(source)`: a local folder or a Hub id (the real loading path)."""
-    from transformers import AutoTokenizer
-
-    source = str(wh.tokenizer) if source is None else source
-    if source == str(wh.tokenizer) and not (wh.tokenizer / "tokenizer_config.json").exists():
-        raise MemlakeError(f"no tokenizer at {wh.tokenizer}: run `memlake suite corpus` first")
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except Exception as e:  # OSError, ValueError, HTTP and offline errors: one line whatever the type
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MemlakeError(f"tokenizer {source}: cannot load ({first})") from None
 
 
 def _jsonable(x: Any) -> Any:

@@ -28,6 +28,7 @@ from ingest.suite.schedule import lr_at
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from memlake.core.unit import Computed, WarehouseUnit, run_unit
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "memlake" / "configs" / "suites"
 _STEP_REF = re.compile(r"^step(\d+)$")
@@ -186,24 +187,50 @@ def checkpoint_rows(suite: HubSuite) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=lake.spec("checkpoints").file_schema)
 
 
+@dataclass(frozen=True)
+class RegisterUnit(WarehouseUnit):
+    """The `checkpoints` partition of a Hub model, from its training facts."""
+
+    suite: HubSuite
+    root: str  # the warehouse root (a string: units pickle)
+    table = "checkpoints"
+
+    @property
+    def partition(self) -> dict[str, Any]:
+        return {"model": self.suite.key}
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        facts = {k: v for k, v in asdict(self.suite).items() if k != "steps"}
+        return {"hub_id": self.suite.hub_id, "suite": facts}
+
+    def refuse_other(self) -> None:
+        """Refuse to skip over a registration of this lake key from another model or other facts."""
+        wh, key = self.warehouse, self.suite.key
+        if not lake.is_complete(wh, self.table, self.partition):
+            return
+        have = lake.manifest(lake.partition_dir(wh, self.table, self.partition)).get("config", {})
+        if have.get("hub_id") != self.suite.hub_id:
+            where = have.get("hub_id") or "the embedded suite"
+            raise MemlakeError(f"checkpoints already holds model {key!r} from {where}")
+        if have.get("suite") != lake_jsonable(self.provenance["suite"]):
+            raise MemlakeError(
+                f"checkpoints: {key!r} is registered with other facts ({have.get('suite')}); "
+                "pass --force to replace them"
+            )
+
+    def compute(self, log) -> Computed:
+        return Computed(checkpoint_rows(self.suite), provenance=self.provenance)
+
+
 def register_suite(wh: Warehouse, hub_id: str, *, force: bool = False, **facts: Any) -> dict[str, Any]:
     """Write the `checkpoints` partition of a Hub model; a re-run with the same facts skips."""
     suite = suite_for(hub_id, **facts)
-    part = {"model": suite.key}
-    config = {"hub_id": suite.hub_id, "suite": {k: v for k, v in asdict(suite).items() if k != "steps"}}
-    if lake.is_complete(wh, "checkpoints", part) and not force:
-        have = lake.manifest(lake.partition_dir(wh, "checkpoints", part)).get("config", {})
-        if have.get("hub_id") != suite.hub_id:
-            where = have.get("hub_id") or "the embedded suite"
-            raise MemlakeError(f"checkpoints already holds model {suite.key!r} from {where}")
-        if have.get("suite") != lake_jsonable(config["suite"]):
-            raise MemlakeError(
-                f"checkpoints: {suite.key!r} is registered with other facts ({have.get('suite')}); "
-                "pass --force to replace them"
-            )
-        return {"model": suite.key, "hub_id": suite.hub_id, "checkpoints": len(suite.steps), "skipped": True}
-    lake.write_partition(wh, "checkpoints", checkpoint_rows(suite), part, config=config, overwrite=force)
-    return {"model": suite.key, "hub_id": suite.hub_id, "checkpoints": len(suite.steps), "skipped": False}
+    unit = RegisterUnit(suite, str(wh.root))
+    if not force:
+        unit.refuse_other()
+    skipped = run_unit(unit, force=force)["skipped"]
+    return {"model": suite.key, "hub_id": suite.hub_id, "checkpoints": len(suite.steps), "skipped": skipped}
 
 
 def lake_jsonable(x: Any) -> Any:

@@ -34,6 +34,7 @@ from ingest.stream import TokenStream, digest, open_stream
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from memlake.core.unit import Computed, Output, WarehouseUnit
 from transforms.stream_tally import tally
 
 COUNTS = "stream_counts"
@@ -120,10 +121,11 @@ def queries_key(wh: Warehouse, prompt_len: int, k: int) -> str:
 
 
 @dataclass(frozen=True)
-class StreamShard:
-    """Count rows `shard_slice(rows, shard, num_shards)` of the stream: one unit of work."""
+class StreamShard(WarehouseUnit):
+    """Count rows `shard_slice(rows, shard, num_shards)` of the stream: one unit of work, which
+    writes the counts and the token counts of the shard (those missing) in one pass."""
 
-    warehouse: str
+    root: str  # the warehouse root (a string: units pickle)
     stream: str  # absolute path as resolved at planning
     row_len: int | None
     stream_key: str
@@ -135,22 +137,22 @@ class StreamShard:
     chunk_rows: int = CHUNK_ROWS
     threads: int = 1
     job: ClassVar[str] = "stream_counts"
+    table = COUNTS
 
     @property
-    def label(self) -> str:
-        return f"stream counts shard {self.shard + 1}/{self.num_shards}"
+    def partition(self) -> dict[str, Any]:
+        return {**self._tokens_partition, "queries": self.queries_key}
 
-    def partitions(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        tokens = {"stream": self.stream_key, "shards": self.num_shards, "shard": self.shard}
-        return {**tokens, "queries": self.queries_key}, tokens
+    @property
+    def _tokens_partition(self) -> dict[str, Any]:
+        return {"stream": self.stream_key, "shards": self.num_shards, "shard": self.shard}
 
-    def run(self, log=print) -> dict[str, Any]:
-        wh = Warehouse.at(self.warehouse)
-        counts_part, tokens_part = self.partitions()
-        need_counts = not lake.is_complete(wh, COUNTS, counts_part)
-        need_tokens = not lake.is_complete(wh, TOKEN_COUNTS, tokens_part)
-        if not (need_counts or need_tokens):
-            return {"unit": self, "skipped": True, "rows": None}
+    def outputs(self) -> list[Output]:
+        return [Output(COUNTS, self.partition), Output(TOKEN_COUNTS, self._tokens_partition)]
+
+    def compute(self, log) -> Computed:
+        wh = self.warehouse
+        todo = {o.table for o in self.pending()}
         stream = open_stream(self.stream, self.row_len, check=False)
         if stream.key() != self.stream_key:
             raise MemlakeError(
@@ -158,7 +160,7 @@ class StreamShard:
                 f"planned {self.stream_key}); run the command again"
             )
         q = None
-        if need_counts:
+        if COUNTS in todo:
             if queries_key(wh, self.prompt_len, self.k) != self.queries_key:
                 raise MemlakeError(
                     f"{wh.table('instances')}: changed since the counts were planned; run again"
@@ -171,45 +173,40 @@ class StreamShard:
                 stream.chunks(sl.start, sl.stop, self.chunk_rows),
                 windows=q.sample[:, self.prompt_len :] if q is not None else None,
                 rows=q.rows if q is not None and len(q.rows) else None,
-                count_tokens=need_tokens,
+                count_tokens=TOKEN_COUNTS in todo,
                 threads=self.threads,
             )
         except ValueError as e:
             raise MemlakeError(f"{stream.path}: rows [{sl.start}, {sl.stop}): {e}") from None
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         provenance = {
             "stream": self.stream,
             "identity": stream.identity(),
             "rows": [sl.start, sl.stop],
             "tokens": t.tokens_read,
-            "seconds": round(seconds, 3),
-            "cpu_seconds": round(cpu, 3),
+            "seconds": round(time.perf_counter() - t0, 3),
+            "cpu_seconds": round(time.process_time() - c0, 3),
             "threads": self.threads,
             "chunk_rows": self.chunk_rows,
+            "prompt_len": self.prompt_len,
+            "k": self.k,
         }
-        if need_tokens:
+        data = {}
+        if TOKEN_COUNTS in todo:
             ids = np.flatnonzero(t.tokens)
-            table = {"token_id": ids.astype(np.int64), "count": t.tokens[ids]}
-            lake.write_partition(wh, TOKEN_COUNTS, table, tokens_part, config=provenance)
+            data[TOKEN_COUNTS] = pa.table({"token_id": ids.astype(np.int64), "count": t.tokens[ids]})
         if q is not None:
             whole = np.zeros(len(q.ids), dtype=np.int64)
             if t.rows is not None:
                 whole[q.whole] = t.rows
             found = (t.windows > 0) | (whole > 0)
-            table = {
-                "instance_id": q.ids[found],
-                "sequence_duplicates": t.windows[found],
-                "whole_sequence_duplicates": pa.array(whole[found], pa.int64(), mask=~q.whole[found]),
-            }
-            config = {**provenance, "prompt_len": self.prompt_len, "k": self.k}
-            lake.write_partition(wh, COUNTS, table, counts_part, config=config)
-        return {
-            "unit": self,
-            "skipped": False,
-            "rows": t.rows_read,
-            "seconds": seconds,
-            "tokens": t.tokens_read,
-        }
+            data[COUNTS] = pa.table(
+                {
+                    "instance_id": q.ids[found],
+                    "sequence_duplicates": t.windows[found],
+                    "whole_sequence_duplicates": pa.array(whole[found], pa.int64(), mask=~q.whole[found]),
+                }
+            )
+        return Computed(data, provenance=provenance, summary={"tokens": t.tokens_read})
 
 
 # --------------------------------------------------------------------------- plan, run, reduce
@@ -228,6 +225,16 @@ class StreamCounts:
     units_run: int
     units_skipped: int
     seconds: float  # summed over the units run
+
+    def vocabulary_counts(self, vocab: int, tokenizer: str) -> np.ndarray:
+        """The token counts as a [vocab] vector; a stream token beyond the vocabulary is an error."""
+        beyond = np.flatnonzero(self.token_counts[vocab:])
+        if len(beyond):
+            raise MemlakeError(
+                f"{self.stream.path}: token id {vocab + int(beyond[0])} is outside the vocabulary of "
+                f"tokenizer {tokenizer} (ids 0..{vocab - 1}): not a stream of this tokenizer"
+            )
+        return np.pad(self.token_counts[:vocab], (0, max(0, vocab - len(self.token_counts))))
 
 
 def plan_shards(
@@ -280,14 +287,14 @@ def count_stream(wh: Warehouse, source: StreamSource, *, prompt_len: int, k: int
     whole = np.zeros(len(q.ids), dtype=np.int64)
     tokens = np.zeros(0, dtype=np.int64)
     for u in units:
-        counts_part, tokens_part = u.partitions()
+        counts, token_counts = u.outputs()
         t = _read_partition(
-            wh, COUNTS, counts_part, ["instance_id", "sequence_duplicates", "whole_sequence_duplicates"]
+            wh, COUNTS, counts.partition, ["instance_id", "sequence_duplicates", "whole_sequence_duplicates"]
         )
         pos = np.searchsorted(q.ids, t["instance_id"].to_numpy())
         seq[pos] += t["sequence_duplicates"].to_numpy()
         whole[pos] += t["whole_sequence_duplicates"].fill_null(0).to_numpy()
-        t = _read_partition(wh, TOKEN_COUNTS, tokens_part, ["token_id", "count"])
+        t = _read_partition(wh, TOKEN_COUNTS, token_counts.partition, ["token_id", "count"])
         ids = t["token_id"].to_numpy()
         if len(ids) and ids.max() >= len(tokens):
             tokens = np.pad(tokens, (0, int(ids.max()) + 1 - len(tokens)))

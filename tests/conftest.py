@@ -27,19 +27,19 @@ def tiny_cfg():
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory, tiny_cfg):
     """A warehouse holding the tiny corpus (tokenizer + instances), built once per session."""
-    from ingest.corpus.build import build_corpus
+    from tests.helpers import corpus_from
 
     wh = Warehouse.at(tmp_path_factory.mktemp("wh-tiny"))
-    build_corpus(tiny_cfg, wh)
+    corpus_from(tiny_cfg, wh)
     return wh
 
 
 @pytest.fixture(scope="session")
 def tiny_suite(tiny_corpus, tiny_cfg):
     """The tiny corpus plus its trained, checkpointed suite."""
-    from ingest.suite.train import train_suite
+    from tests.helpers import suite_from
 
-    train_suite(tiny_cfg, tiny_corpus)
+    suite_from(tiny_cfg, tiny_corpus)
     return tiny_corpus
 
 

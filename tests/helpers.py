@@ -60,3 +60,34 @@ def make_model(parallel_residual: bool = True, seed: int = 0):
 def prompts(batch: int = 12, length: int = 10, seed: int = 1) -> torch.Tensor:
     torch.manual_seed(seed)
     return torch.randint(0, VOCAB, (batch, length))
+
+
+# --------------------------------------------------------------------------- jobs from a config
+
+
+def corpus_from(cfg: dict, wh, **kw) -> dict:
+    """`build_corpus` with the sections of a config."""
+    from ingest.corpus.build import build_corpus
+    from memlake.core import settings
+
+    s = settings.of(cfg)
+    return build_corpus(s.corpus, s.order, s.seed, wh, **kw)
+
+
+def suite_from(cfg: dict, wh, models: list[str] | None = None) -> list[dict]:
+    """`train_suite` with the sections of a config."""
+    from ingest.suite.train import train_suite
+    from memlake.core import settings
+
+    s = settings.of(cfg)
+    return train_suite(s.suite, s.order, s.corpus.row_len, s.seed, wh, models)
+
+
+def features_from(cfg: dict, wh, **kw) -> dict:
+    """`build_features` with the sections of a config, checked as `config.load` checks it (a bad
+    value is a one-line error naming its key)."""
+    from ingest.features import build_features
+    from memlake.core import settings
+
+    s = settings.validate(cfg, "config")
+    return build_features(s.taxonomy, s.ingest.panel, s.seed, wh, **kw)

@@ -21,10 +21,11 @@ import pyarrow as pa
 from ingest.corpus import planted
 from ingest.corpus.sources import Document, documents
 from ingest.tokenizer import save_tokenizer, train_tokenizer
-from memlake.core import lake
+from memlake.core import lake, settings
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.progress import progress
+from memlake.core.unit import Computed, WarehouseUnit, run_unit
 
 TOKENIZER_TRAIN_CHARS = 6_000_000  # enough text for a stable BPE; bounds tokenizer time
 
@@ -84,21 +85,62 @@ def _key(tokens: np.ndarray) -> bytes:
     return np.ascontiguousarray(tokens, dtype=np.int32).tobytes()
 
 
-def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> dict[str, Any]:
-    """Build tokenizer + instances for `cfg`; skip if the warehouse already holds this corpus."""
-    c, order_cfg, seed = cfg["corpus"], cfg["order"], int(cfg["seed"])
-    provenance = {"seed": seed, "corpus": c, "order": order_cfg}
-    if lake.is_complete(wh, "instances", {}) and not force:
-        have = lake.manifest(wh.table("instances")).get("config", {})
-        if have != _jsonable(provenance):
+@dataclass(frozen=True)
+class CorpusUnit(WarehouseUnit):
+    """The corpus of (corpus, order, seed): the tokenizer and data order are written first, the
+    `instances` table last, so that its partition marks the corpus complete."""
+
+    corpus: settings.Corpus
+    order: settings.Order
+    seed: int
+    root: str  # the warehouse root (a string: units pickle)
+    table = "instances"
+
+    @property
+    def partition(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What the manifest records and a later build is compared with."""
+        return {"seed": self.seed, "corpus": self.corpus.record(), "order": self.order.record()}
+
+    def refuse_another(self) -> None:
+        """Refuse to skip over a corpus that this warehouse holds from another config."""
+        wh = self.warehouse
+        if not lake.is_complete(wh, self.table, {}):
+            return
+        have = lake.manifest(wh.table(self.table)).get("config", {})
+        if {k: have.get(k) for k in self.provenance} != self.provenance:
             raise MemlakeError(
                 f"{wh.root} already holds a corpus built with a different config; use another "
                 "--warehouse or pass --force to rebuild it"
             )
-        return {"skipped": True, "rows": lake.manifest(wh.table("instances"))["rows"]}
 
-    row_len, bs, every = int(c["row_len"]), int(order_cfg["batch_size"]), int(order_cfg["checkpoint_every"])
-    rng = np.random.default_rng(seed)
+    def compute(self, log) -> Computed:
+        return _build(self)
+
+
+def build_corpus(
+    corpus: settings.Corpus, order: settings.Order, seed: int, wh: Warehouse, *, force: bool = False
+) -> dict[str, Any]:
+    """Build tokenizer + instances; skip if the warehouse already holds this corpus."""
+    unit = CorpusUnit(corpus, order, seed, str(wh.root))
+    if not force:
+        unit.refuse_another()
+    r = run_unit(unit, force=force)
+    if r["skipped"]:
+        return {"skipped": True, "rows": lake.manifest(wh.table(unit.table))["rows"]}
+    return {k: r[k] for k in ("skipped", "rows", "train", "validation", "steps", "checkpoints")}
+
+
+def _build(unit: CorpusUnit) -> Computed:
+    c, wh = unit.corpus, unit.warehouse
+    # the planting helpers read the section as the config wrote it (keys it leaves out take
+    # their defaults there)
+    planted_cfg = c.planted.record()
+    row_len, bs, every = c.row_len, unit.order.batch_size, unit.order.checkpoint_every
+    rng = np.random.default_rng(unit.seed)
 
     with progress() as bar:
         task = bar.add_task("corpus: reading sources", total=5)
@@ -113,7 +155,7 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
                 break
             texts.append(d.text)
             total += len(d.text)
-        tokenizer = train_tokenizer(texts, int(c["vocab_size"]))
+        tokenizer = train_tokenizer(texts, c.vocab_size)
         save_tokenizer(tokenizer, wh.tokenizer)
         eos = tokenizer.eos_token_id
 
@@ -124,12 +166,10 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
         # breaks the parallel-trends assumption of the DiD. Row-level holdout keeps both groups
         # exchangeable, as Pythia's Pile-sized validation split is in effect.
         rows_by = {"train": [], "validation": [], "pool": []}
-        n_by = {"train": int(c["n_train"]), "validation": int(c["n_validation"]), "pool": _pool_rows(c)}
+        n_by = {"train": c.n_train, "validation": c.n_validation, "pool": _pool_rows(planted_cfg, row_len)}
         for source in ("prose", "code"):
             want = {
-                split: round(n * float(c["prose_fraction"]))
-                if source == "prose"
-                else n - round(n * float(c["prose_fraction"]))
+                split: round(n * c.prose_fraction) if source == "prose" else n - round(n * c.prose_fraction)
                 for split, n in n_by.items()
             }
             src_docs = [d for d in docs if d.source == source]
@@ -148,7 +188,7 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
             rows_by["train"] += [Row(got[i], source) for i in sorted(held[want["validation"] :])]
 
         bar.update(task, advance=1, description="corpus: planting artifacts")
-        train = _plant(rows_by["train"], rows_by["pool"], c["planted"], tokenizer, rng, row_len)
+        train = _plant(rows_by["train"], rows_by["pool"], planted_cfg, tokenizer, rng, row_len)
         train_keys = {_key(r.tokens) for r in train}
         validation = [r for r in rows_by["validation"] if _key(r.tokens) not in train_keys]
 
@@ -160,9 +200,9 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
             drop = set(rng.choice(natural, size=excess, replace=False).tolist())
             train = [r for i, r in enumerate(train) if i not in drop]
         train = [train[i] for i in rng.permutation(len(train))]
-        train = _front_load(train, c["planted"].get("repeat_first"), rng)
+        train = _front_load(train, planted_cfg.get("repeat_first"), rng)
         n_train = len(train)
-        epochs = float(order_cfg["epochs"])
+        epochs = unit.order.epochs
         total_steps = int(np.ceil(n_train * epochs / bs))
         stream = [np.arange(n_train)]
         while sum(len(s) for s in stream) < total_steps * bs:
@@ -192,15 +232,9 @@ def build_corpus(cfg: dict[str, Any], wh: Warehouse, *, force: bool = False) -> 
             }
         )
         bar.update(task, advance=1, description="corpus: writing instances")
-        lake.write_partition(wh, "instances", table, config=_jsonable(provenance), overwrite=force)
-    return {
-        "skipped": False,
-        "rows": table.num_rows,
-        "train": n_train,
-        "validation": n_val,
-        "steps": total_steps,
-        "checkpoints": checkpoint_steps(total_steps, every),
-    }
+    steps = checkpoint_steps(total_steps, every)
+    summary = {"train": n_train, "validation": n_val, "steps": total_steps, "checkpoints": steps}
+    return Computed(table, provenance=unit.provenance, summary=summary)
 
 
 def _per_count(p: dict[str, Any]) -> list[int]:
@@ -215,13 +249,12 @@ def _per_count(p: dict[str, Any]) -> list[int]:
     return per
 
 
-def _pool_rows(c: dict[str, Any]) -> int:
+def _pool_rows(p: dict[str, Any], row_len: int) -> int:
     """Rows packed beyond train and validation as the repeating spans' source: a span taken from
     a training row would show that row's text to the model before its own step (a pre-trend in
     the profiles' natural rows), and one from a validation row would treat a control."""
-    p = c["planted"]
     lo, hi = (int(x) for x in p.get("repeat_period", [17, 24]))
-    per_row = max(1, min(int(p.get("spans_per_row", 1)), int(c["row_len"]) // hi))
+    per_row = max(1, min(int(p.get("spans_per_row", 1)), row_len // hi))
     # room for spans that are rejected (EOS inside, periodic, equal up to rotation)
     return int(np.ceil(int(p["repeating"]) / per_row * 1.25)) + 8
 
@@ -356,9 +389,3 @@ def _front_load(train: list[Row], first: dict[str, Any] | None, rng) -> list[Row
     n_rep = min(head, int(round(float(first["rows"]) * len(rep))))
     front, back = rep[:n_rep] + rest[: head - n_rep], rep[n_rep:] + rest[head - n_rep :]
     return [front[i] for i in rng.permutation(len(front))] + [back[i] for i in rng.permutation(len(back))]
-
-
-def _jsonable(x: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(x, default=str))

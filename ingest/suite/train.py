@@ -13,10 +13,12 @@ import os
 import shutil
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer
@@ -25,10 +27,11 @@ from transformers.utils import logging as hf_logging
 from ingest.corpus.build import checkpoint_steps
 from ingest.suite.model import build_model
 from ingest.suite.schedule import lr_at
-from memlake.core import lake
+from memlake.core import lake, settings
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.progress import progress
+from memlake.core.unit import Computed, WarehouseUnit, run_unit
 
 STATE = "_train_state.pt"
 hf_logging.disable_progress_bar()  # one rich bar per model is enough
@@ -95,29 +98,81 @@ def _save_checkpoint(model, tokenizer, out: Path) -> None:
     os.rename(tmp, out)
 
 
+class Stopped(Exception):
+    """Training ended early at `step` (`stop_after`): no partition is written."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped after step {step}")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class TrainUnit(WarehouseUnit):
+    """One suite model: its checkpoint folders are written as training goes, and its
+    `checkpoints` partition, written last, marks it complete. `stop_after` ends early (for
+    tests of resumption)."""
+
+    model: settings.SuiteModel
+    suite: settings.Suite
+    order: settings.Order
+    row_len: int
+    seed: int
+    root: str  # the warehouse root (a string: units pickle)
+    stop_after: int | None = None
+    table = "checkpoints"
+
+    @property
+    def partition(self) -> dict[str, Any]:
+        return {"model": self.model.name}
+
+    def compute(self, log) -> Computed:
+        return _train(self)
+
+    def run(self, log=print) -> dict[str, Any]:
+        out = run_unit(self, log)
+        # the partition marks the model done: the resume state is not needed any more
+        (model_dir(self.warehouse, self.model.name) / STATE).unlink(missing_ok=True)
+        return out
+
+
 def train_model(
-    cfg: dict[str, Any], spec: dict[str, Any], wh: Warehouse, stop_after: int | None = None
+    model: settings.SuiteModel,
+    suite: settings.Suite,
+    order: settings.Order,
+    row_len: int,
+    seed: int,
+    wh: Warehouse,
+    stop_after: int | None = None,
 ) -> dict[str, Any]:
     """Train one suite model; resumable. `stop_after` ends early (for tests of resumption)."""
-    name = spec["name"]
-    s, order_cfg, row_len = cfg["suite"], cfg["order"], int(cfg["corpus"]["row_len"])
-    if lake.is_complete(wh, "checkpoints", {"model": name}):
-        return {"model": name, "skipped": True}
-    threads = int(s.get("threads", 0)) or os.cpu_count() or 1
+    unit = TrainUnit(model, suite, order, row_len, seed, str(wh.root), stop_after)
+    try:
+        r = unit.run()
+    except Stopped as e:
+        return {"model": model.name, "stopped_at": e.step}
+    if r["skipped"]:
+        return {"model": model.name, "skipped": True}
+    return {k: r[k] for k in ("model", "steps", "seconds", "tokens_per_s", "final_loss")}
+
+
+def _train(unit: TrainUnit) -> Computed:
+    spec, s, wh = unit.model, unit.suite, unit.warehouse
+    name, row_len = spec.name, unit.row_len
+    threads = s.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
 
     tokens, data_order, n_train = _load_training_rows(wh)
-    bs, every = int(order_cfg["batch_size"]), int(order_cfg["checkpoint_every"])
+    bs, every = unit.order.batch_size, unit.order.checkpoint_every
     total = len(data_order) // bs
     check_even_grid(total, every, n_train // bs)
     ckpts = checkpoint_steps(total, every)
     tokenizer = AutoTokenizer.from_pretrained(str(wh.tokenizer))
-    torch.manual_seed(int(cfg["seed"]))
-    model = build_model(spec, len(tokenizer), row_len)
+    torch.manual_seed(unit.seed)
+    model = build_model(spec.record(), len(tokenizer), row_len)
     opt = torch.optim.AdamW(
-        _param_groups(model, float(s["weight_decay"])),
-        lr=float(spec["lr"]),
-        betas=tuple(s["betas"]),
+        _param_groups(model, s.weight_decay),
+        lr=spec.lr,
+        betas=tuple(s.betas),
         fused=False,
     )
     losses: list[float] = []
@@ -135,20 +190,22 @@ def train_model(
         mdir.mkdir(parents=True, exist_ok=True)
         _save_checkpoint(model, tokenizer, step_dir(wh, name, 0))
 
+    def lr(step: int) -> float:
+        return lr_at(step, total, spec.lr, s.warmup_fraction, s.min_lr_ratio)
+
     model.train()
     t0 = time.perf_counter()
     with progress() as bar:
         task = bar.add_task(f"train {name}", total=total, completed=start)
         for step in range(start + 1, total + 1):
-            lr = lr_at(step, total, float(spec["lr"]), float(s["warmup_fraction"]), float(s["min_lr_ratio"]))
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr(step)
             batch = tokens[torch.from_numpy(data_order[(step - 1) * bs : step * bs])]
             logits = model(input_ids=batch).logits
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), batch[:, 1:].reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float(s["grad_clip"]))
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
             opt.step()
             losses.append(loss.item())
             bar.update(task, advance=1)
@@ -164,8 +221,8 @@ def train_model(
                     },
                     state_path,
                 )
-            if stop_after is not None and step >= stop_after:
-                return {"model": name, "stopped_at": step}
+            if unit.stop_after is not None and step >= unit.stop_after:
+                raise Stopped(step)
     seconds = time.perf_counter() - t0
 
     rows = []
@@ -177,11 +234,7 @@ def train_model(
                 "model": name,
                 "step": step,
                 "path": str(step_dir(wh, name, step)),
-                "lr": lr_at(
-                    step, total, float(spec["lr"]), float(s["warmup_fraction"]), float(s["min_lr_ratio"])
-                )
-                if step
-                else 0.0,
+                "lr": lr(step) if step else 0.0,
                 "tokens_seen": step * bs * row_len,
                 "epoch": step * bs / n_train,
                 "train_loss": float(np.mean(window)) if window else None,
@@ -189,33 +242,33 @@ def train_model(
                 "first_epoch_end": n_train // bs,
             }
         )
-    import pyarrow as pa
-
     table = pa.Table.from_pylist(rows, schema=lake.spec("checkpoints").schema)
-    lake.write_partition(
-        wh,
-        "checkpoints",
-        table,
-        {"model": name},
-        config={"model": spec, "suite": s, "order": order_cfg, "seed": cfg["seed"]},
-    )
-    state_path.unlink(missing_ok=True)
+    order, seed = unit.order.record(), unit.seed
+    provenance = {"model": spec.record(), "suite": s.record(), "order": order, "seed": seed}
     trained = total - start
-    return {
+    summary = {
         "model": name,
         "steps": total,
         "seconds": seconds,
         "tokens_per_s": trained * bs * row_len / seconds if seconds else None,
         "final_loss": float(np.mean(losses[-every:])),
     }
+    return Computed(table, provenance=provenance, summary=summary)
 
 
-def train_suite(cfg: dict[str, Any], wh: Warehouse, models: list[str] | None = None) -> list[dict]:
-    specs = cfg["suite"]["models"]
+def train_suite(
+    suite: settings.Suite,
+    order: settings.Order,
+    row_len: int,
+    seed: int,
+    wh: Warehouse,
+    models: list[str] | None = None,
+) -> list[dict]:
+    specs = suite.models
     if models:
-        known = {m["name"] for m in specs}
+        known = {m.name for m in specs}
         unknown = [m for m in models if m not in known]
         if unknown:
             raise MemlakeError(f"unknown suite model(s) {unknown} (config has {sorted(known)})")
-        specs = [m for m in specs if m["name"] in models]
-    return [train_model(cfg, spec, wh) for spec in specs]
+        specs = [m for m in specs if m.name in models]
+    return [train_model(spec, suite, order, row_len, seed, wh) for spec in specs]

@@ -131,3 +131,14 @@ def run_unit(unit: Unit, log: Log = print, *, force: bool = False) -> dict[str, 
         rows[o.table] = o.write(unit.warehouse, data[o.table], provenance, overwrite=force)
     total = rows[todo[0].table] if len(rows) == 1 else rows
     return {"unit": unit, "skipped": False, "rows": total, "seconds": seconds, **out.summary}
+
+
+class WarehouseUnit(Unit):
+    """A unit that names its warehouse by the root folder (a string, so that it pickles to other
+    machines); subclasses declare the `root` field."""
+
+    root: str
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse.at(self.root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from memlake.core import config as configuration
+from memlake.core import settings
 from memlake.core.paths import Warehouse
 from memlake.pipeline._stage import Log, quiet
 
@@ -13,7 +14,8 @@ def corpus(cfg, wh: Warehouse, force: bool = False) -> str:
     """Build the tokenizer and the `instances` table; the summary line."""
     from ingest.corpus.build import build_corpus
 
-    r = build_corpus(cfg, wh, force=force)
+    s = settings.of(cfg)
+    r = build_corpus(s.corpus, s.order, s.seed, wh, force=force)
     configuration.save(cfg, wh.suite / "config.yaml")
     return f"{r['rows']} instances{' (cached)' if r['skipped'] else ''}"
 
@@ -22,9 +24,10 @@ def train(cfg, wh: Warehouse, models: list[str] | None = None, log: Log = quiet)
     """Train the suite models (finished ones are skipped); one record per model."""
     from ingest.suite.train import train_suite
 
+    s = settings.of(cfg)
     configuration.save(cfg, wh.suite / "config.yaml")
     out = []
-    for r in train_suite(cfg, wh, models):
+    for r in train_suite(s.suite, s.order, s.corpus.row_len, s.seed, wh, models):
         note = "already trained" if r.get("skipped") else (
             f"{r['steps']} steps, {r['tokens_per_s']:.0f} tokens/s, final loss {r['final_loss']:.3f}"
         )  # fmt: skip

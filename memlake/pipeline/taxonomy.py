@@ -11,8 +11,19 @@ def features(
 ) -> str:
     """Run the features job; a one-line summary of what it did."""
     from ingest.features import build_features
+    from memlake.core import settings
 
-    r = build_features(cfg, wh, force=force, tokenizer=tokenizer, stream=stream, match_corpus=match_corpus)
+    s = settings.of(cfg)
+    r = build_features(
+        s.taxonomy,
+        s.ingest.panel,
+        s.seed,
+        wh,
+        force=force,
+        tokenizer=tokenizer,
+        stream=stream,
+        match_corpus=match_corpus,
+    )
     if r["skipped"]:
         return f"{r['rows']} instances (cached)"
     secs = r["seconds"]

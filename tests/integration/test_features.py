@@ -18,11 +18,11 @@ import pyarrow.compute as pc
 import pytest
 
 from ingest import features as feat
-from ingest.features import build_features
 from ingest.panel import panel_instance_ids
 from memlake.core import config, lake, query
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from tests.helpers import features_from
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 CATEGORIES = {"recitation", "reconstruction", "recollection"}
@@ -46,8 +46,8 @@ def built(tiny_corpus, tiny_cfg, tmp_path_factory):
     """build_features over a copy of the session corpus (features are corpus-level: never the
     original), with the whole panel (every natural row and the first copy of every planted one)."""
     wh = copy_corpus(tiny_corpus, Warehouse.at(tmp_path_factory.mktemp("wh-features")))
-    cfg = config.apply_overrides(tiny_cfg, ["ingest.panel={per_cohort: null, validation: null}"])
-    result = build_features(cfg, wh)
+    cfg = config.apply_overrides(tiny_cfg, ["ingest.panel={per_cohort: 1000000, validation: 1000000}"])
+    result = features_from(cfg, wh)
     inst = pl.from_arrow(lake.read_table(wh, "instances"))
     frame = inst.join(pl.from_arrow(lake.read_table(wh, "instance_features")), on="instance_id")
     return wh, result, frame
@@ -163,8 +163,8 @@ def test_matches_are_nested_and_exclude_the_instance_itself(built):
 def test_second_run_is_skipped_and_other_settings_rebuild(built, tiny_cfg, tmp_path, monkeypatch):
     wh, _, frame = built
     before = lake.manifest(wh.table("instance_features"))
-    again = build_features(
-        config.apply_overrides(tiny_cfg, ["ingest.panel={per_cohort: null, validation: null}"]), wh
+    again = features_from(
+        config.apply_overrides(tiny_cfg, ["ingest.panel={per_cohort: 1000000, validation: 1000000}"]), wh
     )
     assert again["skipped"] and again["rows"] == len(frame)
     assert lake.manifest(wh.table("instance_features")) == before
@@ -178,16 +178,31 @@ def test_second_run_is_skipped_and_other_settings_rebuild(built, tiny_cfg, tmp_p
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     monkeypatch.setattr(feat, "embed_distinct", fake_embed)
-    cfg = config.apply_overrides(tiny_cfg, ["ingest.panel={per_cohort: null, validation: null}"])
-    forced = build_features(cfg, copy, force=True)
+    cfg = config.apply_overrides(tiny_cfg, ["ingest.panel={per_cohort: 1000000, validation: 1000000}"])
+    forced = features_from(cfg, copy, force=True)
     assert not forced["skipped"]
     redone = pl.from_arrow(lake.read_table(copy, "instance_features"))
     same = ["instance_id", "text", "sequence_duplicates", "min_frequency", "is_templating", "nl_score"]
     assert redone.select(same).equals(frame.select(same))
     other = config.apply_overrides(cfg, ["taxonomy.representative_sample=100"])
-    assert not build_features(other, copy)["skipped"]
+    assert not features_from(other, copy)["skipped"]
     in_sample = pl.from_arrow(lake.read_table(copy, "instance_features"))["in_representative_sample"].sum()
-    assert 50 < in_sample <= 100 and build_features(other, copy)["skipped"]
+    assert 50 < in_sample <= 100 and features_from(other, copy)["skipped"]
+
+
+def test_a_failed_rebuild_keeps_the_features_as_they_were(built, tiny_cfg, tmp_path, monkeypatch):
+    copy = Warehouse.at(tmp_path / "wh")
+    shutil.copytree(built[0].root, copy.root)
+    before = lake.manifest(copy.table("instance_features"))
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(feat, "templating_flags", killed)  # after the duplicates and frequencies
+    with pytest.raises(RuntimeError, match="killed"):
+        features_from(tiny_cfg, copy, force=True)
+    assert lake.manifest(copy.table("instance_features")) == before
+    assert not (copy.staging.exists() and any(copy.staging.iterdir()))
 
 
 # --------------------------------------------------------------------------- bad input
@@ -197,30 +212,31 @@ def test_second_run_is_skipped_and_other_settings_rebuild(built, tiny_cfg, tmp_p
     "override, message",
     [
         ("taxonomy.k=40", "rows have 64 tokens, fewer than taxonomy.prompt_len + taxonomy.k = 72"),
-        ("taxonomy.prompt_len=0", "taxonomy.prompt_len must be a positive integer, got 0"),
-        ("taxonomy.representative_sample=many", "taxonomy.representative_sample must be a positive integer"),
+        # the typed taxonomy section refuses these where the config is checked
+        ("taxonomy.prompt_len=0", r"config key taxonomy.prompt_len: .*greater than or equal to 1 \(got 0\)"),
+        ("taxonomy.representative_sample=many", "config key taxonomy.representative_sample: .*valid integer"),
     ],
 )
 def test_bad_settings_are_one_line_errors(built, tiny_cfg, override, message):
     wh, _, _ = built
     with pytest.raises(MemlakeError, match=message.replace("+", r"\+")):
-        build_features(config.apply_overrides(tiny_cfg, [override]), wh, force=True)
+        features_from(config.apply_overrides(tiny_cfg, [override]), wh, force=True)
 
 
 def test_bad_inputs_name_the_file(tiny_corpus, tiny_cfg, tmp_path):
     wh = copy_corpus(tiny_corpus, Warehouse.at(tmp_path / "wh"))
     np.save(wh.suite / "data_order.npy", np.array([0, 1, 5000]))
     with pytest.raises(MemlakeError, match=r"data_order.npy: value 5000 is not a training row"):
-        build_features(tiny_cfg, wh)
+        features_from(tiny_cfg, wh)
     shutil.rmtree(wh.tokenizer)
     os.remove(wh.suite / "data_order.npy")
     with pytest.raises(MemlakeError, match="no tokenizer at"):
-        build_features(tiny_cfg, wh)
+        features_from(tiny_cfg, wh)
     no_section = {k: v for k, v in tiny_cfg.items() if k != "taxonomy"}
-    with pytest.raises(MemlakeError, match="config has no 'taxonomy' section"):
-        build_features(no_section, wh)
+    with pytest.raises(MemlakeError, match="config key taxonomy: Field required"):
+        features_from(no_section, wh)
     with pytest.raises(MemlakeError, match="no instances under"):
-        build_features(tiny_cfg, Warehouse.at(tmp_path / "empty"))
+        features_from(tiny_cfg, Warehouse.at(tmp_path / "empty"))
     assert not (wh.table("instance_features")).exists()
 
 
@@ -243,7 +259,7 @@ def test_rows_of_different_lengths_are_refused(tiny_corpus, tiny_cfg, tmp_path):
         },
     )
     with pytest.raises(MemlakeError, match="instance_id 1 has a different length"):
-        build_features(tiny_cfg, wh)
+        features_from(tiny_cfg, wh)
 
 
 def test_lake_refuses_textual_above_semantic(built):
@@ -467,7 +483,7 @@ def test_hub_instances_record_pythia_and_decode_with_the_given_tokenizer(
     wh, _ = hub_warehouse
     assert feat.tokenizer_of(wh) == PYTHIA_TOKENIZER  # what the import recorded
     assert feat.tokenizer_of(wh, str(hub_tokenizer)) == str(hub_tokenizer)
-    result = build_features(tiny_cfg, wh, tokenizer=str(hub_tokenizer))
+    result = features_from(tiny_cfg, wh, tokenizer=str(hub_tokenizer))
     assert not result["skipped"] and result["stream_rows"] == 10
     m = lake.manifest(wh.table("instance_features"))
     assert m["config"]["tokenizer"] == str(hub_tokenizer)
@@ -484,7 +500,7 @@ def test_hub_instances_record_pythia_and_decode_with_the_given_tokenizer(
     assert "def " in "".join(frame["text"])  # real source text, not the warehouse tokenizer's reading
     dup = frame.filter(pl.col("instance_id").is_in([10, 4000]))
     assert (dup["sequence_duplicates"] == 2).all() and (dup["whole_sequence_duplicates"] == 2).all()
-    assert build_features(tiny_cfg, wh, tokenizer=str(hub_tokenizer))["skipped"]
+    assert features_from(tiny_cfg, wh, tokenizer=str(hub_tokenizer))["skipped"]
     # a tokenizer recorded by the import is the default (same tokenizer: same inputs, skipped)
     other = Warehouse.at(tmp_path / "wh")
     from ingest.hub_import import import_dataset
@@ -493,7 +509,7 @@ def test_hub_instances_record_pythia_and_decode_with_the_given_tokenizer(
     shutil.copytree(wh.root / "models", other.root / "models")
     shutil.copytree(wh.table("instance_features"), other.table("instance_features"))
     assert feat.tokenizer_of(other) == str(hub_tokenizer)
-    assert build_features(tiny_cfg, other)["skipped"]  # same tokenizer, same inputs
+    assert features_from(tiny_cfg, other)["skipped"]  # same tokenizer, same inputs
 
 
 def test_vocabulary_mismatch_and_unloadable_tokenizer_are_one_line_errors(
@@ -516,7 +532,7 @@ def test_vocabulary_mismatch_and_unloadable_tokenizer_are_one_line_errors(
     assert out.stderr.replace("\n", "").startswith(line), out.stderr
     assert "Traceback" not in out.stderr
     with pytest.raises(MemlakeError, match=r"^tokenizer .*no-such-tokenizer: cannot load \(") as err:
-        build_features(tiny_cfg, wh, tokenizer=str(tmp_path / "no-such-tokenizer"))
+        features_from(tiny_cfg, wh, tokenizer=str(tmp_path / "no-such-tokenizer"))
     assert "\n" not in str(err.value)
     assert not wh.table("instance_features").exists()
 

@@ -5,6 +5,8 @@ against the in-warehouse computation on the tiny corpus."""
 
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
 import struct
 import tracemalloc
@@ -20,11 +22,14 @@ from ingest import code_nl_classifier
 from ingest import features as feat
 from ingest import stream as st
 from ingest.stream import open_stream, write_mmap_stream
-from ingest.stream_counts import StreamSource, count_stream
+from ingest.stream_counts import StreamSource, count_stream, plan_shards
+from ingest.tokenizer import load_tokenizer, tokenizer_of
 from memlake.cli import app
 from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from memlake.core.unit import run_unit
+from tests.helpers import features_from
 from transforms import code_nl
 from transforms.stream_tally import tally
 
@@ -310,7 +315,7 @@ def features(wh) -> pa.Table:
 
 def test_cli_stream_gives_the_in_warehouse_features(corpus_copy, tiny_cfg, stubbed, tmp_path):
     wh, prefix = corpus_copy
-    today = feat.build_features(tiny_cfg, wh)
+    today = features_from(tiny_cfg, wh)
     assert not today["skipped"]
     expected = features(wh)
     runner = CliRunner()
@@ -346,7 +351,7 @@ def test_cli_stream_gives_the_in_warehouse_features(corpus_copy, tiny_cfg, stubb
 
 def test_match_corpus_from_the_representative_sample_table(corpus_copy, tiny_cfg, stubbed):
     wh, _ = corpus_copy
-    default = feat.build_features(tiny_cfg, wh, match_corpus="representative_sample")  # absent: default
+    default = features_from(tiny_cfg, wh, match_corpus="representative_sample")  # absent: default
     m = lake.manifest(wh.table("instance_features"))["config"]
     assert m["inputs"]["match_corpus"]["absent"] and default["representative_sample_rows"] == 300
     inst = lake.read_table(wh, "instances").sort_by("instance_id")
@@ -362,7 +367,7 @@ def test_match_corpus_from_the_representative_sample_table(corpus_copy, tiny_cfg
         }
     )
     lake.write_partition(wh, "representative_sample", sample, {"scheme": "deduped", "shard": 0})
-    got = feat.build_features(tiny_cfg, wh, match_corpus="representative_sample")
+    got = features_from(tiny_cfg, wh, match_corpus="representative_sample")
     assert not got["skipped"] and got["representative_sample_rows"] == 42
     t = features(wh)
     ids = set(picked["instance_id"].to_pylist())
@@ -371,11 +376,38 @@ def test_match_corpus_from_the_representative_sample_table(corpus_copy, tiny_cfg
     from transforms import semantic
 
     text = t["text"].to_pylist()
-    tok = feat._tokenizer(wh, feat.tokenizer_of(wh))
+    tok = load_tokenizer(wh, tokenizer_of(wh))
     corpus_text = tok.batch_decode(sample["tokens"].to_pylist(), clean_up_tokenization_spaces=False)
     own = np.array([sorted(ids).index(i) if i in ids else -1 for i in t["instance_id"].to_pylist()])
     sm = semantic.semantic_match_counts(_fake_embed(text), _fake_embed(corpus_text), exclude_self=own)
     assert t["semantic_matches_0_8"].to_pylist() == sm.counts(0.8).tolist()
-    assert feat.build_features(tiny_cfg, wh, match_corpus="representative_sample:deduped")["rows"]
+    assert features_from(tiny_cfg, wh, match_corpus="representative_sample:deduped")["rows"]
     with pytest.raises(MemlakeError, match="neither a Parquet file or folder nor a lake table"):
-        feat.build_features(tiny_cfg, wh, match_corpus="no_such_table")
+        features_from(tiny_cfg, wh, match_corpus="no_such_table")
+
+
+def test_a_shard_computes_only_its_missing_output(planted, monkeypatch):
+    wh, *_, prefix = planted
+    from ingest import stream_counts
+
+    counted = []  # what each pass tallied: (windows, tokens)
+
+    def spy(chunks, windows, rows, count_tokens, threads):
+        counted.append((windows is not None, count_tokens))
+        return tally(chunks, windows=windows, rows=rows, count_tokens=count_tokens, threads=threads)
+
+    monkeypatch.setattr(stream_counts, "tally", spy)
+    units, _, _ = plan_shards(wh, StreamSource(str(prefix), shards=2), prompt_len=8, k=8)
+    unit = pickle.loads(pickle.dumps(units[1]))  # as an executor ships it
+    counts, token_counts = (lake.partition_dir(wh, o.table, o.partition) for o in unit.outputs())
+    assert run_unit(unit)["rows"].keys() == {"stream_counts", "stream_token_counts"}
+    assert run_unit(unit)["skipped"]
+    for missing, kept in ((token_counts, counts), (counts, token_counts)):
+        before, inode = lake.manifest(kept), os.stat(kept).st_ino
+        data = pq.read_table(missing / lake.DATA_FILE)
+        shutil.rmtree(missing)
+        done = run_unit(unit)
+        assert not done["skipped"] and done["rows"] == data.num_rows  # one output written
+        assert pq.read_table(missing / lake.DATA_FILE).equals(data)
+        assert lake.manifest(kept) == before and os.stat(kept).st_ino == inode
+    assert counted == [(True, True), (False, True), (True, False)]

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from ingest.checkpoints import expand_revisions, load_model, resolve
 from ingest.suite.schedule import lr_at
 from ingest.suite.train import check_even_grid, epochs_for_even_grid, step_dir, train_model
-from memlake.core import lake
+from memlake.core import lake, settings
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 
@@ -84,17 +84,19 @@ def test_interrupted_training_resumes_to_identical_weights(tiny_suite, tiny_cfg,
     shutil.copytree(tiny_suite.lake / "instances", wh.lake / "instances")
     shutil.copytree(tiny_suite.tokenizer, wh.tokenizer)
     shutil.copy(tiny_suite.suite / "data_order.npy", wh.suite / "data_order.npy")
-    spec = tiny_cfg["suite"]["models"][0]
-    assert train_model(tiny_cfg, spec, wh, stop_after=20) == {"model": spec["name"], "stopped_at": 20}
-    assert not lake.is_complete(wh, "checkpoints", {"model": spec["name"]})
-    train_model(tiny_cfg, spec, wh)  # resumes from step16
-    last = max(int(p.name[4:]) for p in (tiny_suite.suite / spec["name"]).glob("step*"))
-    final = step_dir(wh, spec["name"], last) / "model.safetensors"
-    ref = step_dir(tiny_suite, spec["name"], last) / "model.safetensors"
+    s = settings.of(tiny_cfg)
+    spec = s.suite.models[0]
+    args = (spec, s.suite, s.order, s.corpus.row_len, s.seed, wh)
+    assert train_model(*args, stop_after=20) == {"model": spec.name, "stopped_at": 20}
+    assert not lake.is_complete(wh, "checkpoints", {"model": spec.name})
+    train_model(*args)  # resumes from step16
+    last = max(int(p.name[4:]) for p in (tiny_suite.suite / spec.name).glob("step*"))
+    final = step_dir(wh, spec.name, last) / "model.safetensors"
+    ref = step_dir(tiny_suite, spec.name, last) / "model.safetensors"
     a, b = load_file(final), load_file(ref)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert lake.is_complete(wh, "checkpoints", {"model": spec["name"]})
-    assert train_model(tiny_cfg, spec, wh)["skipped"]
+    assert lake.is_complete(wh, "checkpoints", {"model": spec.name})
+    assert train_model(*args)["skipped"]
 
 
 def test_resolve_forms(tiny_suite):

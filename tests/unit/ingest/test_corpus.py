@@ -6,10 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ingest.corpus.build import _per_count, build_corpus, checkpoint_steps, cohort_of
+from ingest.corpus.build import _per_count, checkpoint_steps, cohort_of
 from memlake.core import config, lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from tests.helpers import corpus_from
 from transforms.duplicates import continuation_duplicate_counts
 from transforms.templating import templating_flags
 
@@ -21,7 +22,7 @@ def instances(tiny_corpus):
 
 def test_same_seed_same_instances(tiny_corpus, tiny_cfg, tmp_path):
     again = Warehouse.at(tmp_path / "again")
-    build_corpus(tiny_cfg, again)
+    corpus_from(tiny_cfg, again)
     a = lake.read_table(tiny_corpus, "instances")
     b = lake.read_table(again, "instances")
     assert a.equals(b)
@@ -29,14 +30,14 @@ def test_same_seed_same_instances(tiny_corpus, tiny_cfg, tmp_path):
         again.tokenizer / "tokenizer.json"
     ).read_text()
     other = Warehouse.at(tmp_path / "other")
-    build_corpus(config.apply_overrides(tiny_cfg, ["seed=7"]), other)
+    corpus_from(config.apply_overrides(tiny_cfg, ["seed=7"]), other)
     assert not lake.read_table(other, "instances")["tokens"].equals(a["tokens"])
 
 
 def test_rebuild_with_other_config_is_refused(tiny_corpus, tiny_cfg):
-    assert build_corpus(tiny_cfg, tiny_corpus)["skipped"]
+    assert corpus_from(tiny_cfg, tiny_corpus)["skipped"]
     with pytest.raises(MemlakeError, match="different config"):
-        build_corpus(config.apply_overrides(tiny_cfg, ["seed=99"]), tiny_corpus)
+        corpus_from(config.apply_overrides(tiny_cfg, ["seed=99"]), tiny_corpus)
 
 
 def test_planted_artifact_counts(instances, tiny_cfg):
