@@ -61,10 +61,10 @@ from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.progress import progress
 from memlake.core.unit import Computed, Output, WarehouseUnit, run_unit
-from transforms import code_nl, huffman, semantic
+from transforms import code_nl, semantic
 from transforms.duplicates import continuation_duplicate_counts, sequence_duplicate_counts
+from transforms.filters import FILTERS, apply_filters
 from transforms.frequencies import frequency_stats, sequence_frequencies, token_counts
-from transforms.templating import templating_flags
 
 TABLE = "instance_features"
 STREAM_CHUNK_ROWS = 4096  # stream rows gathered at once (fancy indexing of the training rows)
@@ -291,12 +291,9 @@ def _compute(unit: FeaturesUnit) -> Computed:
         )
         lap("frequencies")
 
-        bar.update(task, advance=1, description="features: templating, Huffman")
-        flags = np.array([templating_flags(t) for t in text], dtype=bool).reshape(n, 2)
-        cols["is_incrementing"], cols["is_repeating"] = flags[:, 0], flags[:, 1]
-        cols["is_templating"] = flags.any(axis=1)
-        cols["huffman_coding_length"] = huffman.coding_lengths(text)
-        lap("templating_huffman")
+        bar.update(task, advance=1, description=f"features: filters ({', '.join(FILTERS)})")
+        cols.update(apply_filters(text))
+        lap("filters")
 
         bar.update(task, advance=1, description="features: code vs NL")
         model, report = code_nl_classifier.load_or_train(code_nl_classifier.model_dir(wh), seed=seed)

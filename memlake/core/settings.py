@@ -104,8 +104,8 @@ class Suite(Section):
 
 
 class Panel(Section):
-    per_cohort: int = PositiveInt
-    validation: int = PositiveInt
+    per_cohort: int | None = Field(ge=1)  # None: every row
+    validation: int | None = Field(ge=1)  # None: every never-trained row
     planted: dict[str, int] | None = None
 
 
