@@ -42,7 +42,8 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from ingest.checkpoints import load_model, local_steps, resolve  # noqa: E402
 from ingest.corpus.build import build_corpus  # noqa: E402
-from ingest.extraction import DecodeBuffers, _LayerWeights, first_argmax, generate_greedy, greedy_extract  # noqa: E402
+from ingest.extraction import DecodeBuffers, first_argmax, generate_greedy, greedy_extract  # noqa: E402
+from ingest.lm.decoding import LayerWeights  # noqa: E402
 from ingest.lm.runtime import inference_device, to_inference  # noqa: E402
 from ingest.panel import load_panel  # noqa: E402
 from ingest.suite.model import PYTHIA_CONTEXT, PYTHIA_VOCAB, build_model, n_params, pythia_specs  # noqa: E402
@@ -97,7 +98,7 @@ def kernel_replay(model, batches: list[torch.Tensor], prompt_len: int, gen_len: 
     that must produce generate's tokens runs at least these kernels, so generate's time over this
     replay's bounds its speed-up from above, without a profiler's own overhead."""
     base, head = model.base_model, model.get_output_embeddings()
-    layers = [_LayerWeights(layer) for layer in base.layers]  # weights fetched once, as the decoder
+    layers = [LayerWeights(layer) for layer in base.layers]  # weights fetched once, as the decoder
     heads = base.config.num_attention_heads
     size = base.config.hidden_size // heads
     buffers = {}  # zeroed key/value buffers per batch size, allocated once (as the decoder's are)

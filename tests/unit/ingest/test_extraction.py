@@ -3,7 +3,9 @@ import torch
 from transformers import DynamicCache
 
 from ingest import extraction
-from ingest.extraction import _NeoXDecoder, first_argmax, generate_greedy, greedy_extract, match_fraction
+from ingest.extraction import first_argmax, generate_greedy, greedy_extract, match_fraction
+from ingest.lm import decoding
+from ingest.lm.decoding import NeoXDecoder
 from ingest.lm.hf_compat import with_cache
 from tests.helpers import VOCAB, make_model, prompts
 
@@ -12,13 +14,13 @@ from tests.helpers import VOCAB, make_model, prompts
 @pytest.mark.parametrize("fast_path", [True, False])
 def test_identical_to_generate(monkeypatch, parallel_residual, fast_path):
     model = make_model(parallel_residual)
-    monkeypatch.setattr(extraction, "_fast_path", lambda m: fast_path)
+    monkeypatch.setattr(decoding, "fast_path", lambda m: fast_path)
     ids = prompts()
     assert torch.equal(greedy_extract(model, ids, 16), generate_greedy(model, ids, 16))
 
 
 def test_fast_path_is_taken_for_gpt_neox():
-    assert extraction._fast_path(make_model())
+    assert decoding.fast_path(make_model())
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
@@ -31,7 +33,7 @@ def test_decode_step_reproduces_the_model_forward_bitwise(attention, parallel_re
     with torch.inference_mode():
         cache = DynamicCache()
         base(input_ids=ids, use_cache=True, **with_cache(base, cache))
-        step = _NeoXDecoder(base, cache, max_len=12)
+        step = NeoXDecoder(base, cache, max_len=12)
         for position, token in enumerate(prompts(batch=4, length=3, seed=2).T, start=6):
             ours = step(token, position)
             theirs = base(
@@ -106,13 +108,13 @@ def test_memorised_row_is_extracted():
 def decoded_rows(monkeypatch) -> list[int]:
     """Record how many rows each call decodes step by step (the rest were verified)."""
     calls: list[int] = []
-    decode = extraction._decode
+    decode = extraction.decode
 
     def spy(model, cache, token, *args):
         calls.append(token.size(0))
         return decode(model, cache, token, *args)
 
-    monkeypatch.setattr(extraction, "_decode", spy)
+    monkeypatch.setattr(extraction, "decode", spy)
     return calls
 
 
@@ -153,7 +155,7 @@ def test_targets_give_generates_tokens_on_a_trained_suite_model(monkeypatch, sui
     model, rows, reference = suite_panel
     memorised = (reference == rows[:, 32:]).all(1)
     assert 0 < memorised.sum() < len(rows) // 2  # a mix, as in a real panel
-    monkeypatch.setattr(extraction, "_fast_path", lambda m: fast_path)
+    monkeypatch.setattr(decoding, "fast_path", lambda m: fast_path)
     monkeypatch.setattr(extraction, "VERIFY_SHARE", share)  # 0: verify when any row looks memorised
     calls = decoded_rows(monkeypatch)
     out = torch.cat([greedy_extract(model, b[:, :32], 32, b[:, 32:]) for b in rows.split(64)])
@@ -225,7 +227,7 @@ def test_targets_edge_cases(monkeypatch, suite_panel):
 
 
 def test_graphed_decode_buffers_are_reused_across_batches():
-    """`_GraphedDecode` (replayed eagerly here: CUDA graphs need a GPU) reloads its static buffers
+    """`GraphedDecode` (replayed eagerly here: CUDA graphs need a GPU) reloads its static buffers
     for each batch, so a second, different batch decodes like a fresh decoder would."""
     model = make_model()
     runner = None
@@ -238,7 +240,7 @@ def test_graphed_decode_buffers_are_reused_across_batches():
             ).last_hidden_state
             first = first_argmax(model.get_output_embeddings()(hidden[:, -1]))
             if runner is None:
-                runner = extraction._GraphedDecode(model, cache, first, 7, 9, capture=False)
+                runner = decoding.GraphedDecode(model, cache, first, 7, 9, capture=False)
             rest = runner(cache, first)
         assert torch.equal(torch.cat([first[:, None], rest], 1), generate_greedy(model, ids, 10))
 
@@ -261,7 +263,7 @@ def test_decode_buffers_are_reused_across_batches_and_shapes():
     """`DecodeBuffers` keep the CPU decoder's key/value block between batches: a batch decoded in
     a block another batch wrote (and one of a new shape) gives generate's tokens."""
     model = make_model()
-    buffers = extraction.DecodeBuffers()
+    buffers = decoding.DecodeBuffers()
     blocks = []
     for seed, batch in ((1, 6), (2, 6), (3, 4), (4, 6)):
         ids = prompts(batch=batch, length=7, seed=seed)
