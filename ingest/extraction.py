@@ -34,9 +34,9 @@ on the same shapes (fewer rows once verified rows leave the batch; row results d
 it in practice). A verified row's logits come from one multi-token forward instead of one-token
 steps, which can round differently in the last bits, so a row is verified only where every target
 token beats the runner-up by more than rounding (`TIE_EPS`); near-ties are decoded. On CUDA the
-decode loop is captured as a CUDA graph (`ingest.lm.decoding.GraphedDecode`) and replayed per batch: the same kernels
-on the same shapes without the per-launch overhead (bench/extraction.py compares it with
-`generate`); there decoding costs less than verifying, so `targets` are not used.
+decode loop is captured as a CUDA graph (`ingest.lm.decoding.GraphedDecode`) and replayed per
+batch: the same kernels on the same shapes without the per-launch overhead (bench/extraction.py
+compares it with `generate`); there decoding costs less than verifying, so `targets` are not used.
 Tests and the bench compare the tokens with `generate`'s.
 """
 

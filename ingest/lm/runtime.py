@@ -29,6 +29,7 @@ class Switches:
     stats_overlap: bool = False  # the reduction on a second CUDA stream beside the next head matmul
     cuda_graphs: bool = True  # the greedy decode loop captured as a CUDA graph
     head_tiles: tuple[tuple[str, int], ...] = ()  # tile overrides of the fused head (tuning runs)
+    threads: int = 0  # torch threads for the unit; 0 keeps the process's (all cores, or a worker's share)
 
     @classmethod
     def of(cls, section: Mapping[str, Any] | None) -> Switches:
@@ -47,12 +48,15 @@ def switches() -> Switches:
 
 @contextmanager
 def using(s: Switches) -> Iterator[Switches]:
-    """Run a block under switches `s`; the previous ones are back afterwards."""
-    token = _SWITCHES.set(s)
+    """Run a block under switches `s`; the previous ones (and thread count) are back afterwards."""
+    token, threads = _SWITCHES.set(s), torch.get_num_threads()
+    if s.threads:
+        torch.set_num_threads(s.threads)
     try:
         yield s
     finally:
         _SWITCHES.reset(token)
+        torch.set_num_threads(threads)
 
 
 def inference_device(device: str | torch.device | None = None) -> tuple[torch.device, torch.dtype]:

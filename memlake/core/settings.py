@@ -120,6 +120,7 @@ class Runtime(Section):
     stats_overlap: bool = False
     cuda_graphs: bool = True
     head_tiles: dict[str, int] = Field(default_factory=dict)
+    threads: int = Field(default=0, ge=0)  # 0: the process's own
 
 
 class Ingest(Section):

@@ -262,3 +262,14 @@ def test_token_statistics_on_the_fused_head_match_the_definition(
     model, refs = reference
     assert_matches(token_statistics(model, ids), refs)
     assert calls == [(4 * 19, 32)]  # every scored position in one launch, no logits projected
+
+
+def test_runtime_threads_hold_for_the_block_only():
+    from ingest.lm.runtime import Switches, using
+
+    before = torch.get_num_threads()
+    with using(Switches.of({"threads": 1})):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with using(Switches.of({})):  # 0: the process's own count stays
+        assert torch.get_num_threads() == before
