@@ -198,7 +198,7 @@ def test_a_failed_rebuild_keeps_the_features_as_they_were(built, tiny_cfg, tmp_p
     def killed(*args, **kwargs):
         raise RuntimeError("killed")
 
-    monkeypatch.setattr(feat, "templating_flags", killed)  # after the duplicates and frequencies
+    monkeypatch.setattr(feat, "apply_filters", killed)  # after the duplicates and frequencies
     with pytest.raises(RuntimeError, match="killed"):
         features_from(tiny_cfg, copy, force=True)
     assert lake.manifest(copy.table("instance_features")) == before
