@@ -138,6 +138,7 @@ def main() -> None:
         if args.second_moment:
             row["memlake_m2_tok_s"] = tokens / best["memlake_m2"][0]
             row["m2_ratio"] = best["memlake"][0] / best["memlake_m2"][0]
+            row["m2_cpu_time_ratio"] = best["memlake"][1] / best["memlake_m2"][1]
         peak = peak_flops(device)
         if peak:
             flops = forward_flops_per_token(model, row_len)
@@ -152,6 +153,7 @@ def main() -> None:
         if args.second_moment:
             said += (
                 f"  with second moment {row['memlake_m2_tok_s']:9.0f} tok/s  m2_ratio {row['m2_ratio']:.3f}"
+                f" (CPU time {row['m2_cpu_time_ratio']:.3f})"
             )
         print(said, flush=True)
     out = Path(__file__).parent / "results"

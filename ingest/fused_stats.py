@@ -14,7 +14,7 @@ float32 in registers and keeps an online softmax (Milakov & Gimelshein 2018):
     r  = #{v : z_v > z_true}
 
     surprisal = log s + m - z_true,  entropy = log s - w / s,  rank = r,
-    second moment of log p = q / s - 2 log s (w / s) + (log s)^2
+    second moment of log p = q / s + log s (log s - 2 w / s)
 
 where a new max m' rescales the sums by exp(m - m') and shifts them by d = m - m' <= 0:
 w' = w + d s and q' = q + d (2 w + d s), every term >= 0 (w <= 0), so nothing cancels.
@@ -98,7 +98,7 @@ def _kernel():
         log_s = tl.log(s)
         tl.store(surprisal + row, log_s + m - true)
         tl.store(entropy + row, log_s - w / s)
-        tl.store(moment + row, q / s - 2.0 * log_s * (w / s) + log_s * log_s)
+        tl.store(moment + row, q / s + log_s * (log_s - 2.0 * (w / s)))
         tl.store(rank + row, r)
 
     return stats_kernel
@@ -130,8 +130,9 @@ def log_prob_second_moment(
     log_total: torch.Tensor, mean: torch.Tensor, mean_sq: torch.Tensor
 ) -> torch.Tensor:
     """E_p[(log p)^2] from L = logsumexp(z) - c, E_p[z - c] and E_p[(z - c)^2] for the logits z
-    shifted by a c at least max z: log p = (z - c) - L, and the three terms are >= 0."""
-    return mean_sq - 2 * log_total * mean + log_total * log_total
+    shifted by a c at least max z: log p = (z - c) - L, so it is E_p[(z - c)^2] + L (L - 2 E_p[z - c]),
+    a sum of terms >= 0."""
+    return mean_sq + log_total * (log_total - 2 * mean)
 
 
 def head_stats(

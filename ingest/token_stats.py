@@ -11,7 +11,7 @@ Entropy and the second moment are the mean (negated) and second moment of log p 
 model's own next-token distribution, which Min-K%++ (Zhang et al. 2024) normalises each token's
 log-probability by: mu = -entropy, sigma^2 = second_moment - entropy^2. Both come from the same
 max-shifted exponentials: with s_v = z_v - max z and L = logsumexp(z) - max z,
-E_p[(log p)^2] = E_p[s^2] - 2 L E_p[s] + L^2, three terms >= 0 (s <= 0 <= L), so nothing cancels.
+E_p[(log p)^2] = E_p[s^2] + L (L - 2 E_p[s]), a sum of terms >= 0 (s <= 0 <= L): nothing cancels.
 
 Position j scores token j+1, so a row of T tokens gives T-1 values (the first token is never
 scored, no BOS is prepended). The softmax runs over the model's full output dimension, padded
@@ -198,10 +198,13 @@ def reduce_logits(
     total = weights.sum(1)
     log_total = total.log()  # logsumexp - peak, in nats
     surprisal = log_total - (true - peak).squeeze(1)
-    mean = LN2 * torch.linalg.vecdot(weights, shifted) / total  # E_p[z - peak] in nats, <= 0
+    # The moments of z - peak under p: the exponentials are spent once summed, so the products
+    # with `shifted` go in place (a product and a sum per moment; `vecdot` costs the same and
+    # allocates its product anew).
+    moment = weights.mul_(shifted)
+    mean = LN2 * moment.sum(1) / total  # E_p[z - peak] in nats, <= 0
     entropy = log_total - mean
     if not second_moment:
         return surprisal, rank, entropy
-    # E_p[(z - peak)^2]: the exponentials are spent, so their product with `shifted` goes in place
-    mean_sq = LN2 * LN2 * torch.linalg.vecdot(weights.mul_(shifted), shifted) / total
+    mean_sq = LN2 * LN2 * moment.mul_(shifted).sum(1) / total  # E_p[(z - peak)^2] in nats^2
     return surprisal, rank, entropy, fused_stats.log_prob_second_moment(log_total, mean, mean_sq)
