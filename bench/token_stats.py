@@ -7,10 +7,12 @@ same batches of random rows of the scale's row length, time
   - with `--second-moment`, also memlake_m2: the same with the second moment of log p
     (`second_moment=True`, as the token_stats job asks for it).
 The ratio memlake/bare (in throughput) is the share of the forward pass's speed the statistics
-keep; the target is >= 0.9. With `--second-moment`, m2_ratio = memlake_m2/memlake (throughput)
-is the share the fourth statistic keeps; the target is >= 0.95. The runs alternate `--repeats`
-times and the fastest of each is kept, which damps noise from other processes. On CUDA, model
-FLOP utilisation is reported too.
+keep; the target is >= 0.9. The runs alternate `--repeats` times and the fastest of each is
+kept, which damps noise from other processes. With `--second-moment`, m2_ratio = memlake_m2 /
+memlake (throughput) is the share the fourth statistic keeps (target >= 0.95): the median over
+the repeats of the two runs' ratio in that repeat, which a busy machine moves less than the
+ratio of the fastest runs. On CUDA, model FLOP
+utilisation is reported too.
 
     python bench/token_stats.py [--scale small] [--batch 64] [--batches 8] [--device cpu|cuda]
     python bench/token_stats.py --device cuda --pythia 70m,160m,410m --batch 16   # 2,049-token rows
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -110,14 +113,15 @@ def main() -> None:
         runs = {"bare": bare(model), "memlake": ours(model)}
         if args.second_moment:
             runs["memlake_m2"] = ours(model, second_moment=True)
-        best = {k: (float("inf"), float("inf")) for k in runs}
+        times = {k: [] for k in runs}  # (wall, process CPU) seconds per repeat
         with torch.inference_mode(), using(switches):
             for fn in runs.values():  # warm-up: allocator, kernels, lazy init
                 fn(batches[0])
             for _ in range(args.repeats):
                 for name, fn in runs.items():
                     wall, cpu = timed(fn, batches, device)
-                    best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+                    times[name].append((wall, cpu))
+        best = {k: tuple(map(min, zip(*v))) for k, v in times.items()}
         row = {
             "scale": "pythia" if args.pythia else args.scale,
             "model": spec["name"],
@@ -137,8 +141,9 @@ def main() -> None:
         }
         if args.second_moment:
             row["memlake_m2_tok_s"] = tokens / best["memlake_m2"][0]
-            row["m2_ratio"] = best["memlake"][0] / best["memlake_m2"][0]
-            row["m2_cpu_time_ratio"] = best["memlake"][1] / best["memlake_m2"][1]
+            pairs = list(zip(times["memlake"], times["memlake_m2"]))  # one per repeat
+            row["m2_ratio"] = statistics.median(a[0] / b[0] for a, b in pairs)
+            row["m2_cpu_time_ratio"] = statistics.median(a[1] / b[1] for a, b in pairs)
         peak = peak_flops(device)
         if peak:
             flops = forward_flops_per_token(model, row_len)

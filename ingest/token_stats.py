@@ -201,10 +201,15 @@ def reduce_logits(
     # The moments of z - peak under p: the exponentials are spent once summed, so the products
     # with `shifted` go in place (a product and a sum per moment; `vecdot` costs the same and
     # allocates its product anew).
-    moment = weights.mul_(shifted)
-    mean = LN2 * moment.sum(1) / total  # E_p[z - peak] in nats, <= 0
+    products = weights.mul_(shifted)
+    mean = LN2 * products.sum(1) / total  # E_p[z - peak] in nats, <= 0
     entropy = log_total - mean
     if not second_moment:
         return surprisal, rank, entropy
-    mean_sq = LN2 * LN2 * moment.mul_(shifted).sum(1) / total  # E_p[(z - peak)^2] in nats^2
-    return surprisal, rank, entropy, fused_stats.log_prob_second_moment(log_total, mean, mean_sq)
+    squares = products.mul_(shifted).sum(1)  # total * E_p[(z - peak)^2], in log2-units^2
+    return (
+        surprisal,
+        rank,
+        entropy,
+        fused_stats.log_prob_second_moment(log_total, mean, squares, total, LN2 * LN2),
+    )
