@@ -11,8 +11,7 @@ keep; the target is >= 0.9. The runs alternate `--repeats` times and the fastest
 kept, which damps noise from other processes. With `--second-moment`, m2_ratio = memlake_m2 /
 memlake (throughput) is the share the fourth statistic keeps (target >= 0.95): the median over
 the repeats of the two runs' ratio in that repeat, which a busy machine moves less than the
-ratio of the fastest runs. On CUDA, model FLOP
-utilisation is reported too.
+ratio of the fastest runs. On CUDA, model FLOP utilisation is reported too.
 
     python bench/token_stats.py [--scale small] [--batch 64] [--batches 8] [--device cpu|cuda]
     python bench/token_stats.py --device cuda --pythia 70m,160m,410m --batch 16   # 2,049-token rows
