@@ -42,7 +42,7 @@ def head_stats_kernel(
     hidden, weight, targets, true_out, m_out, s_out, w_out, q_out, r_out,
     n_rows, vocab, dim, span,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROUND: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MOMENT: tl.constexpr,
 ):  # fmt: skip
     # Programs next to each other share a vocabulary span (and so the weight rows it reads).
     n_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -81,7 +81,8 @@ def head_stats_kernel(
         scale = tl.where(first, 0.0, tl.exp(m - m_new))
         d = tl.where(first, 0.0, m - m_new)  # the state's shift to the new max (ingest/fused_stats.py)
         es = e * shift
-        q = scale * (q + d * (2.0 * w + d * s)) + tl.sum(es * shift, 1)
+        if MOMENT:  # the second moment's sum, only when asked for; before w moves on
+            q = scale * (q + d * (2.0 * w + d * s)) + tl.sum(es * shift, 1)
         w = scale * (w + d * s) + tl.sum(es, 1)
         s = scale * s + tl.sum(e, 1)
         m = m_new
@@ -91,5 +92,6 @@ def head_stats_kernel(
     tl.store(m_out + out, m, mask=row_ok)
     tl.store(s_out + out, s, mask=row_ok)
     tl.store(w_out + out, w, mask=row_ok)
-    tl.store(q_out + out, q, mask=row_ok)
+    if MOMENT:
+        tl.store(q_out + out, q, mask=row_ok)
     tl.store(r_out + out, r, mask=row_ok)

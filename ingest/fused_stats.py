@@ -70,8 +70,9 @@ def _kernel():
 
     @triton.jit
     def stats_kernel(
-        logits, row_stride, targets, surprisal, rank, entropy, moment, vocab, BLOCK: tl.constexpr
-    ):
+        logits, row_stride, targets, surprisal, rank, entropy, moment, vocab,
+        BLOCK: tl.constexpr, MOMENT: tl.constexpr,
+    ):  # fmt: skip
         row = tl.program_id(0).to(tl.int64)
         base = logits + row * row_stride
         true = tl.load(base + tl.load(targets + row)).to(tl.float32)
@@ -91,14 +92,16 @@ def _kernel():
             d = m - m_new  # the state's shift to the new max, <= 0
             scale = tl.exp(d)
             es = e * shift
-            q = scale * (q + d * (2.0 * w + d * s)) + tl.sum(es * shift)
+            if MOMENT:  # compiled out unless asked for; before w moves on (it reads the old w)
+                q = scale * (q + d * (2.0 * w + d * s)) + tl.sum(es * shift)
             w = scale * (w + d * s) + tl.sum(es)
             s = scale * s + tl.sum(e)
             m = m_new
         log_s = tl.log(s)
         tl.store(surprisal + row, log_s + m - true)
         tl.store(entropy + row, log_s - w / s)
-        tl.store(moment + row, q / s + log_s * (log_s - 2.0 * (w / s)))
+        if MOMENT:
+            tl.store(moment + row, q / s + log_s * (log_s - 2.0 * (w / s)))
         tl.store(rank + row, r)
 
     return stats_kernel
@@ -173,7 +176,7 @@ def head_stats(
             hidden, weight, targets.contiguous(), true, *parts, ranks,
             n, vocab, dim, span,
             BLOCK_M=tiles["BLOCK_M"], BLOCK_N=tiles["BLOCK_N"], BLOCK_K=tiles["BLOCK_K"],
-            ROUND=weight.dtype == torch.bfloat16,
+            ROUND=weight.dtype == torch.bfloat16, MOMENT=second_moment,
             # float32 inputs: no TF32 rounding. Triton's interpreter (tests) multiplies bf16 blocks
             # wrongly, so there they are upcast first, which the float32 "ieee" product keeps exact.
             PRECISION="ieee" if weight.dtype == torch.float32 or interpreted else "tf32",
@@ -199,8 +202,8 @@ def reduce_logits_fused(
 ) -> tuple[torch.Tensor, ...]:
     """(surprisal float32, rank int32, entropy float32[, second_moment float32]) of `logits` [N, V]
     (any float dtype) against `targets` [N]: `token_stats.reduce_logits(logits.float(), targets,
-    second_moment=...)` without the float32 copy. The kernel always computes the second moment:
-    a few more register operations per logit read, in a kernel bound by that read."""
+    second_moment=...)` without the float32 copy. The second moment is compiled into the kernel
+    only when asked for, so the three statistics run the same kernel as without it."""
     if logits.stride(1) != 1:
         logits = logits.contiguous()
     n, vocab = logits.shape
@@ -219,6 +222,7 @@ def reduce_logits_fused(
             moment,
             vocab,
             BLOCK=BLOCK,
+            MOMENT=second_moment,
             num_warps=NUM_WARPS,
         )
     return (surprisal, rank, entropy, moment)[: 4 if second_moment else 3]

@@ -68,8 +68,8 @@ def token_statistics(
     `base_model`'s last hidden state (GPT-NeoX/Pythia, GPT-2, Llama, ...). `chunk` is the number
     of positions projected at once (default: `default_chunk`);
     the result does not depend on it. Returns float32 tensors (rank: int32) of shape [B, T-1] on
-    the model's device, keyed by STATISTICS. On a CPU the second moment costs one more product
-    over each chunk, hence asked for; the fused kernels always compute it in registers.
+    the model's device, keyed by STATISTICS. The second moment costs a product and a sum over each
+    chunk on a CPU and a few register operations per logit in the fused kernels, hence asked for.
     """
     if input_ids.dim() != 2 or input_ids.size(1) < 2:
         raise ValueError(
