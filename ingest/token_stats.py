@@ -5,13 +5,15 @@ The statistics of the memorisation-profiles inference (Lesci et al. 2024), for e
     surprisal     = -log p(x_{j+1} | x_<=j)                  nats, float32
     rank          = #{v : logit_v > logit_true}               int32; 0 = top-1, ties favour the truth
     entropy       = -sum_v p_v log p_v                        nats, float32
-    second_moment = sum_v p_v (log p_v)^2                     nats^2, float32 (asked for: see below)
+    second_moment = sum_v p_v (log p_v)^2                     nats^2, float32; when asked for
 
 Entropy and the second moment are the mean (negated) and second moment of log p under the
 model's own next-token distribution, which Min-K%++ (Zhang et al. 2024) normalises each token's
 log-probability by: mu = -entropy, sigma^2 = second_moment - entropy^2. Both come from the same
 max-shifted exponentials: with s_v = z_v - max z and L = logsumexp(z) - max z,
 E_p[(log p)^2] = E_p[s^2] + L (L - 2 E_p[s]), a sum of terms >= 0 (s <= 0 <= L): nothing cancels.
+The token_stats job asks for it (`token_statistics(..., second_moment=True)`); it costs the CPU
+reduction a product and a sum over each chunk.
 
 Position j scores token j+1, so a row of T tokens gives T-1 values (the first token is never
 scored, no BOS is prepended). The softmax runs over the model's full output dimension, padded
