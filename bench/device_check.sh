@@ -5,7 +5,8 @@
 # 1. the GPU-only tests (compiled Triton kernels, CUDA streams);
 # 2. token statistics vs the bare forward at Pythia shapes: the fused reduction serial and on a
 #    second stream beside the head matmul (runtime.stats_overlap), at three chunk sizes; then
-#    the head folded into the reduction (runtime.fused_head) at a few tile shapes;
+#    the head folded into the reduction (runtime.fused_head) at a few tile shapes; and the cost
+#    of the second moment of log p (--second-moment: with it against without, m2_ratio);
 # 3. extraction vs generate at the 70m shape.
 # About 3-4 minutes on an H100/H200 (the model builds and Triton compiles are most of it).
 set -uo pipefail
@@ -35,6 +36,9 @@ transformers.__version__, 'triton', triton.__version__)"
     python3 bench/token_stats.py --device cuda --runtime "{fused_head: true, head_tiles: $tiles}" \
       --pythia 70m,160m --batch 16 --batches 4 --repeats 5 | grep -v '^|'
   done
+  echo "-- second moment of log p: the fused reduction with it against without"
+  python3 bench/token_stats.py --device cuda --pythia 70m,160m --second-moment \
+    --batch 16 --batches 4 --repeats 5 | grep -v '^|'
   echo "== extraction (70m shape, batch 64 and 256)"
   python3 bench/extraction.py --device cuda --pythia 70m --batches 64,256 --n-rows 512 --repeats 2 \
     | grep -v '^|'

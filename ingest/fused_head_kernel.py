@@ -3,8 +3,8 @@
 Imported only when the fused head runs (Triton is optional). A program takes BLOCK_M positions and
 one span of the vocabulary; for each BLOCK_N slice of its span it multiplies the positions' hidden
 states by the slice's weight rows (float32 accumulation) and folds the logit tile into its running
-(max, sum exp, sum exp * shifted logit, count above the truth), then writes that partial state for
-`head_stats` to merge across spans.
+(max, sum exp, sum exp * shifted logit, sum exp * its square, count above the truth), then writes
+that partial state for `head_stats` to merge across spans.
 """
 
 import triton
@@ -39,10 +39,10 @@ def _tile_dot(hidden, weight, rows, row_ok, cols, col_ok, dim, acc, BLOCK_K: tl.
 
 @triton.jit
 def head_stats_kernel(
-    hidden, weight, targets, true_out, m_out, s_out, w_out, r_out,
+    hidden, weight, targets, true_out, m_out, s_out, w_out, q_out, r_out,
     n_rows, vocab, dim, span,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, ROUND: tl.constexpr,
-    PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr, UPCAST: tl.constexpr, MOMENT: tl.constexpr,
 ):  # fmt: skip
     # Programs next to each other share a vocabulary span (and so the weight rows it reads).
     n_tiles = tl.cdiv(n_rows, BLOCK_M)
@@ -62,6 +62,7 @@ def head_stats_kernel(
     m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     s = tl.zeros((BLOCK_M,), tl.float32)
     w = tl.zeros((BLOCK_M,), tl.float32)
+    q = tl.zeros((BLOCK_M,), tl.float32)
     r = tl.zeros((BLOCK_M,), tl.int32)
     for start in range(split * span, tl.minimum(split * span + span, vocab), BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
@@ -78,7 +79,11 @@ def head_stats_kernel(
         e = tl.where(col_ok[None, :], tl.exp(shift), 0.0)
         first = m == float("-inf")  # no state yet: nothing to rescale (and no -inf * 0)
         scale = tl.where(first, 0.0, tl.exp(m - m_new))
-        w = scale * (w + tl.where(first, 0.0, m - m_new) * s) + tl.sum(e * shift, 1)
+        d = tl.where(first, 0.0, m - m_new)  # the state's shift to the new max (ingest/fused_stats.py)
+        es = e * shift
+        if MOMENT:  # the second moment's sum, only when asked for; before w moves on
+            q = scale * (q + d * (2.0 * w + d * s)) + tl.sum(es * shift, 1)
+        w = scale * (w + d * s) + tl.sum(es, 1)
         s = scale * s + tl.sum(e, 1)
         m = m_new
     if split == 0:
@@ -87,4 +92,6 @@ def head_stats_kernel(
     tl.store(m_out + out, m, mask=row_ok)
     tl.store(s_out + out, s, mask=row_ok)
     tl.store(w_out + out, w, mask=row_ok)
+    if MOMENT:
+        tl.store(q_out + out, q, mask=row_ok)
     tl.store(r_out + out, r, mask=row_ok)

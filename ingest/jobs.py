@@ -114,7 +114,7 @@ class TokenStats(Job):
     def compute(self, model, batch, opts):
         from ingest.token_stats import token_statistics
 
-        out = token_statistics(model, batch)
+        out = token_statistics(model, batch, second_moment=True)
         return {k: v.cpu().numpy() for k, v in out.items()}
 
     def to_table(self, ids, cols, opts):
@@ -124,6 +124,7 @@ class TokenStats(Job):
                 "surprisal": _lists(cols["surprisal"].astype(np.float32), pa.float32()),
                 "rank": _lists(cols["rank"].astype(np.int32), pa.int32()),
                 "entropy": _lists(cols["entropy"].astype(np.float32), pa.float32()),
+                "second_moment": _lists(cols["second_moment"].astype(np.float32), pa.float32()),
             }
         )
 

@@ -1,18 +1,27 @@
-"""Per-token surprisal, rank and entropy of a causal LM over fixed-length rows.
+"""Per-token surprisal, rank, entropy and second moment of log p of a causal LM over fixed-length rows.
 
 The statistics of the memorisation-profiles inference (Lesci et al. 2024), for every scored position:
 
-    surprisal = -log p(x_{j+1} | x_<=j)                      nats, float32
-    rank      = #{v : logit_v > logit_true}                   int32; 0 = top-1, ties favour the truth
-    entropy   = -sum_v p_v log p_v                            nats, float32
+    surprisal     = -log p(x_{j+1} | x_<=j)                  nats, float32
+    rank          = #{v : logit_v > logit_true}               int32; 0 = top-1, ties favour the truth
+    entropy       = -sum_v p_v log p_v                        nats, float32
+    second_moment = sum_v p_v (log p_v)^2                     nats^2, float32; when asked for
+
+Entropy and the second moment are the mean (negated) and second moment of log p under the
+model's own next-token distribution, which Min-K%++ (Zhang et al. 2024) normalises each token's
+log-probability by: mu = -entropy, sigma^2 = second_moment - entropy^2. Both come from the same
+max-shifted exponentials: with s_v = z_v - max z and L = logsumexp(z) - max z,
+E_p[(log p)^2] = E_p[s^2] + L (L - 2 E_p[s]), a sum of terms >= 0 (s <= 0 <= L): nothing cancels.
+The token_stats job asks for it (`token_statistics(..., second_moment=True)`); it costs the CPU
+reduction a product and a sum over each chunk.
 
 Position j scores token j+1, so a row of T tokens gives T-1 values (the first token is never
 scored, no BOS is prepended). The softmax runs over the model's full output dimension, padded
 vocabulary rows included (Pythia: 50,304), in float32 whatever the weights' dtype.
 
 The full-vocabulary softmax is the cost: the transformer runs once, then the LM head is applied
-to a chunk of positions at a time and each chunk's float32 logits are reduced to three numbers
-per position and dropped, so the [B, T, V] float32 logits never exist at once (13 GB for one
+to a chunk of positions at a time and each chunk's float32 logits are reduced to three or four
+numbers per position and dropped, so the [B, T, V] float32 logits never exist at once (13 GB for one
 Pythia batch). On CPU, a chunk stays in cache between the vectorised passes of `reduce_logits`;
 on a GPU, where each pass would go to memory, a Triton kernel (`ingest/fused_stats.py`) reduces
 the model-dtype logits in one pass. Two GPU variants wait for a measurement on a device
@@ -40,6 +49,8 @@ LOG2E = 1.0 / LN2
 _CHUNK_ELEMENTS = {"cpu": 1 << 18, "cuda": 1 << 29}
 MIN_CPU_CHUNK = 128
 
+STATISTICS = ("surprisal", "rank", "entropy", "second_moment")  # the last one when asked for
+
 
 def default_chunk(vocab: int, device: torch.device) -> int:
     """Positions per LM-head chunk for a vocabulary of `vocab` on `device`."""
@@ -49,14 +60,18 @@ def default_chunk(vocab: int, device: torch.device) -> int:
 
 
 @torch.inference_mode()
-def token_statistics(model, input_ids: torch.Tensor, *, chunk: int | None = None) -> dict[str, torch.Tensor]:
-    """Surprisal, rank and entropy of every scored position of `input_ids` [B, T].
+def token_statistics(
+    model, input_ids: torch.Tensor, *, chunk: int | None = None, second_moment: bool = False
+) -> dict[str, torch.Tensor]:
+    """Surprisal, rank and entropy (and, if `second_moment`, the second moment of log p) of every
+    scored position of `input_ids` [B, T].
 
     `model` is a Hugging Face causal LM whose logits are `get_output_embeddings()` applied to
     `base_model`'s last hidden state (GPT-NeoX/Pythia, GPT-2, Llama, ...). `chunk` is the number
     of positions projected at once (default: `default_chunk`);
-    the result does not depend on it. Returns float32/int32/float32 tensors of shape [B, T-1] on
-    the model's device.
+    the result does not depend on it. Returns float32 tensors (rank: int32) of shape [B, T-1] on
+    the model's device, keyed by STATISTICS. The second moment costs a product and a sum over each
+    chunk on a CPU and a few register operations per logit in the fused kernels, hence asked for.
     """
     if input_ids.dim() != 2 or input_ids.size(1) < 2:
         raise ValueError(
@@ -75,14 +90,14 @@ def token_statistics(model, input_ids: torch.Tensor, *, chunk: int | None = None
         step = chunk or default_chunk(head.weight.shape[0], device)
         if step < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
+        names = STATISTICS if second_moment else STATISTICS[:3]
         fused = fused_stats.available(device)
         if fused and fused_stats.head_fusable(head):  # no logits at all: one launch for the batch
-            stats = fused_stats.head_stats(hidden, head.weight, targets)
-            return {k: v.view(batch, scored) for k, v in zip(("surprisal", "rank", "entropy"), stats)}
+            stats = fused_stats.head_stats(hidden, head.weight, targets, second_moment=second_moment)
+            return {k: v.view(batch, scored) for k, v in zip(names, stats)}
         out = {
-            "surprisal": torch.empty(batch * scored, dtype=torch.float32, device=device),
-            "rank": torch.empty(batch * scored, dtype=torch.int32, device=device),
-            "entropy": torch.empty(batch * scored, dtype=torch.float32, device=device),
+            k: torch.empty(batch * scored, dtype=torch.int32 if k == "rank" else torch.float32, device=device)
+            for k in names
         }
         side = _side_stream(device) if fused else None
         buffers = None  # float32 logits + 2 work buffers, allocated once, reused by every chunk
@@ -93,20 +108,28 @@ def token_statistics(model, input_ids: torch.Tensor, *, chunk: int | None = None
                 if side is not None:
                     _reduce_beside(side, logits, targets[start:stop], out, start, stop)
                     continue
-                sup, rank, ent = fused_stats.reduce_logits_fused(logits, targets[start:stop])
+                stats = fused_stats.reduce_logits_fused(
+                    logits, targets[start:stop], second_moment=second_moment
+                )
             else:
                 if buffers is None:
                     n = min(step, batch * scored)
                     buffers = torch.empty(3, n, head.weight.shape[0], dtype=torch.float32, device=device)
                 logits, work, weights = buffers[:, : stop - start]
                 project(head, hidden[start:stop], out=logits)
-                sup, rank, ent = reduce_logits(logits, targets[start:stop], work=work, weights=weights)
-            out["surprisal"][start:stop] = sup
-            out["rank"][start:stop] = rank
-            out["entropy"][start:stop] = ent
+                stats = reduce_logits(
+                    logits, targets[start:stop], work=work, weights=weights, second_moment=second_moment
+                )
+            _store(out, stats, start, stop)
         if side is not None:
             torch.cuda.current_stream(device).wait_stream(side)
     return {k: v.view(batch, scored) for k, v in out.items()}
+
+
+def _store(out: dict[str, torch.Tensor], stats: tuple[torch.Tensor, ...], start: int, stop: int) -> None:
+    """One chunk's statistics into rows start:stop of `out` (its keys in the order of `stats`)."""
+    for column, values in zip(out.values(), stats):
+        column[start:stop] = values
 
 
 def _side_stream(device: torch.device):
@@ -131,10 +154,8 @@ def _reduce_beside(
     chunk's matmul. The caller joins `side` before reading `out`."""
     side.wait_stream(torch.cuda.current_stream(logits.device))
     with torch.cuda.stream(side):
-        sup, rank, ent = fused_stats.reduce_logits_fused(logits, targets)
-        out["surprisal"][start:stop] = sup
-        out["rank"][start:stop] = rank
-        out["entropy"][start:stop] = ent
+        stats = fused_stats.reduce_logits_fused(logits, targets, second_moment="second_moment" in out)
+        _store(out, stats, start, stop)
     # freed by the caller on the next chunk: keep the memory from the allocator until `side` has
     # read it (and `targets`, a view of a tensor freed after the join, needs nothing)
     logits.record_stream(side)
@@ -159,12 +180,13 @@ def reduce_logits(
     *,
     work: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(surprisal, rank, entropy) of float32 `logits` [N, V] against `targets` [N].
+    second_moment: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """(surprisal, rank, entropy[, second_moment]) of float32 `logits` [N, V] against `targets` [N].
 
-    Destroys nothing it is given; `logits` is read in a few vectorised passes, with one [N, V]
-    `work` buffer and one for the exponentials (`weights`), allocated here unless given (reusing
-    them across chunks halves the cost on a CPU: see `project`).
+    `logits` is read in a few vectorised passes and left as it is, with one [N, V] `work` buffer
+    and one for the exponentials (`weights`), allocated here unless given (reusing them across
+    chunks halves the cost on a CPU: see `project`); both are overwritten.
     """
     true = logits.gather(1, targets.view(-1, 1))
     peak = logits.amax(1, keepdim=True)
@@ -178,5 +200,18 @@ def reduce_logits(
     total = weights.sum(1)
     log_total = total.log()  # logsumexp - peak, in nats
     surprisal = log_total - (true - peak).squeeze(1)
-    entropy = log_total - LN2 * torch.linalg.vecdot(weights, shifted) / total
-    return surprisal, rank, entropy
+    # The moments of z - peak under p: the exponentials are spent once summed, so the products
+    # with `shifted` go in place (a product and a sum per moment; `vecdot` costs the same and
+    # allocates its product anew).
+    products = weights.mul_(shifted)
+    mean = LN2 * products.sum(1) / total  # E_p[z - peak] in nats, <= 0
+    entropy = log_total - mean
+    if not second_moment:
+        return surprisal, rank, entropy
+    squares = products.mul_(shifted).sum(1)  # total * E_p[(z - peak)^2], in log2-units^2
+    return (
+        surprisal,
+        rank,
+        entropy,
+        fused_stats.log_prob_second_moment(log_total, mean, squares, total, LN2 * LN2),
+    )

@@ -8,7 +8,10 @@
     warning. `dbt build` fails before that, on the source test `lake_partitions_have_manifests`;
   - no partitions yet: an empty relation with the contract's columns (the source columns'
     `data_type`s), so downstream models build empty with the right schema; a source with
-    `meta.required: true` stops the run instead, naming the job that writes it.
+    `meta.required: true` stops the run instead, naming the job that writes it;
+  - the optional columns (`meta.optional`: additive contract changes) are there, null, even when
+    no file has them yet (partitions written before the change); `union_by_name` fills them
+    only where some file has them.
 -#}
 
 {% macro lake_source(table) %}
@@ -29,7 +32,7 @@
         {{- return(lake_empty_relation(node)) -}}
     {%- endif -%}
     {%- if not incomplete -%}
-        {{- return(relation) -}}
+        {{- return(lake_with_optional(relation, node)) -}}
     {%- endif -%}
     {%- do exceptions.warn(
         "lake table '" ~ table ~ "': reading " ~ (complete | length) ~ " complete file(s) and leaving out "
@@ -43,7 +46,21 @@
         {{ exceptions.raise_compiler_error(
             "source lake." ~ table ~ ": external_location must read '%(lake_glob)s', got " ~ rendered) }}
     {%- endif -%}
-    {{- return(rendered.replace(lake_quote(node.meta.lake_glob), "[" ~ (quoted | join(", ")) ~ "]")) -}}
+    {%- set complete_only = rendered.replace(lake_quote(node.meta.lake_glob), "[" ~ (quoted | join(", ")) ~ "]") -%}
+    {{- return(lake_with_optional(complete_only, node)) -}}
+{% endmacro %}
+
+
+{#- `relation` with every optional column of the source, null where no file has it: a union by
+    name with no rows of those columns (DuckDB prunes it; projections and filters still reach the
+    Parquet scan). -#}
+{% macro lake_with_optional(relation, node) %}
+    {%- set optional = node.meta.get('optional', []) -%}
+    {%- if not optional -%}
+        {{- return(relation) -}}
+    {%- endif -%}
+    {{- return("(select * from " ~ relation ~ " union all by name select "
+               ~ lake_null_columns(node, optional) ~ " where false)") -}}
 {% endmacro %}
 
 
@@ -88,15 +105,21 @@
 
 
 {% macro lake_empty_relation(node) %}
+    {{- return("(select " ~ lake_null_columns(node) ~ " limit 0)") -}}
+{% endmacro %}
+
+
+{#- `cast(null as <data_type>) as <name>` for the source's columns (those in `names` if given). -#}
+{% macro lake_null_columns(node, names=none) %}
     {%- set columns = [] -%}
-    {%- for column in node.columns.values() -%}
+    {%- for column in node.columns.values() if names is none or column.name in names -%}
         {%- if not column.data_type -%}
             {{ exceptions.raise_compiler_error(
                 "source lake." ~ node.name ~ ": column '" ~ column.name ~ "' needs a data_type") }}
         {%- endif -%}
         {%- do columns.append("cast(null as " ~ column.data_type ~ ") as " ~ adapter.quote(column.name)) -%}
     {%- endfor -%}
-    {{- return("(select " ~ columns | join(", ") ~ " limit 0)") -}}
+    {{- return(columns | join(", ")) -}}
 {% endmacro %}
 
 

@@ -1,15 +1,20 @@
-"""Shared test helpers: the `memlake` command run in-process, and a tiny decoding model."""
+"""Shared test helpers: the `memlake` and `dbt` commands, a lake file rewritten off-contract, and a
+tiny decoding model."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 from typer.testing import CliRunner
 
 from ingest.suite.model import build_model
+from memlake.core import lake
+from memlake.core.paths import REPO_ROOT
 
 
 def memlake(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -42,6 +47,20 @@ def _changes(env: dict[str, str] | None) -> dict[str, str | None] | None:
     changed: dict[str, str | None] = {k: v for k, v in env.items() if os.environ.get(k) != v}
     changed.update({k: None for k in os.environ if k not in env})
     return changed
+
+
+def dbt(wh, target: Path, *args: str) -> subprocess.CompletedProcess:
+    """`dbt ARGS` over warehouse `wh` in a process of its own, writing under `target`."""
+    env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
+    exe = str(Path(sys.executable).parent / "dbt")
+    cmd = [exe, *args, "--target-path", str(target), "--log-path", str(target / "logs")]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+
+
+def rewrite_file(partition: Path, fn) -> None:
+    """Rewrite a partition's Parquet file (the lake writer refuses off-contract data)."""
+    path = partition / lake.DATA_FILE
+    pq.write_table(fn(pq.read_table(path)), path)
 
 
 # --------------------------------------------------------------------------- a tiny GPTNeoX

@@ -23,6 +23,7 @@ deduped scheme, the Hub name without owner; step = 143000 unless a split names o
 | **pythia-deduped-stats-raw** | |
 | folder `<size>/pythia-<scheme>-<size>-step<N>_*` | token_stats.model, step |
 | `seq_idx`, `sup`, `rank`, `entropy` | token_stats.instance_id, surprisal, rank, entropy |
+| (not released) | token_stats.second_moment null (it needs the logits: rescore to fill it) |
 | **pythia-memorized-evals** | |
 | split `<scheme>.<size>[.<step>]` | extraction.model, step |
 | `index` | extraction.instance_id, instances.instance_id |

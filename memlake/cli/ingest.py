@@ -41,7 +41,7 @@ def token_stats_command(
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
 ):
-    """Per-token surprisal, rank and entropy for every (checkpoint, panel instance)."""
+    """Per-token surprisal, rank, entropy and second moment of log p per (checkpoint, panel instance)."""
     cfg, wh = setup(config, set_, warehouse)
     say(scoring.score("token_stats", cfg, wh, models, revisions, shards, executor, key_values(exec_opt)))
 

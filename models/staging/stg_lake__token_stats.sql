@@ -12,7 +12,9 @@ renamed as (
         -- per scored position (lists of equal length, no nulls: the lake contract)
         surprisal as token_surprisal,
         rank as token_rank,
-        entropy as token_entropy
+        entropy as token_entropy,
+        -- the same, but null where the writer had no logits (Hub imports) or predates it
+        second_moment as token_second_moment
     from source
 )
 

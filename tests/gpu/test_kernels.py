@@ -9,7 +9,7 @@ import torch
 from ingest.extraction import generate_greedy, greedy_extract
 from ingest.lm.runtime import to_inference
 from ingest.suite.model import build_model
-from ingest.token_stats import token_statistics
+from ingest.token_stats import reduce_logits, token_statistics
 from tests.helpers import make_model, prompts
 
 # On a GPU only (CI has none; bench/device_check.sh runs these with compiled Triton kernels).
@@ -61,6 +61,38 @@ def test_fused_head_matches_the_unfused_path_on_gpu(switches):
         diff = (runs["0"][key] - runs["1"][key]).abs()
         assert (diff < 1e-4).float().mean() > 0.99 and diff.max() < 0.1, key
     assert (runs["0"]["rank"] == runs["1"]["rank"]).float().mean() > 0.99
+
+
+@needs_cuda
+@pytest.mark.parametrize("runtime", [{}, {"stats_overlap": True}, {"fused_head": True}])
+def test_second_moment_on_gpu_matches_the_cpu_reduction(switches, runtime):
+    """The compiled kernels' second moment of log p against `reduce_logits` on the CPU over the
+    same bf16 logits (projected in the same chunks, so cuBLAS rounds them alike). The head is
+    scaled up 16-fold (exact in bf16): random weights give nearly uniform distributions, where
+    the online softmax's rescaling would go untested."""
+    model, ids = gpu_model_and_rows(512)
+    ids, chunk = ids[:2], 300  # 1,024 positions: 4 chunks, the last one short
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        head.weight.mul_(16)
+    switches(**runtime)
+    three = token_statistics(model, ids, chunk=chunk)
+    four = token_statistics(model, ids, chunk=chunk, second_moment=True)
+    assert list(four) == [*three, "second_moment"]
+    for key in three:  # asking for it leaves the others as they were (to float32 rounding)
+        torch.testing.assert_close(four[key], three[key], atol=1e-5, rtol=0)
+    with torch.inference_mode():
+        hidden = model.base_model(input_ids=ids[:, :-1]).last_hidden_state.reshape(-1, 512)
+        logits = torch.cat([head(hidden[i : i + chunk]).float().cpu() for i in range(0, len(hidden), chunk)])
+    cpu = reduce_logits(logits, ids[:, 1:].reshape(-1).cpu(), second_moment=True)
+    assert (cpu[3] - cpu[2] ** 2 > 1).float().mean() > 0.5  # log p spreads over nats, not ~0
+    moment = four["second_moment"].reshape(-1).cpu()
+    if runtime.get("fused_head"):  # its bf16 logits may differ from cuBLAS's by one bf16 step
+        close = (moment - cpu[3]).abs() <= 1e-4 * cpu[3] + 1e-4
+        assert close.float().mean() > 0.99, (moment - cpu[3]).abs().max()
+    else:
+        torch.testing.assert_close(moment, cpu[3], rtol=1e-5, atol=1e-5)
+    assert (moment - four["entropy"].reshape(-1).cpu() ** 2 >= -1e-4 * moment).all()  # sigma^2 >= 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: bench/device_check.sh")

@@ -64,10 +64,13 @@ def test_token_stats_partitions_match_direct_computation(tiny_suite):
     model = load_model(resolve("suite-xs", "step64", tiny_suite))
     x = torch.from_numpy(tokens[:3])
     with torch.no_grad():
-        logp = torch.log_softmax(model(input_ids=x).logits.float(), -1)[:, :-1]
+        logp = torch.log_softmax(model(input_ids=x).logits.double(), -1)[:, :-1]
+    rows = ts.filter(pl.col("step") == 64).sort("instance_id")
     want = -logp.gather(-1, x[:, 1:, None])[..., 0].numpy()
-    got = np.stack(ts.filter(pl.col("step") == 64).sort("instance_id")["surprisal"].to_list()[:3])
-    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(np.stack(rows["surprisal"].to_list()[:3]), want, atol=1e-4)
+    # the second moment of log p over the full vocabulary (float64 here)
+    want = (logp.exp() * logp * logp).sum(-1).numpy()
+    np.testing.assert_allclose(np.stack(rows["second_moment"].to_list()[:3]), want, rtol=1e-5, atol=1e-5)
     # idempotent: a re-run writes nothing
     assert all(r["skipped"] for r in execute(units, "local"))
 

@@ -28,6 +28,7 @@ from memlake.core import lake
 from memlake.core import marts as python_marts
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import REPO_ROOT, Warehouse
+from tests.helpers import dbt, rewrite_file
 
 MEMLAKE = [sys.executable, "-c", "from memlake.cli import main; main()"]
 MODELS = {"suite-a": [0.0, 0.6, 1.2], "suite-b": [0.0, 0.4, 0.8]}  # epoch of each checkpoint
@@ -119,22 +120,9 @@ def write_scores(wh: Warehouse, seed: int = 0) -> dict:
     return written
 
 
-def rewrite_file(partition: Path, fn) -> None:
-    """Rewrite a partition's Parquet file (the lake writer refuses off-contract data)."""
-    path = partition / lake.DATA_FILE
-    pq.write_table(fn(pq.read_table(path)), path)
-
-
 def build(wh: Warehouse, target: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
     cmd = [*MEMLAKE, "build", "--target-path", str(target), "--log-path", str(target / "logs"), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
-
-
-def dbt(wh: Warehouse, target: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root)}
-    exe = str(Path(sys.executable).parent / "dbt")
-    cmd = [exe, *args, "--target-path", str(target), "--log-path", str(target / "logs")]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
 
 
@@ -299,6 +287,7 @@ def test_sources_match_the_lake_contract():
         declared = [(c["name"], c["data_type"]) for c in tables[name]["columns"]]
         assert declared == [(f.name, lake.duckdb_type(f.type)) for f in spec.schema], name
         assert tables[name]["meta"]["partition_by"] == list(spec.partition_by), name
+        assert tables[name]["meta"].get("optional", []) == list(spec.optional), name
         depth = len(spec.partition_by)
         assert tables[name]["meta"]["lake_glob"].endswith(f"lake/{name}/" + "*/" * depth + "*.parquet")
     with pytest.raises(MemlakeError, match="no DuckDB type for Arrow type"):

@@ -132,10 +132,14 @@ TABLES: dict[str, TableSpec] = {
                     ("surprisal", pa.list_(pa.float32())),  # -log p(x_i | x_<i), nats
                     ("rank", pa.list_(pa.int32())),  # logits strictly greater than the truth
                     ("entropy", pa.list_(pa.float32())),  # nats
+                    # sum_v p_v (log p_v)^2, nats^2 (ingest/token_stats.py); null where the writer
+                    # had no logits (the public stats-raw imports) or predates it
+                    ("second_moment", pa.list_(pa.float32())),
                 ]
             ),
             keys=("model", "step", "instance_id"),
             partition_by=("model", "step", "shard"),
+            optional=("second_moment",),
         ),
         TableSpec(
             name="extraction",

@@ -1,10 +1,12 @@
 {% test lake_files_have_contract_columns(model) %}
 -- Schema drift: an extra column is absorbed (sources read with union_by_name), but a file that
--- lacks a column of the contract (the source's documented columns, partition keys aside) fails.
+-- lacks a column of the contract (the source's documented columns, partition keys and the
+-- optional columns of `meta.optional` aside: files written before those were added) fails.
 {%- set node = lake_source_node(model.identifier) if execute else none %}
 {%- set required = [] %}
 {%- if execute %}
-    {%- for column in node.columns.values() if column.name not in node.meta.get('partition_by', []) %}
+    {%- set exempt = node.meta.get('partition_by', []) + node.meta.get('optional', []) %}
+    {%- for column in node.columns.values() if column.name not in exempt %}
         {%- do required.append(lake_quote(column.name)) %}
     {%- endfor %}
 {%- endif %}

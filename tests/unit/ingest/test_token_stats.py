@@ -273,3 +273,91 @@ def test_runtime_threads_hold_for_the_block_only():
     assert torch.get_num_threads() == before
     with using(Switches.of({})):  # 0: the process's own count stays
         assert torch.get_num_threads() == before
+
+
+# The second moment of log p under the model's distribution (Min-K%++'s sigma^2 = it - entropy^2).
+def second_moment_float64(logits: torch.Tensor) -> torch.Tensor:
+    """The definition over the full vocabulary in float64: sum_v p_v (log p_v)^2."""
+    logp = torch.log_softmax(logits.double(), -1)
+    return (logp.exp() * logp * logp).sum(-1)
+
+
+def spread_logits(dtype=torch.float32, vocab=300) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows that a near-uniform random model never gives: wide, uniform, peaked, a far tail."""
+    gen = torch.Generator().manual_seed(0)
+    logits = (torch.randn(9, vocab, generator=gen) * 4).to(dtype)
+    targets = torch.randint(0, vocab, (9,), generator=gen)
+    logits[0] = logits[0, targets[0]]  # uniform: sigma^2 = 0
+    logits[1, targets[1]] = logits[1].max() + 30  # peaked: every moment ~0
+    logits[2, : vocab // 2] -= 60  # half the vocabulary far below the rest
+    logits[3, -1] = logits[3].max() + 3  # the max in the last block (the fused kernel rescales)
+    return logits, targets
+
+
+def test_second_moment_matches_a_float64_sum_over_the_vocabulary():
+    from ingest.token_stats import reduce_logits
+
+    logits, targets = spread_logits()
+    plain = reduce_logits(logits, targets)
+    stats = reduce_logits(logits, targets, second_moment=True)
+    for a, b in zip(plain, stats):  # asking for it leaves the other statistics as they were
+        assert torch.equal(a, b)
+    want = second_moment_float64(logits)
+    torch.testing.assert_close(stats[3].double(), want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stats[3][0], torch.tensor(math.log(300) ** 2))
+    assert stats[3][1] < 1e-6
+    variance = stats[3] - stats[2] ** 2
+    assert (variance >= -1e-4).all() and abs(variance[0]) < 1e-5
+    assert (variance[4:] > 1).all()  # the wide rows: log p spreads over several nats
+
+
+def test_token_statistics_second_moment_for_any_chunk(reference, ids):
+    model, refs = reference
+    with torch.no_grad():
+        want = torch.stack([second_moment_float64(model(row[None]).logits[0, :-1]) for row in ids])
+    for chunk in (None, 1, 7):
+        stats = token_statistics(model, ids, chunk=chunk, second_moment=True)
+        assert list(stats) == ["surprisal", "rank", "entropy", "second_moment"]
+        assert stats["second_moment"].dtype == torch.float32
+        torch.testing.assert_close(stats["second_moment"].double(), want, atol=1e-5, rtol=1e-5)
+        assert_matches(stats, refs)
+        assert (stats["second_moment"] - stats["entropy"] ** 2 >= -1e-5).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernels_second_moment_matches_the_torch_reduction(interpret, monkeypatch, dtype):
+    from ingest.token_stats import reduce_logits
+
+    logits, targets = spread_logits(dtype, vocab=interpret.BLOCK + 300)  # two blocks, the last partial
+    want = reduce_logits(logits.float(), targets, second_moment=True)
+    fused = interpret.reduce_logits_fused(logits, targets, second_moment=True)
+    assert len(fused) == 4 and len(interpret.reduce_logits_fused(logits, targets)) == 3
+    torch.testing.assert_close(fused[3], want[3], atol=1e-5, rtol=1e-5)
+
+    gen = torch.Generator().manual_seed(1)
+    hidden = (torch.randn(37, 40, generator=gen) * 3).to(dtype)  # logits of a few nats' spread
+    weight = (torch.randn(300, 40, generator=gen) / 3).to(dtype)
+    head_targets = torch.randint(0, 300, (37,), generator=gen)
+    want = reduce_logits(
+        (hidden.float() @ weight.float().t()).to(dtype).float(), head_targets, second_moment=True
+    )
+    assert (want[3] - want[2] ** 2 > 1).any()
+    for splits in (1, 3):  # 3 row tiles of 16: 1 or 3 spans of the vocabulary merged
+        monkeypatch.setattr(interpret, "MIN_PROGRAMS", splits * 3)
+        fused = interpret.head_stats(hidden, weight, head_targets, SMALL_TILES, second_moment=True)
+        torch.testing.assert_close(fused[3], want[3], atol=1e-5, rtol=1e-5)
+
+
+def test_token_statistics_second_moment_on_the_fused_paths(interpret, switches, monkeypatch, reference, ids):
+    from ingest import fused_stats
+
+    model, _ = reference
+    fused = token_statistics(model, ids, second_moment=True)  # the interpreted reduction kernel
+    switches(fused_stats=False)
+    cpu = token_statistics(model, ids, second_moment=True)
+    monkeypatch.setattr(fused_stats, "HEAD_TILES", SMALL_TILES)
+    switches(fused_stats=True, fused_head=True)
+    head = token_statistics(model, ids, second_moment=True)
+    for stats in (fused, head):
+        assert list(stats) == list(cpu)
+        torch.testing.assert_close(stats["second_moment"], cpu["second_moment"], atol=1e-5, rtol=1e-5)

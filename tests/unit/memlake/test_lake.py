@@ -169,3 +169,24 @@ def test_partitions_that_predate_an_optional_column_still_read(wh):
     back = lake.read_table(wh, "checkpoints")
     assert back["revision"].null_count == back.num_rows == 2
     assert back["lr"].to_pylist() == checkpoints()["lr"].to_pylist()
+
+
+def test_token_stats_second_moment_is_optional(wh):
+    # written without it (a Hub import has no logits): null lists; by a job: its values; and a
+    # partition from before the column reads as nulls beside one that has it
+    rows = {"instance_id": [0, 1], "surprisal": [[1.0]] * 2, "rank": [[0]] * 2, "entropy": [[0.5]] * 2}
+    assert lake.validate("token_stats", rows)["second_moment"].null_count == 2
+    lake.write_partition(
+        wh, "token_stats", {**rows, "second_moment": [[0.25], [4.0]]}, {"model": "m", "step": 0, "shard": 0}
+    )
+    older = lake.write_partition(wh, "token_stats", rows, {"model": "m", "step": 1, "shard": 0})
+    pq.write_table(
+        pq.read_table(older / lake.DATA_FILE).drop_columns(["second_moment"]), older / lake.DATA_FILE
+    )
+    back = lake.read_table(wh, "token_stats", columns=["step", "second_moment"]).to_pylist()
+    assert back == [
+        {"step": 0, "second_moment": [0.25]},
+        {"step": 0, "second_moment": [4.0]},
+        {"step": 1, "second_moment": None},
+        {"step": 1, "second_moment": None},
+    ]
