@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from memlake.core import lake
-from memlake.core.paths import REPO_ROOT, Warehouse
+from memlake.core.paths import Warehouse
+from tests.helpers import memlake
 
 HUB = "EleutherAI/pythia-70m-deduped"
 KEY = "pythia-70m-deduped"
@@ -43,8 +42,7 @@ def _env(replica, wh: Warehouse) -> dict:
 
 
 def _memlake(env: dict, *args: str) -> str:
-    cmd = [sys.executable, "-c", "from memlake.cli import main; main()", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT)
+    out = memlake(list(args), env=env)
     assert out.returncode == 0, f"memlake {' '.join(args)}\n{out.stderr[-3000:]}"
     return " ".join(out.stderr.split())
 
@@ -65,9 +63,15 @@ def test_replica_is_shaped_like_pythia(replica):
     assert replica["memorised_at_final_step"] >= 5
 
 
-def test_the_real_path_end_to_end(replica, tmp_path):
+def test_the_real_path_end_to_end(replica, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+
     wh = Warehouse.at(tmp_path / "wh")
     env = _env(replica, wh)
+    # the commands run in this process (a process each would import torch each time): the Hub
+    # cache is read from huggingface_hub's constants, set from the environment at import
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", env["HF_HUB_CACHE"])
+    monkeypatch.setattr(hc, "HF_HOME", env["HF_HOME"])
     art = replica["artifacts"]
     steps = ",".join(replica["revisions"])
     w = ["-w", str(wh.root)]
@@ -128,24 +132,16 @@ def test_the_real_path_end_to_end(replica, tmp_path):
     from ingest.panel import load_panel
     from ingest.token_stats import token_statistics
 
-    os.environ["HF_HUB_CACHE"] = env["HF_HUB_CACHE"]
     step = replica["stats_raw_steps"][0]
     imported = lake.read_table(wh, "token_stats").to_pylist()
     imported = {r["instance_id"]: r for r in imported if r["step"] == step}
     ids, tokens = load_panel(wh, {}, 0)
     assert sorted(imported) == sorted(ids.tolist())
-    import huggingface_hub.constants as hc
+    import torch
 
-    old = hc.HF_HUB_CACHE
-    hc.HF_HUB_CACHE = env["HF_HUB_CACHE"]
-    try:
-        import torch
-
-        model = load_model(resolve(KEY, f"step{step}", wh))
-        with torch.inference_mode():
-            own = token_statistics(model, torch.from_numpy(tokens))
-    finally:
-        hc.HF_HUB_CACHE = old
+    model = load_model(resolve(KEY, f"step{step}", wh))
+    with torch.inference_mode():
+        own = token_statistics(model, torch.from_numpy(tokens))
     for k, i in enumerate(ids.tolist()):  # float32 on both sides; only summation order differs
         np.testing.assert_allclose(imported[i]["surprisal"], own["surprisal"][k].numpy(), atol=5e-4)
         np.testing.assert_allclose(imported[i]["entropy"], own["entropy"][k].numpy(), atol=5e-4)
