@@ -6,6 +6,7 @@ memlake ingest token-stats|extraction|import       scoring jobs over checkpoints
 memlake query "SQL"                                read-only SQL over lake tables and marts
 memlake build                                      dbt build (staging -> intermediate -> marts)
 memlake profiles fit|figures                       DiD memorisation profiles into marts, and figures
+memlake mia                                        membership-inference attacks per checkpoint, into marts
 memlake taxonomy features|fit|search               taxonomy features, marts, models and search
 memlake mitigate sweep|study|landscape|figures     mitigation methods, into the lake, and figures
 memlake publish | report                           Hub datasets, the static HTML report
@@ -19,6 +20,7 @@ import typer
 from memlake.cli import ingest, mitigate, profiles, suite, taxonomy, warehouse
 from memlake.cli._options import console
 from memlake.cli.demo import demo_command
+from memlake.cli.mia import mia_command
 from memlake.core.errors import MemlakeError
 
 app = typer.Typer(
@@ -31,6 +33,7 @@ app.add_typer(suite.app, name="suite")
 app.add_typer(ingest.app, name="ingest")
 app.command("query")(warehouse.query_command)
 app.add_typer(profiles.app, name="profiles")
+app.command("mia")(mia_command)
 app.add_typer(mitigate.app, name="mitigate")
 app.command("publish")(warehouse.publish_command)
 app.command("report")(warehouse.report_command)

@@ -19,7 +19,14 @@ from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 
 _ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-_DUCK_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "int32": "INTEGER"}
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "int64": "BIGINT",
+    "int32": "INTEGER",
+    "float": "FLOAT",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+}
 
 
 def _sql_list(paths: list[Path]) -> str:
@@ -64,13 +71,35 @@ def connect(
     for table in lake.TABLES:
         sql = lake_view_sql(wh, table)
         if sql:
-            con.execute(f"create view {table} as {sql}")
+            con.execute(f"create view {table} as {_with_optional(con, table, sql)}")
     for name, glob in mart_paths(wh).items():
         if name in lake.TABLES:
             continue
         con.execute(f"create view {name} as select * from read_parquet('{glob}', union_by_name=true)")
     _create_derived_views(con, views or {})
     return con
+
+
+def _with_optional(con: duckdb.DuckDBPyConnection, table: str, sql: str) -> str:
+    """`sql` plus the table's optional contract columns that no file has yet, as typed nulls (as
+    dbt's `lake_source()` reads them), so queries and views may name them on older partitions."""
+    s = lake.spec(table)
+    if not s.optional:
+        return sql
+    present = {name for (name, *_) in con.execute(f"describe {sql}").fetchall()}
+    absent = [c for c in s.optional if c not in present]
+    if not absent:
+        return sql
+    nulls = ", ".join(f"cast(null as {_duck_type(s.schema.field(c).type)}) as {c}" for c in absent)
+    return f"select *, {nulls} from ({sql})"
+
+
+def _duck_type(t) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_list(t):
+        return _duck_type(t.value_type) + "[]"
+    return _DUCK_TYPES.get(str(t), "VARCHAR")
 
 
 def frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> pl.DataFrame:

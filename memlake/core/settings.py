@@ -151,6 +151,16 @@ class Taxonomy(Section):
     n_subsets: int = Field(ge=0)
 
 
+class Mia(Section):
+    """The membership-inference battery (analysis/mia)."""
+
+    bootstrap: int = Field(default=1000, ge=0)  # AUC bootstrap resamples (0: no interval)
+    seed: int = 0
+    blind_folds: int = Field(default=5, ge=2)  # cross-validation folds of the blind baseline
+    # model -> reference model; a suite model not named here gets the suite's smallest other model
+    reference: dict[str, str] = Field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------- mitigation
 
 
@@ -243,6 +253,7 @@ class Settings(Section):
     ingest: Ingest
     profiles: Profiles
     taxonomy: Taxonomy
+    mia: Mia = Mia()
     mitigation: Mitigation
     runtime: Runtime | None = None  # absent: the defaults (ingest.lm.runtime.Switches)
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from memlake.core.paths import Warehouse
-from memlake.pipeline import mitigation, profiles, scoring, suite, taxonomy, warehouse
+from memlake.pipeline import mia, mitigation, profiles, scoring, suite, taxonomy, warehouse
 from memlake.pipeline._stage import Log, quiet
 
 
@@ -42,6 +42,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("taxonomy features", lambda cfg, wh, log: taxonomy.features(cfg, wh)),
     ("dbt build", lambda cfg, wh, log: warehouse.build_for(cfg, wh)),
     ("profiles", _profiles),
+    ("membership inference", lambda cfg, wh, log: "; ".join(mia.run(cfg, wh, log=log))),
     ("taxonomy", lambda cfg, wh, log: taxonomy.analyses(cfg, wh, search=True)),
     ("mitigation", _mitigation),
 ]
