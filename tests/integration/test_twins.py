@@ -236,3 +236,30 @@ def test_twins_of_models_this_config_does_not_train_are_refused(tiny_corpus, tmp
     assert out.returncode != 0
     assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert _listing(wh.root) == before
+
+
+def test_per_model_analyses_skip_twins_unless_named(twins, tmp_path, monkeypatch):
+    from analysis.profiles import models_in
+    from analysis.taxonomy import data
+
+    wh = Warehouse.at(tmp_path)
+    shutil.copytree(twins.table("checkpoints"), wh.table("checkpoints"))
+    wh.marts.mkdir(parents=True)
+    rows = pl.DataFrame(
+        {"model": [MODEL, TWIN], "step": [80, 80], "instance_id": [0, 0], "memorised": [False, True]}
+    )
+    rows.write_parquet(wh.marts / "sequence_panel.parquet")
+    assert models_in(wh) == [MODEL]
+
+    rows.with_columns(split=pl.lit("train")).write_parquet(wh.marts / "sequence_features.parquet")
+    monkeypatch.setattr(
+        data, "rows_sql", lambda con, perplexity="per_window": "select * from sequence_features"
+    )
+    monkeypatch.setattr(data, "require_marts", lambda con, *names: None)
+    con = connect(wh)
+    try:
+        assert data.select_pairs(con, None, None) == [(MODEL, 80)]
+        assert data.select_pairs(con, TWIN, None) == [(TWIN, 80)]
+        assert data.main_pair(con) == (MODEL, 80)  # though only the twin memorises
+    finally:
+        con.close()
