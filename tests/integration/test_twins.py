@@ -263,3 +263,23 @@ def test_per_model_analyses_skip_twins_unless_named(twins, tmp_path, monkeypatch
         assert data.main_pair(con) == (MODEL, 80)  # though only the twin memorises
     finally:
         con.close()
+
+
+def test_checkpoints_written_before_twins_read_twin_of_as_null(twins, tmp_path):
+    from tests.helpers import rewrite_file
+
+    wh = Warehouse.at(tmp_path)
+    shutil.copytree(twins.table("checkpoints"), wh.table("checkpoints"))
+    model = lake.partition_dir(wh, "checkpoints", {"model": MODEL})
+    rewrite_file(model, lambda t: t.drop_columns(["twin_of"]))
+    assert set(lake.read_table(wh, "checkpoints")["twin_of"].to_pylist()) == {None, MODEL}
+    assert twins_of(wh) == {TWIN: MODEL}
+    rewrite_file(
+        lake.partition_dir(wh, "checkpoints", {"model": TWIN}), lambda t: t.drop_columns(["twin_of"])
+    )
+    con = connect(wh)
+    try:
+        assert twin_models(con) == set() and twins_of(wh) == {}
+    finally:
+        con.close()
+    assert twins_of(Warehouse.at(tmp_path / "empty")) == {}
