@@ -43,11 +43,18 @@ __all__ = [
 
 
 def models_in(wh: Warehouse) -> list[str]:
+    """The models of the panel, twins left out (a twin's cohorts are its model's, so they are
+    wrong for its held-out rows; fit a twin by naming it)."""
     from memlake.core.query import connect
+    from memlake.core.twins import twin_models
 
     con = connect(wh, views=SQL_VIEWS)
     try:
-        return [m for (m,) in con.execute("select distinct model from sequence_panel order by 1").fetchall()]
+        models = [
+            m for (m,) in con.execute("select distinct model from sequence_panel order by 1").fetchall()
+        ]
+        twins = twin_models(con)
+        return [m for m in models if m not in twins]
     except Exception as e:  # noqa: BLE001 - the view is missing before the first `memlake build`
         raise ValueError(f"no sequence_panel mart in {wh.root} (run `memlake build`): {e}") from None
     finally:

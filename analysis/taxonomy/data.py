@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 
 from memlake.core import query
+from memlake.core.twins import twin_models
 
 SKIPPED = ("text", "prompt_text", "tokens", "frequencies")  # heavy and unused by the analyses
 
@@ -111,6 +112,10 @@ def main_pair(con: duckdb.DuckDBPyConnection, split: str | None = "train") -> tu
     with scale and training."""
     require_marts(con, "sequence_features", "taxonomy")
     where, params = _where(None, None, split)
+    twins = sorted(twin_models(con))
+    if twins:  # a twin never trained on part of the panel: not the suite's main pair
+        where += (" and " if where else " where ") + "model not in (select unnest($twins))"
+        params["twins"] = twins
     frame = query.frame(
         con,
         f"""select model, step from ({rows_sql(con)}){where}
@@ -125,8 +130,12 @@ def main_pair(con: duckdb.DuckDBPyConnection, split: str | None = "train") -> tu
 def select_pairs(
     con: duckdb.DuckDBPyConnection, model: str | None, step: int | None, split: str | None = "train"
 ) -> list[tuple[str, int]]:
-    """The pairs a run covers: every pair, narrowed by model and/or step when given."""
-    out = [(m, s) for m, s in pairs(con, split) if model in (None, m) and step in (None, s)]
+    """The pairs a run covers: every pair (twins left out: their training counts are wrong for
+    their held-out rows), narrowed by model and/or step when given (a twin by name too)."""
+    twins = twin_models(con) if model is None else set()
+    out = [
+        (m, s) for m, s in pairs(con, split) if model in (None, m) and step in (None, s) and m not in twins
+    ]
     if not out:
         raise ValueError(f"no rows for model={model!r} step={step!r} split={split!r}")
     return out

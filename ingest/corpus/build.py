@@ -144,9 +144,7 @@ def _build(unit: CorpusUnit) -> Computed:
 
     with progress() as bar:
         task = bar.add_task("corpus: reading sources", total=5)
-        docs = documents()
-        order = rng.permutation(len(docs))
-        docs = [docs[i] for i in order]
+        docs = _shuffled_documents(rng)
 
         bar.update(task, advance=1, description="corpus: training tokenizer")
         texts, total = [], 0
@@ -166,12 +164,9 @@ def _build(unit: CorpusUnit) -> Computed:
         # breaks the parallel-trends assumption of the DiD. Row-level holdout keeps both groups
         # exchangeable, as Pythia's Pile-sized validation split is in effect.
         rows_by = {"train": [], "validation": [], "pool": []}
-        n_by = {"train": c.n_train, "validation": c.n_validation, "pool": _pool_rows(planted_cfg, row_len)}
+        n_by = _rows_wanted(c)
         for source in ("prose", "code"):
-            want = {
-                split: round(n * c.prose_fraction) if source == "prose" else n - round(n * c.prose_fraction)
-                for split, n in n_by.items()
-            }
+            want = _source_share(c, n_by, source)
             src_docs = [d for d in docs if d.source == source]
             got = _pack(tokenizer, src_docs, sum(want.values()), row_len, eos)
             if len(got) < sum(want.values()):
@@ -235,6 +230,66 @@ def _build(unit: CorpusUnit) -> Computed:
     steps = checkpoint_steps(total_steps, every)
     summary = {"train": n_train, "validation": n_val, "steps": total_steps, "checkpoints": steps}
     return Computed(table, provenance=unit.provenance, summary=summary)
+
+
+def _shuffled_documents(rng) -> list[Document]:
+    """Every document in the corpus's order: the first draw of the corpus's rng."""
+    docs = documents()
+    return [docs[i] for i in rng.permutation(len(docs))]
+
+
+def _rows_wanted(c: settings.Corpus) -> dict[str, int]:
+    """Rows packed per split: train, validation and the span pool."""
+    return {
+        "train": c.n_train,
+        "validation": c.n_validation,
+        "pool": _pool_rows(c.planted.record(), c.row_len),
+    }
+
+
+def _source_share(c: settings.Corpus, n_by: dict[str, int], source: str) -> dict[str, int]:
+    """The rows of each split packed from `source` (prose or code)."""
+    prose = {split: round(n * c.prose_fraction) for split, n in n_by.items()}
+    return prose if source == "prose" else {split: n - prose[split] for split, n in n_by.items()}
+
+
+def fresh_rows(
+    c: settings.Corpus, seed: int, tokenizer, instances: pa.Table, n: dict[str, int]
+) -> dict[str, list[np.ndarray]]:
+    """`n[source]` natural rows of each source that no model trains on: the rows packed right
+    after the corpus's own, from the same documents in the same order (the corpus stops packing
+    there, so their text is in no instance). `instances` (tokens, source, artifact) is checked
+    against the packing reproduced here, and rows equal to an instance are left out."""
+    docs = _shuffled_documents(np.random.default_rng(seed))
+    known = {_key(np.asarray(t)) for t in instances["tokens"].to_pylist()}
+    source = np.asarray(instances["source"].to_pylist())
+    natural = np.asarray(instances["artifact"].to_pylist()) == "none"
+    tokens = instances["tokens"].to_pylist()
+    out: dict[str, list[np.ndarray]] = {}
+    for src, want in n.items():
+        used = sum(_source_share(c, _rows_wanted(c), src).values())
+        got = _pack(
+            tokenizer,
+            [d for d in docs if d.source == src],
+            used + 2 * want,
+            c.row_len,
+            tokenizer.eos_token_id,
+        )
+        packed = {_key(r) for r in got[:used]}
+        if any(_key(np.asarray(tokens[i])) not in packed for i in np.flatnonzero(natural & (source == src))):
+            raise MemlakeError(
+                f"the corpus's {src} rows could not be packed again from its documents (another "
+                "tokenizer or Python standard library?): no fresh rows can be drawn"
+            )
+        tail = [r for r in got[used:] if _key(r) not in known]
+        tail = list({_key(r): r for r in tail}.values())  # distinct rows, in packing order
+        if len(tail) < want:
+            raise MemlakeError(
+                f"only {len(tail)} fresh {src} rows of {c.row_len} tokens are left after the corpus "
+                f"(wanted {want}); lower corpus.n_train or ingest.panel.per_cohort"
+            )
+        out[src] = tail
+    return out
 
 
 def _per_count(p: dict[str, Any]) -> list[int]:

@@ -5,6 +5,7 @@ so `from_pretrained(path)` loads them exactly like a Pythia revision. Each check
 written under a temporary name and renamed, and the optimiser state of the latest one is kept,
 so an interrupted run resumes from its last checkpoint and reproduces the same weights.
 When every checkpoint exists the `checkpoints` lake partition for the model is written.
+A counterfactual twin (`ingest/suite/twins.py`) is the same run with some rows substituted.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from ingest.corpus.build import checkpoint_steps
+from ingest.hub_suites import registered
 from ingest.suite.model import build_model
 from ingest.suite.schedule import lr_at
+from ingest.suite.twins import Draw, HeldOutUnit, substitutions
 from memlake.core import lake, settings
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.progress import progress
+from memlake.core.twins import twin_name
 from memlake.core.unit import Computed, WarehouseUnit, run_unit
 
 STATE = "_train_state.pt"
@@ -108,9 +112,9 @@ class Stopped(Exception):
 
 @dataclass(frozen=True)
 class TrainUnit(WarehouseUnit):
-    """One suite model: its checkpoint folders are written as training goes, and its
-    `checkpoints` partition, written last, marks it complete. `stop_after` ends early (for
-    tests of resumption)."""
+    """One suite model, or (`twin`) its counterfactual twin: its checkpoint folders are written
+    as training goes, and its `checkpoints` partition, written last, marks it complete.
+    `stop_after` ends early (for tests of resumption)."""
 
     model: settings.SuiteModel
     suite: settings.Suite
@@ -119,19 +123,30 @@ class TrainUnit(WarehouseUnit):
     seed: int
     root: str  # the warehouse root (a string: units pickle)
     stop_after: int | None = None
+    twin: bool = False  # train `<model>-twin` on the rows of its `twin_heldout` partition
     table = "checkpoints"
 
     @property
+    def name(self) -> str:
+        return twin_name(self.model.name) if self.twin else self.model.name
+
+    @property
     def partition(self) -> dict[str, Any]:
-        return {"model": self.model.name}
+        return {"model": self.name}
+
+    def check(self) -> None:
+        if self.twin and not lake.is_complete(self.warehouse, "twin_heldout", {"model": self.name}):
+            raise MemlakeError(
+                f"twin_heldout has no partition for {self.name!r}: run `memlake suite train --twins`"
+            )
 
     def compute(self, log) -> Computed:
-        return _train(self)
+        return _train(self, substitutions(self.warehouse, self.name) if self.twin else None)
 
     def run(self, log=print) -> dict[str, Any]:
         out = run_unit(self, log)
         # the partition marks the model done: the resume state is not needed any more
-        (model_dir(self.warehouse, self.model.name) / STATE).unlink(missing_ok=True)
+        (model_dir(self.warehouse, self.name) / STATE).unlink(missing_ok=True)
         return out
 
 
@@ -143,25 +158,34 @@ def train_model(
     seed: int,
     wh: Warehouse,
     stop_after: int | None = None,
+    twin: Draw | None = None,
 ) -> dict[str, Any]:
-    """Train one suite model; resumable. `stop_after` ends early (for tests of resumption)."""
-    unit = TrainUnit(model, suite, order, row_len, seed, str(wh.root), stop_after)
+    """Train one suite model, or (`twin`: what its held-out set is drawn from) its twin;
+    resumable. `stop_after` ends early (for tests of resumption)."""
+    if twin is not None:
+        HeldOutUnit(model.name, twin.corpus, twin.panel, seed, str(wh.root)).run()
+    unit = TrainUnit(model, suite, order, row_len, seed, str(wh.root), stop_after, twin is not None)
     try:
         r = unit.run()
     except Stopped as e:
-        return {"model": model.name, "stopped_at": e.step}
+        return {"model": unit.name, "stopped_at": e.step}
     if r["skipped"]:
-        return {"model": model.name, "skipped": True}
+        return {"model": unit.name, "skipped": True}
     return {k: r[k] for k in ("model", "steps", "seconds", "tokens_per_s", "final_loss")}
 
 
-def _train(unit: TrainUnit) -> Computed:
+def _train(unit: TrainUnit, replace: dict[int, np.ndarray] | None = None) -> Computed:
+    """Train `unit`'s model; `replace` maps training instance ids to the rows trained in their
+    place (a twin's fillers), wherever the data order has them."""
     spec, s, wh = unit.model, unit.suite, unit.warehouse
-    name, row_len = spec.name, unit.row_len
+    name, row_len = unit.name, unit.row_len
     threads = s.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
 
     tokens, data_order, n_train = _load_training_rows(wh)
+    if replace:
+        ids = sorted(replace)
+        tokens[torch.tensor(ids)] = torch.from_numpy(np.stack([replace[i] for i in ids]).astype(np.int64))
     bs, every = unit.order.batch_size, unit.order.checkpoint_every
     total = len(data_order) // bs
     check_even_grid(total, every, n_train // bs)
@@ -240,11 +264,14 @@ def _train(unit: TrainUnit) -> Computed:
                 "train_loss": float(np.mean(window)) if window else None,
                 "revision": f"step{step}",
                 "first_epoch_end": n_train // bs,
+                "twin_of": spec.name if unit.twin else None,
             }
         )
     table = pa.Table.from_pylist(rows, schema=lake.spec("checkpoints").schema)
     order, seed = unit.order.record(), unit.seed
     provenance = {"model": spec.record(), "suite": s.record(), "order": order, "seed": seed}
+    if unit.twin:
+        provenance["twin_of"] = spec.name
     trained = total - start
     summary = {
         "model": name,
@@ -256,6 +283,26 @@ def _train(unit: TrainUnit) -> Computed:
     return Computed(table, provenance=provenance, summary=summary)
 
 
+def select_models(
+    suite: settings.Suite, wh: Warehouse, models: list[str] | None = None, twins: bool = False
+) -> list[settings.SuiteModel]:
+    """The config's suite models named by `models` (all when None)."""
+    specs = suite.models
+    if not models:
+        return specs
+    known = {m.name for m in specs}
+    unknown = [m for m in models if m not in known]
+    if unknown and twins:
+        name = unknown[0]
+        what = "is a Hub-registered model" if registered(wh, name) else "is not a model of the config's suite"
+        raise MemlakeError(
+            f"--twins: {name!r} {what}; a twin needs the model's training run (suite models: {sorted(known)})"
+        )
+    if unknown:
+        raise MemlakeError(f"unknown suite model(s) {unknown} (config has {sorted(known)})")
+    return [m for m in specs if m.name in models]
+
+
 def train_suite(
     suite: settings.Suite,
     order: settings.Order,
@@ -263,12 +310,13 @@ def train_suite(
     seed: int,
     wh: Warehouse,
     models: list[str] | None = None,
+    twins: Draw | None = None,
 ) -> list[dict]:
-    specs = suite.models
-    if models:
-        known = {m.name for m in specs}
-        unknown = [m for m in models if m not in known]
-        if unknown:
-            raise MemlakeError(f"unknown suite model(s) {unknown} (config has {sorted(known)})")
-        specs = [m for m in specs if m.name in models]
-    return [train_model(spec, suite, order, row_len, seed, wh) for spec in specs]
+    """Train the models (and with `twins`, what their held-out sets are drawn from, each
+    model's twin after it); one record per model trained or skipped."""
+    out = []
+    for spec in select_models(suite, wh, models, twins=twins is not None):
+        out.append(train_model(spec, suite, order, row_len, seed, wh))
+        if twins is not None:
+            out.append(train_model(spec, suite, order, row_len, seed, wh, twin=twins))
+    return out

@@ -39,7 +39,10 @@ WarehouseOpt = Annotated[
 ModelsOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--model", "-m", help="Suite name, checkpoint folder or Hub id (default: every suite model)."
+        "--model",
+        "-m",
+        help="Suite name, checkpoint folder or Hub id (default: every suite model; token-stats: "
+        "and their twins).",
     ),
 ]
 ExecutorOpt = Annotated[str, typer.Option("--executor", "-e", help="local | slurm | ray")]

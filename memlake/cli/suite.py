@@ -32,10 +32,17 @@ def train_command(
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
     models: Annotated[list[str] | None, typer.Option("--model", "-m", help="Train only these.")] = None,
+    twins: Annotated[
+        bool,
+        typer.Option(
+            help="Also train each model's counterfactual twin <model>-twin: half the panel's natural "
+            "training rows replaced by fresh filler rows (also: --set suite.twins=true)."
+        ),
+    ] = False,
 ):
     """Train the suite models (resumable; finished models are skipped)."""
     cfg, wh = setup(config, set_, warehouse)
-    suite.train(cfg, wh, models, log=say)
+    suite.train(cfg, wh, models, twins=twins, log=say)
 
 
 @app.command("register")

@@ -98,6 +98,7 @@ class Suite(Section):
     grad_clip: float = Field(gt=0)
     threads: int = Field(ge=0)
     models: list[SuiteModel] = Field(min_length=1)
+    twins: bool = False  # also train each model's counterfactual twin (ingest/suite/twins.py)
 
 
 # --------------------------------------------------------------------------- ingest and analyses

@@ -27,7 +27,7 @@ def score(
         "runtime": cfg.get("runtime") or {},  # recorded in each partition's manifest
         **(extra or {}),
     }
-    names = models or [m["name"] for m in cfg["suite"]["models"]]
+    names = models or default_models(job, cfg, wh)
     units = [u for name in names for u in plan_units(job, name, revisions, wh, shards, opts)]
     results = execute(units, executor, **(executor_options or {}))
     done = [r for r in results if not r["skipped"]]
@@ -36,6 +36,19 @@ def score(
     return f"{job}: {len(done)} partitions written, {len(results) - len(done)} already complete" + (
         f", {tokens / secs:.0f} tokens/s" if secs else ""
     )
+
+
+def default_models(job: str, cfg, wh: Warehouse) -> list[str]:
+    """The models a job scores when none are named: the config's suite models and, for token
+    statistics, their trained twins (a twin is scored over the same panel as its model, for the
+    true effect of training; the other jobs feed per-model analyses, which skip twins)."""
+    from memlake.core.twins import twins_of
+
+    names = [m["name"] for m in cfg["suite"]["models"]]
+    if job != "token_stats":
+        return names
+    twins = twins_of(wh)
+    return names + [t for m in names for t, of in sorted(twins.items()) if of == m]
 
 
 def extraction_options(cfg, prompt_len: int | None = None, gen_len: int | None = None) -> dict:

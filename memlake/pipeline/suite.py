@@ -20,14 +20,20 @@ def corpus(cfg, wh: Warehouse, force: bool = False) -> str:
     return f"{r['rows']} instances{' (cached)' if r['skipped'] else ''}"
 
 
-def train(cfg, wh: Warehouse, models: list[str] | None = None, log: Log = quiet) -> list[dict]:
-    """Train the suite models (finished ones are skipped); one record per model."""
-    from ingest.suite.train import train_suite
+def train(
+    cfg, wh: Warehouse, models: list[str] | None = None, twins: bool = False, log: Log = quiet
+) -> list[dict]:
+    """Train the suite models (finished ones are skipped), with `twins` (or `suite.twins`) each
+    model's counterfactual twin after it; one record per model."""
+    from ingest.suite.train import select_models, train_suite
+    from ingest.suite.twins import Draw
 
     s = settings.of(cfg)
+    draw = Draw(s.corpus, s.ingest.panel) if twins or s.suite.twins else None
+    select_models(s.suite, wh, models, twins=draw is not None)  # a bad name writes nothing
     configuration.save(cfg, wh.suite / "config.yaml")
     out = []
-    for r in train_suite(s.suite, s.order, s.corpus.row_len, s.seed, wh, models):
+    for r in train_suite(s.suite, s.order, s.corpus.row_len, s.seed, wh, models, draw):
         note = "already trained" if r.get("skipped") else (
             f"{r['steps']} steps, {r['tokens_per_s']:.0f} tokens/s, final loss {r['final_loss']:.3f}"
         )  # fmt: skip

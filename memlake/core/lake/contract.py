@@ -114,11 +114,27 @@ TABLES: dict[str, TableSpec] = {
                     ("train_loss", pa.float64()),  # mean loss over the steps since last ckpt
                     ("revision", pa.string()),  # the branch name: step<N>
                     ("first_epoch_end", pa.int64()),  # last step of the first pass over the data
+                    # a counterfactual twin: the model it is the twin of (null: not a twin)
+                    ("twin_of", pa.string()),
                 ]
             ),
             keys=("model", "step"),
             partition_by=("model",),
-            optional=("revision", "first_epoch_end"),
+            optional=("revision", "first_epoch_end", "twin_of"),
+        ),
+        TableSpec(
+            name="twin_heldout",
+            grain="one row per (twin, held-out instance): a panel row the twin never trains on and "
+            "the filler row it trains on at that row's stream positions instead",
+            schema=pa.schema(
+                [
+                    ("model", pa.string()),  # the twin
+                    ("instance_id", pa.int64()),
+                    ("filler_tokens", TOKENS),
+                ]
+            ),
+            keys=("model", "instance_id"),
+            partition_by=("model",),
         ),
         TableSpec(
             name="token_stats",
