@@ -194,6 +194,15 @@ class AttGtResult:
             spec.kind, spec.keys, est, se, se_a, crit, spec.banded and self.draws is not None, alpha
         )
 
+    def aggregation_weights(
+        self, kind: str = "simple", *, event_time: str = "time", **window
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The keys of an aggregation and its weights over the cells, (C, K + 1) with the overall
+        estimate last: `aggregate(kind).att == att @ weights`. Applied to another vector of cell
+        values (a known truth), they give that vector's aggregation over the same cells."""
+        spec = self._spec(kind, event_time, **window)
+        return spec.keys, spec.weights
+
     def _spec(self, kind: str, event_time: str, **window) -> agg.AggregationSpec:
         if event_time not in ("time", "period"):
             raise ValueError(f"event_time must be 'time' or 'period', got {event_time!r}")

@@ -32,6 +32,24 @@ def fit_command(
     profiles.fit(cfg, wh, models, *lists, all_epochs=all_epochs, bootstrap=bootstrap, log=say)
 
 
+@app.command("validate")
+def validate_command(
+    models: ModelsOpt = None,
+    metrics: ListOpt = None,
+    control_groups: Annotated[
+        str | None, typer.Option(help="Comma-separated (default: never_treated,not_yet_treated).")
+    ] = None,
+    bootstrap: Annotated[int | None, typer.Option(help="Bootstrap draws (0: no uniform band).")] = None,
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
+    """The DiD against the truth of each model's counterfactual twin (`suite train --twins`): bias,
+    RMSE and coverage into the counterfactual_attgt and did_validation marts."""
+    cfg, wh = setup(config, set_, warehouse)
+    profiles.validate(cfg, wh, models, split(metrics), split(control_groups), bootstrap, log=say)
+
+
 @app.command("figures")
 def figures_command(
     metric: Annotated[str, typer.Option(help="Outcome metric.")] = "sup_seq",

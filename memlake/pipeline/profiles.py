@@ -55,6 +55,49 @@ def fit(
     )
 
 
+@relabel("profiles")
+def validate(
+    cfg,
+    wh: Warehouse,
+    models: list[str] | None = None,
+    metrics: list[str] | None = None,
+    control_groups: list[str] | None = None,
+    bootstrap: int | None = None,
+    log: Log = quiet,
+) -> list[str]:
+    """Each twinned model's DiD against its twin's truth (both control groups by default) into
+    the `counterfactual_attgt` and `did_validation` marts; one line per fit."""
+    from analysis.profiles.validation import validate as run
+    from memlake.core.twins import twins_of
+
+    p = cfg["profiles"]
+    twinned = sorted(set(twins_of(wh).values()))
+    if not models and not twinned:
+        raise ValueError(f"no model in {wh.root} has a twin: train them with `memlake suite train --twins`")
+    lines = []
+    for model in models or twinned:
+        out = run(
+            wh,
+            model,
+            metrics or p["metrics"],
+            control_groups or ["never_treated", "not_yet_treated"],
+            first_epoch=p["first_epoch"],
+            bootstrap=p["bootstrap"] if bootstrap is None else bootstrap,
+            seed=p["seed"],
+        )
+        for r in out.summary.iter_rows(named=True):
+            if r["level"] != "attgt" or r["bias"] is None:
+                continue
+            band = {None: "", 1.0: ", band covers all", 0.0: ", band misses some"}[r["coverage_uniform"]]
+            lines.append(
+                f"validate: {model}/{r['metric']}/{r['control_group']}: bias {r['bias']:+.4f} "
+                f"(|truth| {r['mean_abs_truth']:.4f}), rmse {r['rmse']:.4f}, "
+                f"95% coverage {r['coverage_pointwise']:.0%}{band}"
+            )
+            log(lines[-1])
+    return lines
+
+
 @relabel()
 def figures(wh: Warehouse, metric: str = "sup_seq", options: dict | None = None) -> list[Path]:
     """Profile heatmap, instantaneous vs LR, persistent curve, residual bars, cross-size correlation."""

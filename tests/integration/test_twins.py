@@ -15,7 +15,7 @@ from transformers import GPTNeoXForCausalLM
 from ingest.panel import panel_instance_ids
 from ingest.suite.train import Stopped, TrainUnit, _train, step_dir, train_model
 from ingest.suite.twins import Draw, heldout_ids, substitutions
-from memlake.core import config, lake, settings
+from memlake.core import config, lake, query, settings
 from memlake.core.paths import Warehouse
 from memlake.core.query import connect
 from memlake.core.twins import twin_models, twins_of
@@ -283,3 +283,79 @@ def test_checkpoints_written_before_twins_read_twin_of_as_null(twins, tmp_path):
     finally:
         con.close()
     assert twins_of(Warehouse.at(tmp_path / "empty")) == {}
+
+
+@pytest.fixture(scope="module")
+def validated(twins):
+    """Every checkpoint of the model and its twin scored, the warehouse built, and `memlake
+    profiles validate` run over it (both control groups, sup_seq and acc_seq)."""
+    rest = ["-r", "step32,step48,step64"]
+    out = memlake(
+        ["ingest", "token-stats", "--config", "tiny", "-m", MODEL, "-m", TWIN, *rest, "-w", twins.root]
+    )
+    assert out.returncode == 0, out.stderr
+    out = memlake(["build", "-w", twins.root])
+    assert out.returncode == 0, out.stderr
+    args = ["--metrics", "sup_seq,acc_seq", "--bootstrap", "200", "--config", "tiny", "-w", twins.root]
+    out = memlake(["profiles", "validate", *args])
+    assert out.returncode == 0, out.stderr
+    return twins, " ".join(out.stderr.split())
+
+
+def test_the_true_attgt_is_the_mean_effect_on_the_heldout_rows_of_a_cohort(validated):
+    wh, log = validated
+    cells = query.read(wh, "select * from counterfactual_attgt")
+    assert set(cells["control_group"]) == {"never_treated", "not_yet_treated"}
+    assert set(cells["metric"]) == {"sup_seq", "acc_seq"}
+    # one cell by hand, from the lake's token statistics
+    inst = pl.from_arrow(lake.read_table(wh, "instances", columns=["instance_id", "cohort"]))
+    held = _heldout(wh).join(inst, on="instance_id")
+    cohort, step = 32, 64
+    ids = held.filter(pl.col("cohort") == cohort)["instance_id"].to_list()
+    ts = pl.from_arrow(
+        lake.read_table(wh, "token_stats", columns=["model", "step", "instance_id", "surprisal"])
+    )
+    loss = (
+        ts.filter((pl.col("step") == step) & pl.col("instance_id").is_in(ids))
+        .group_by("model")
+        .agg(pl.col("surprisal").list.mean().mean())
+    )
+    by_model = dict(loss.iter_rows())
+    row = cells.filter(
+        (pl.col("metric") == "sup_seq") & (pl.col("cohort") == cohort) & (pl.col("step") == step)
+    ).row(0, named=True)
+    assert row["att_true"] == pytest.approx(by_model[MODEL] - by_model[TWIN], abs=1e-6)
+    assert row["n_treated"] == len(ids)
+    assert row["ci_lower"] < row["att_did"] < row["ci_upper"]
+    # the DiD's treated units are exactly the held-out rows
+    assert cells.filter(pl.col("post"))["n_treated"].sum() > 0
+    assert set(cells["n_treated"]) <= set(held.group_by("cohort").len()["len"])
+
+
+def test_did_validation_reports_bias_rmse_and_coverage(validated):
+    wh, log = validated
+    summary = query.read(wh, "select * from did_validation order by all")
+    assert set(summary["level"]) == {"attgt", "event"}
+    assert len(summary) == 2 * 2 * 2  # metrics x control groups x levels
+    assert summary["rmse"].min() > 0 and (summary["rmse"] >= summary["bias"].abs()).all()
+    assert summary["coverage_pointwise"].is_between(0, 1).all()
+    assert set(summary["coverage_uniform"].drop_nulls()) <= {0.0, 1.0}
+    cells = query.read(wh, "select * from counterfactual_attgt where post and metric = 'sup_seq'")
+    nt = cells.filter(pl.col("control_group") == "never_treated")
+    want = summary.filter(
+        (pl.col("metric") == "sup_seq")
+        & (pl.col("control_group") == "never_treated")
+        & (pl.col("level") == "attgt")
+    ).row(0, named=True)
+    err = (nt["att_did"] - nt["att_true"]).to_numpy()
+    assert want["bias"] == pytest.approx(err.mean()) and want["rmse"] == pytest.approx(
+        np.sqrt((err**2).mean())
+    )
+    inside = ((nt["ci_lower"] <= nt["att_true"]) & (nt["att_true"] <= nt["ci_upper"])).mean()
+    assert want["coverage_pointwise"] == pytest.approx(inside)
+    assert "validate: suite-xs/sup_seq/never_treated: bias" in log
+
+
+def test_validation_needs_a_twin(tiny_suite):
+    out = memlake(["profiles", "validate", "--config", "tiny", "-w", tiny_suite.root])
+    assert out.returncode == 2 and "has a twin" in " ".join(out.stderr.split())
