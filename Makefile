@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 #   make demo TORCH_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -27,8 +27,13 @@ lint: install
 	$(VENV)/bin/ruff format --check memlake ingest transforms analysis tests bench
 	$(VENV)/bin/lint-imports
 
+# two workers (pytest-xdist), one test file each at a time; session fixtures are built once and shared
 test: lint
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
+
+# the checks marked slow (each says why it is not in `make test`), with the benchmarks
+slow: install
+	$(VENV)/bin/pytest -m slow -n 2 --dist loadfile
 
 bench: install
 	$(VENV)/bin/python bench/train_throughput.py

@@ -22,6 +22,7 @@ from memlake.core.paths import Warehouse
 SECTIONS = {  # figures folder -> (title, the command that builds it)
     "profiles": ("Memorisation profiles", "memlake profiles fit && memlake profiles figures"),
     "taxonomy": ("Taxonomy of memorisation", "memlake taxonomy ..."),
+    "groundtruth": ("Ground truth: the twins", "memlake profiles validate && memlake mia"),
     "mitigation": ("Mitigation", "memlake mitigate ..."),
 }
 
@@ -50,10 +51,17 @@ def _mitigation_headline(con, wh: Warehouse) -> str:
                        query.frame(con, "select * from mitigation_best_runs"))  # fmt: skip
 
 
+def _ground_truth_headline(con, wh: Warehouse) -> str:
+    from analysis.mia.headline import did_validation_html, mia_html
+
+    return did_validation_html(con) + "\n" + mia_html(con)
+
+
 # figures folder -> the study's headline (HTML) from the marts a connection sees
 HEADLINES = {
     "profiles": _profiles_headline,
     "taxonomy": _taxonomy_headline,
+    "groundtruth": _ground_truth_headline,
     "mitigation": _mitigation_headline,
 }
 

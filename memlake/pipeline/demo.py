@@ -20,6 +20,14 @@ def _profiles(cfg, wh: Warehouse, log: Log) -> str:
     return f"fitted; {len(figures)} figures in {figures[0].parent}"
 
 
+def _validation(cfg, wh: Warehouse, log: Log) -> str:
+    from memlake.core.twins import twins_of
+
+    if not twins_of(wh):
+        return "no twins (suite.twins is off in this config)"
+    return f"{len(profiles.validate(cfg, wh, log=log))} fits against the truth"
+
+
 def _mitigation(cfg, wh: Warehouse, log: Log) -> str:
     rows = mitigation.sweep(cfg, wh, "tinymem", log=log) + mitigation.sweep(cfg, wh, "suite", log=log)
     landscape = mitigation.landscape(cfg, wh, "tinymem", log=log)
@@ -42,6 +50,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("taxonomy features", lambda cfg, wh, log: taxonomy.features(cfg, wh)),
     ("dbt build", lambda cfg, wh, log: warehouse.build_for(cfg, wh)),
     ("profiles", _profiles),
+    ("DiD against the twins' truth", _validation),
     ("membership inference", lambda cfg, wh, log: "; ".join(mia.run(cfg, wh, log=log))),
     ("taxonomy", lambda cfg, wh, log: taxonomy.analyses(cfg, wh, search=True)),
     ("mitigation", _mitigation),

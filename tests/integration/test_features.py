@@ -385,6 +385,7 @@ def test_sequence_features_and_published_parity_view(stages):
     assert (pub["0_8_templates"] <= pub["0_8_snowclones"]).all()
 
 
+@pytest.mark.slow  # a second dbt build of the features warehouse
 def test_threshold_ablation_is_a_dbt_var(stages, tmp_path):
     wh, _ = stages
     paths = ["--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs")]

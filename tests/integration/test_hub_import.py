@@ -792,6 +792,7 @@ def test_cli_import_bad_input_is_one_line_and_writes_nothing(tmp_path, wh):
     assert not wh.lake.exists() or not any(wh.lake.glob("*/_manifest.json"))
 
 
+@pytest.mark.slow  # the real-path test imports, builds and fits the taxonomy the same way
 def test_import_only_warehouse_builds_and_fits_the_taxonomy(pile_dir, stats_dir, evals_dir, tmp_path):
     """Every public artifact imported with the CLI into an empty warehouse (plus the Pythia
     checkpoints' registration): `memlake build` passes every dbt test, the relationships from

@@ -275,6 +275,7 @@ def test_each_worker_gets_its_gpu_or_its_cores(monkeypatch):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # starting Ray dominates; the executor protocol is tested on local and Slurm
 def test_ray_executor(tiny_suite, tmp_path):
     pytest.importorskip("ray", reason="ray is in the test extra; install .[test]")
     wh = Warehouse.at(tmp_path)

@@ -6,6 +6,7 @@ the grid's centre, exactly restored weights, the trained model's basin, edits re
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -213,7 +214,7 @@ def test_cli_landscape(tinymem):
 
 def test_demo_draws_the_landscape(tiny_demo):
     wh, log = tiny_demo
-    line = next(x for x in log.splitlines() if x.startswith("[9/9] mitigation"))
+    line = next(x for x in log.splitlines() if re.match(r"\[\d+/\d+\] mitigation", x))
     assert "landscape of tinymem-increment-noise-2l" in line
     mart = query.read(wh, "select * from mitigation_landscape")
     points = config.load("tiny")["mitigation"]["landscape"]["points"]

@@ -206,6 +206,7 @@ def test_batched_metrics_equal_unbatched(hf):
         assert greedy_reproduces(m, memo, PROMPT, bs).tolist() == [True, True]
 
 
+@pytest.mark.slow  # the real-path test sweeps a Pythia-shaped checkpoint through the CLI too
 def test_cli_sweep_on_a_pythia_checkpoint_by_either_name(hf):
     wh, hub, _ = hf
     env = {**os.environ, "MEMLAKE_WAREHOUSE": str(wh.root), "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}

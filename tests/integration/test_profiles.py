@@ -37,7 +37,7 @@ def sql(wh, text):
 
 def test_demo_runs_every_stage_and_draws_the_figures(demo):
     wh, log = demo
-    assert "report:" in log and "(cached)" in log and re.search(r"\[\d/\d\] profiles: fitted", log)
+    assert "report:" in log and "(cached)" in log and re.search(r"\[\d+/\d+\] profiles: fitted", log)
     pngs = sorted((wh.figures / "profiles").glob("*.png"))
     names = ("profile_heatmap", "instantaneous", "persistent", "residual", "correlation", "units")
     assert [p.stem for p in pngs] == sorted(f"{n}-sup_seq" for n in names)

@@ -359,3 +359,20 @@ def test_did_validation_reports_bias_rmse_and_coverage(validated):
 def test_validation_needs_a_twin(tiny_suite):
     out = memlake(["profiles", "validate", "--config", "tiny", "-w", tiny_suite.root])
     assert out.returncode == 2 and "has a twin" in " ".join(out.stderr.split())
+
+
+def test_the_twin_attack_is_the_oracle_of_membership(validated):
+    """The twin-calibrated score separates the held-out rows from never-trained rows far better
+    than the loss does (the twin removes each row's own difficulty), with the held-out rows as
+    its only members."""
+    from analysis.mia import MiaSpec, run_mia
+
+    wh, _ = validated
+    metrics = run_mia(wh, MiaSpec(bootstrap=0), [MODEL], [80])[MODEL]
+    by_attack = {r["attack"]: r for r in metrics.iter_rows(named=True)}
+    assert by_attack["twin"]["n_members"] == len(_heldout(wh))
+    assert by_attack["twin"]["auc"] > by_attack["loss"]["auc"] + 0.15
+    assert by_attack["twin"]["auc"] > 0.75
+    scores = query.read(wh, "select * from mia_scores where attack = 'twin' and step = 80")
+    held = set(_heldout(wh)["instance_id"])
+    assert set(scores.filter(pl.col("member"))["instance_id"]) == held
