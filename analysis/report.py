@@ -19,10 +19,10 @@ from analysis.views import SQL_VIEWS
 from memlake.core import lake, query
 from memlake.core.paths import Warehouse
 
-SECTIONS = {  # figures folder -> (title, the command that builds it)
+SECTIONS = {  # figures folder -> (title, the command that draws its figures; None: tables only)
     "profiles": ("Memorisation profiles", "memlake profiles fit && memlake profiles figures"),
     "taxonomy": ("Taxonomy of memorisation", "memlake taxonomy ..."),
-    "groundtruth": ("Ground truth: the twins", "memlake profiles validate && memlake mia"),
+    "groundtruth": ("Ground truth: the twins", None),
     "mitigation": ("Mitigation", "memlake mitigate ..."),
 }
 
@@ -130,7 +130,8 @@ def write_report(wh: Warehouse, out: Path, *, docs: Callable[[Path], bool] | Non
         if folder in HEADLINES:
             parts.append(_headline(folder, wh))
         if not pngs:
-            parts.append(f"<p class=muted>No figures yet: run <code>{html.escape(command)}</code>.</p>")
+            if command:
+                parts.append(f"<p class=muted>No figures yet: run <code>{html.escape(command)}</code>.</p>")
             continue
         dst = out / "figures" / folder
         dst.mkdir(parents=True, exist_ok=True)
