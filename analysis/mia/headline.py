@@ -11,7 +11,10 @@ DID_INTRO = (
     "rows replaced, so the effect of training on those rows is known: the mean over a cohort of the "
     "model's metric minus the twin's. The DiD estimates the same cells from the model's panel alone. "
     "Rows: post-treatment cells (<i>attgt</i>) and event-time keys e &ge; 0 (<i>event</i>); coverage "
-    "of the pointwise 95 % intervals, and whether the uniform band covers every truth.</p>"
+    "of the pointwise 95 % intervals, and whether the uniform band covers every truth. <i>Control "
+    "shift</i>: the never-trained rows' metric under the model minus under its twin, a shift that "
+    "training on the held-out rows rather than the fillers caused in rows neither saw (interference); "
+    "the twin truth contains it, the DiD differences it out.</p>"
 )
 MIA_INTRO = (
     "<p>Members: natural training rows trained by the checkpoint; non-members: never-trained rows "
@@ -29,16 +32,27 @@ def did_validation_html(con) -> str:
             "then <code>memlake profiles validate</code>.</p>"
         )
     rows = con.execute(
-        "select model, metric, control_group, level, cells, bias, mean_abs_truth, rmse, coverage_pointwise, "
-        "coverage_uniform from did_validation order by model, metric, control_group, level"
+        "select model, metric, control_group, level, cells, bias, mean_abs_truth, control_shift, rmse, "
+        "coverage_pointwise, coverage_uniform from did_validation order by all"
     ).fetchall()
-    fmts = {"bias": "+.4f", "scale": ".4f", "rmse": ".4f", "coverage": ".0%"}
+    fmts = {"bias": "+.4f", "scale": ".4f", "shift": "+.4f", "rmse": ".4f", "coverage": ".0%"}
     body = [
-        (*r[:5], *_numbers("did_validation/" + "/".join(r[:4]), dict(zip(fmts, r[5:9])), fmts),
-         "n/a" if r[9] is None else ("covers all" if r[9] else "misses some"))
+        (*r[:5], *_numbers("did_validation/" + "/".join(r[:4]), dict(zip(fmts, r[5:10])), fmts),
+         "n/a" if r[10] is None else ("covers all" if r[10] else "misses some"))
         for r in rows
     ]  # fmt: skip
-    columns = ["model", "metric", "controls", "level", "cells", "bias", "mean |truth|", "RMSE", "coverage"]
+    columns = [
+        "model",
+        "metric",
+        "controls",
+        "level",
+        "cells",
+        "bias",
+        "mean |truth|",
+        "control shift",
+        "RMSE",
+    ]
+    columns.append("coverage")
     columns.append("band")
     out = ["<h3>Is the DiD right? Against the twins' truth</h3>", DID_INTRO, table(columns, body)]
     where = con.execute(

@@ -69,9 +69,8 @@ def validate(
         epoch_end = first_epoch_end(con, model) if first_epoch else None
     finally:
         con.close()
-    truth_rows = panel.filter(~pl.col("never_treated")).join(
-        own, on=["instance_id", "step"], how="left", suffix="_twin"
-    )
+    paired = panel.join(own, on=["instance_id", "step"], how="left", suffix="_twin")
+    truth_rows = paired.filter(~pl.col("never_treated"))
     if truth_rows.select(pl.col(f"{metrics[0]}_twin").is_null().any()).item():
         raise ValueError(
             f"twin {twin!r} lacks token statistics for some held-out row or step: score it first"
@@ -82,6 +81,11 @@ def validate(
             "instance_id", "cohort", "step", (pl.col(metric) - pl.col(f"{metric}_twin")).alias("tau")
         )
         truth = tau.group_by("cohort", "step").agg(pl.col("tau").mean().alias("att_true"))
+        # interference: what training on H rather than the fillers did to rows neither trained on
+        shift = (pl.col(metric) - pl.col(f"{metric}_twin")).mean().alias("control_shift")
+        truth = truth.join(
+            paired.filter(pl.col("never_treated")).group_by("step").agg(shift), on="step", how="left"
+        )
         for control in control_groups:
             c, s = _one(panel, truth, model, metric, control, epoch_end, bootstrap, seed)
             cells.append(c)
@@ -119,6 +123,7 @@ def _one(panel, truth, model, metric, control, epoch_end, bootstrap, seed):
         "post",
         "att_true",
         pl.col("att").alias("att_did"),
+        "control_shift",
         "se",
         (pl.col("att") - z * pl.col("se")).alias("ci_lower"),
         (pl.col("att") + z * pl.col("se")).alias("ci_upper"),
@@ -162,6 +167,7 @@ def _summary(model, metric, control, level, frame: pl.DataFrame, has_band: bool)
         "bias": float(err.mean()) if len(err) else None,
         "rmse": float(np.sqrt((err**2).mean())) if len(err) else None,
         "mean_abs_truth": float(np.abs(truth).mean()) if len(truth) else None,
+        "control_shift": float(frame["control_shift"].mean()) if "control_shift" in frame.columns else None,
         "coverage_pointwise": float(inside.mean()) if len(err) else None,
         "coverage_uniform": None,
     }
@@ -180,6 +186,7 @@ SUMMARY_SCHEMA = {
     "bias": pl.Float64,
     "rmse": pl.Float64,
     "mean_abs_truth": pl.Float64,
+    "control_shift": pl.Float64,
     "coverage_pointwise": pl.Float64,
     "coverage_uniform": pl.Float64,
 }

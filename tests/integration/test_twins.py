@@ -353,6 +353,17 @@ def test_did_validation_reports_bias_rmse_and_coverage(validated):
     )
     inside = ((nt["ci_lower"] <= nt["att_true"]) & (nt["att_true"] <= nt["ci_upper"])).mean()
     assert want["coverage_pointwise"] == pytest.approx(inside)
+    assert want["control_shift"] == pytest.approx(nt["control_shift"].mean())
+    # the control shift at a step, from the lake: never-trained rows under the model minus the twin
+    ts = pl.from_arrow(
+        lake.read_table(wh, "token_stats", columns=["model", "step", "instance_id", "surprisal"])
+    )
+    inst = pl.from_arrow(lake.read_table(wh, "instances", columns=["instance_id", "cohort"]))
+    never = inst.filter(pl.col("cohort").is_null())["instance_id"]
+    at = ts.filter((pl.col("step") == 80) & pl.col("instance_id").is_in(never.to_list()))
+    loss = dict(at.group_by("model").agg(pl.col("surprisal").list.mean().mean()).iter_rows())
+    got = nt.filter(pl.col("step") == 80)["control_shift"][0]
+    assert got == pytest.approx(loss[MODEL] - loss[TWIN], abs=1e-6)
     assert "validate: suite-xs/sup_seq/never_treated: bias" in log
 
 
