@@ -23,6 +23,7 @@ from analysis.views import SQL_VIEWS
 from memlake.core import lake, marts, query
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
+from memlake.core.twins import twin_models, twins_of
 
 ATTACKS = ("loss", "zlib", "min_k", "min_k_plus_plus", "reference", "twin", "blind")
 MARTS = marts.declare("mia_scores", "mia_metrics")
@@ -46,17 +47,9 @@ def scored_models(wh: Warehouse) -> set[str]:
 
 def models_with_scores(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Models with token statistics, twins left out (they are references, not subjects)."""
-    twins = set(_twins(con).values())
+    twins = twin_models(con)
     scored = con.execute("select distinct model from token_stats order by 1").fetchall()
     return [m for (m,) in scored if m not in twins]
-
-
-def _twins(con) -> dict[str, str]:
-    """model -> its twin."""
-    if "twin_of" not in {c for (c, *_) in con.execute("describe checkpoints").fetchall()}:
-        return {}
-    rows = con.execute("select distinct twin_of, model from checkpoints where twin_of is not null").fetchall()
-    return dict(rows)
 
 
 def run_mia(
@@ -113,7 +106,7 @@ def _battery(con, wh: Warehouse, model: str, spec: MiaSpec, steps: list[int] | N
     ids = rows["instance_id"].to_numpy()
     zbytes = _zlib_sizes(wh, model, rows["tokens"].to_list())
     features = ngram_features(rows["tokens"].to_list())
-    twin = _twins(con).get(model)
+    twin = {of: t for t, of in twins_of(wh).items()}.get(model)
     heldout = _heldout(con, twin) if twin else None
     reference = spec.reference.get(model)
     blind_cache: dict[bytes, np.ndarray | None] = {}
