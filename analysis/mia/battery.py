@@ -104,11 +104,12 @@ def _battery(con, wh: Warehouse, model: str, spec: MiaSpec, steps: list[int] | N
         if not chosen:
             _check_labels(model, available[-1], int(never.sum()), 0)
     ids = rows["instance_id"].to_numpy()
-    zbytes = _zlib_sizes(wh, model, rows["tokens"].to_list())
+    zbytes = _zlib_sizes(con, wh, model, rows["tokens"].to_list())
     features = ngram_features(rows["tokens"].to_list())
     twin = {of: t for t, of in twins_of(wh).items()}.get(model)
     heldout = _heldout(con, twin) if twin else None
     reference = spec.reference.get(model)
+    reference_steps = _steps(con, reference) if reference else []
     blind_cache: dict[bytes, np.ndarray | None] = {}
 
     frames, metrics = [], []
@@ -123,7 +124,7 @@ def _battery(con, wh: Warehouse, model: str, spec: MiaSpec, steps: list[int] | N
         }
         labels = {a: member for a in scores}
         if reference:
-            ref = _step_scores(con, reference, _nearest_step(con, reference, step), ids)
+            ref = _step_scores(con, reference, _nearest_step(reference, reference_steps, step), ids)
             scores["reference"] = base["loss"] - ref["loss"]  # log p(x) - log p_ref(x)
             labels["reference"] = member
         if twin:
@@ -165,13 +166,12 @@ def _step_scores(con, model: str, step: int, ids: np.ndarray) -> dict[str, np.nd
     return {c: f[c].cast(pl.Float64).to_numpy() for c in ("loss", "min_k", "min_k_plus_plus")}
 
 
-def _nearest_step(con, model: str, step: int) -> int:
+def _nearest_step(model: str, steps: list[int], step: int) -> int:
     """The reference's checkpoint at `step`, else its last one before it, else its first."""
-    got = _steps(con, model)
-    if not got:
+    if not steps:
         raise MemlakeError(f"mia: reference model {model!r} has no token statistics")
-    before = [s for s in got if s <= step]
-    return before[-1] if before else got[0]
+    before = [s for s in steps if s <= step]
+    return before[-1] if before else steps[0]
 
 
 def _steps(con, model: str) -> list[int]:
@@ -184,17 +184,13 @@ def _heldout(con, twin: str) -> np.ndarray:
     return got.fetchnumpy()["instance_id"]
 
 
-def _zlib_sizes(wh: Warehouse, model: str, rows: list[list[int]]) -> np.ndarray:
+def _zlib_sizes(con, wh: Warehouse, model: str, rows: list[list[int]]) -> np.ndarray:
     """zlib-compressed size in bytes of each row's decoded text (Carlini et al. 2021's zlib entropy)."""
     from transformers import AutoTokenizer
 
     from ingest.checkpoints import resolve
 
-    con = query.connect(wh)
-    try:
-        (step,) = con.execute("select min(step) from checkpoints where model = $m", {"m": model}).fetchone()
-    finally:
-        con.close()
+    (step,) = con.execute("select min(step) from checkpoints where model = $m", {"m": model}).fetchone()
     ref = resolve(model, step, wh)
     tokenizer = AutoTokenizer.from_pretrained(ref.location, revision=ref.revision)
     texts = tokenizer.batch_decode(rows)

@@ -37,12 +37,12 @@ windows as (
             )
         end as window_rank,
         case when len(token_stats.token_surprisal) >= extraction.prompt_len + extraction.gen_len - 1
-            then list_slice(
+            then 0 - list_sum(list_slice(  -- 0 - x: no -0.0
                 token_stats.token_surprisal,
                 extraction.prompt_len,
                 extraction.prompt_len + extraction.gen_len - 1
-            )
-        end as window_surprisal
+            ))
+        end as continuation_log_prob
     from extraction
     inner join instances
         on extraction.instance_id = instances.instance_id
@@ -50,25 +50,6 @@ windows as (
         on extraction.model = token_stats.model
         and extraction.step = token_stats.step
         and extraction.instance_id = token_stats.instance_id
-),
-
-measured as (
-    select
-        model,
-        step,
-        instance_id,
-        prompt_len,
-        gen_len,
-        coalesce(list_position(generated_right, false) - 1, gen_len) as prefix_match_len,
-        window_rank is not null as scored,
-        -- rank 0 = no vocabulary entry with a strictly greater logit, so a tie counts as right
-        list_aggregate([r = 0 for r in window_rank], 'count_if') / gen_len as exact_memorization,
-        -- k* = the continuation tokens to give before greedy decoding is right to the end: up
-        -- to and including the last one it gets wrong (0 when none)
-        gen_len - coalesce(list_position(list_reverse([r > 0 for r in window_rank]), true) - 1, gen_len)
-            as k_star,
-        0 - list_sum(window_surprisal) as continuation_log_prob  -- 0 - x: no -0.0
-    from windows
 ),
 
 final as (
@@ -80,17 +61,22 @@ final as (
         prompt_len,
         gen_len,
         -- from the greedy continuation
-        cast(prefix_match_len as integer) as prefix_match_len,
-        -- teacher-forced, from token statistics
-        cast(exact_memorization as double) as exact_memorization,
-        cast(case when scored then (gen_len - k_star) / gen_len end as double)
-            as extraction_strength,
+        cast(coalesce(list_position(generated_right, false) - 1, gen_len) as integer) as prefix_match_len,
+        -- teacher-forced, from token statistics; rank 0 = no vocabulary entry with a strictly
+        -- greater logit, so a tie counts as right
+        cast(list_aggregate([r = 0 for r in window_rank], 'count_if') / gen_len as double)
+            as exact_memorization,
+        -- 1 - k*/gen_len, k* = the continuation tokens to give before greedy decoding is right to
+        -- the end: up to and including the last one it gets wrong (0 when none)
+        cast(case when window_rank is not null then
+            coalesce(list_position(list_reverse([r > 0 for r in window_rank]), true) - 1, gen_len) / gen_len
+        end as double) as extraction_strength,
         cast(continuation_log_prob as double) as continuation_log_prob,
         cast(exp(continuation_log_prob) as double) as p_extract_1,
         cast({{ extraction_probability('continuation_log_prob', 10) }} as double) as p_extract_10,
         cast({{ extraction_probability('continuation_log_prob', 100) }} as double) as p_extract_100,
         cast({{ extraction_probability('continuation_log_prob', 1000) }} as double) as p_extract_1000
-    from measured
+    from windows
 )
 
 select * from final
