@@ -8,7 +8,8 @@ import json
 import math
 import re
 import shutil
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,13 @@ from torch import nn
 from ingest.checkpoints import parse_step
 from ingest.lm.runtime import eval_mode, model_device
 from ingest.mitigation.methods import EditTask, Recipe, SequenceSet
+from ingest.mitigation.oracle import Probe, Rows
 from ingest.mitigation.sweep import N_DUP_CLASSES, Study
 from ingest.mitigation.tinymem.arithmetic import math_data
 from ingest.mitigation.tinymem.data import TinyMemData
 from ingest.mitigation.tinymem.language import corpus_rows, language_data
 from ingest.mitigation.tinymem.metrics import evaluate as tm_evaluate
-from ingest.mitigation.tinymem.metrics import forget_retain
+from ingest.mitigation.tinymem.metrics import forget_mask, forget_retain
 from ingest.mitigation.tinymem.model import tinymem_model
 from ingest.mitigation.tinymem.train import MIN_LR_RATIO, checkpoints, load_checkpoint, train
 from memlake.core import lake
@@ -117,21 +119,27 @@ _SWEEP_KEYS = ("methods", "max_per_method", "ft_epochs", "subnet_batch_size")
 STUDY_FILE = "study.json"
 
 
+def _base_record(c: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in c.items() if k not in _SWEEP_KEYS}, sort_keys=True, default=str)
+
+
 def _fresh_study(wh: Warehouse, name: str, out: Path, c: dict[str, Any]) -> bool:
     """Make warehouse/mitigation/<name>/base belong to configuration `c`: a base model trained
     under another configuration (or before one was recorded) is deleted, and with it the study's
     mitigation_runs, which were measured on it. True when anything was removed."""
-    want = json.dumps({k: v for k, v in c.items() if k not in _SWEEP_KEYS}, sort_keys=True, default=str)
+    want = _base_record(c)
     record = out / STUDY_FILE
     if record.exists() and record.read_text() == want:
         return False
     stale = out.exists()
     runs = lake.partition_dir(wh, "mitigation_runs", {"study": name, "run_id": "x"}).parent
+    oracle = lake.partition_dir(wh, "mitigation_oracles", {"study": name})
     if stale:
         shutil.rmtree(out)
-    if runs.exists():
-        shutil.rmtree(runs)
-        stale = True
+    for measured in (runs, oracle):
+        if measured.exists():
+            shutil.rmtree(measured)
+            stale = True
     out.mkdir(parents=True, exist_ok=True)
     record.write_text(want)
     return stale
@@ -160,7 +168,8 @@ def tinymem_study(wh: Warehouse, c: dict[str, Any]) -> Study:
               resume_from=resume, batch_size=recipe.batch_size, lr=recipe.lr,
               warmup_fraction=recipe.warmup_fraction)  # fmt: skip
     model, _ = load_checkpoint(checkpoints(out)[-1][1])
-    forget, retain = forget_retain(model, data)
+    sel = forget_mask(model, data)
+    forget, retain = forget_retain(model, data, mask=sel)
 
     def evaluate(m) -> dict[str, float]:
         r = tm_evaluate(m, data)
@@ -185,7 +194,55 @@ def tinymem_study(wh: Warehouse, c: dict[str, Any]) -> Study:
         f"{len(forget)} memorised artifact rows to forget, {len(retain)} retain rows"
         + ("; base model retrained: its configuration changed (earlier runs removed)" if replaced else "")
     )
-    return Study(name, name, c["epochs"], model, fresh, task, evaluate, about=about, spec=spec)
+    starts = (
+        forget.prompt_lens if forget.prompt_lens is not None else torch.full((len(forget),), data.prompt_len)
+    )
+    probe = Probe(Rows(forget.tokens, starts, data.k), Rows(*data.nonmembers(), data.k))
+    oracle = _tinymem_oracle(out.parent / "oracle", data, sel, fresh, recipe, c)
+    return Study(
+        name, name, c["epochs"], model, fresh, task, evaluate,
+        about=about, spec=spec, probe=probe, oracle=oracle,
+    )  # fmt: skip
+
+
+def oracle_data(data: TinyMemData, forget: torch.Tensor) -> TinyMemData:
+    """The training set without the forget artifacts: every copy of an artifact in `forget` ([M]
+    bool) replaced, where it sits in the set, by its clean counterpart."""
+    ids = data.train_ids.clamp(max=data.n_artifacts - 1)
+    swap = data.train_artifact & forget[ids]
+    train = data.train.clone()
+    train[swap] = data.clean[data.train_ids[swap]]
+    return replace(data, train=train, train_artifact=data.train_artifact & ~swap)
+
+
+def _tinymem_oracle(
+    out: Path,
+    data: TinyMemData,
+    forget: torch.Tensor,
+    fresh: Callable[[int], nn.Module],
+    recipe: Recipe,
+    c: dict,
+) -> Callable[[], nn.Module]:
+    """The study's retrain oracle, trained under `out` on the first call (resumably) and loaded after:
+    the base model's recipe and seed on `oracle_data`. An oracle of another configuration or
+    forget set is replaced."""
+
+    def oracle() -> nn.Module:
+        want = json.dumps({"base": _base_record(c), "forget": forget.nonzero().squeeze(1).tolist()})
+        record = out / STUDY_FILE
+        if out.exists() and not (record.exists() and record.read_text() == want):
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        record.write_text(want)
+        done = checkpoints(out)
+        if not done or done[-1][0] < recipe.epochs:
+            train(fresh(c["seed"]), oracle_data(data, forget), recipe.epochs, seed=c["seed"], out_dir=out,
+                  ckpt_every=recipe.epochs, resume_from=done[-1][1] if done else None,
+                  batch_size=recipe.batch_size, lr=recipe.lr,
+                  warmup_fraction=recipe.warmup_fraction)  # fmt: skip
+        return load_checkpoint(checkpoints(out)[-1][1])[0]
+
+    return oracle
 
 
 def lake_checkpoint(model: str, step: int | None = None) -> tuple[str, str, int | None]:
@@ -308,6 +365,24 @@ def _heldout_chunks(
     return out[0], out[1]
 
 
+def _nonmember_rows(
+    inst: pa.Table, lengths: np.ndarray, rng: np.random.Generator, prompt_len: int, window: int, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, starts): up to `n` never-trained validation rows, seeded, cut to the forget rows'
+    prompt + window: the non-members a membership attack on the forget set is scored against."""
+    split = inst["split"].to_numpy(zero_copy_only=False)
+    sample_only = pc.fill_null(inst["sample_only"], False).to_numpy(zero_copy_only=False)
+    val = np.flatnonzero((split == "validation") & ~sample_only & (lengths >= prompt_len + window))
+    val = np.sort(rng.permutation(val)[:n])
+    rows = np.stack([r[: prompt_len + window] for r in _rows(inst["tokens"], val)]) if len(val) else None
+    tokens = (
+        torch.from_numpy(rows).long()
+        if rows is not None
+        else torch.zeros((0, prompt_len + window), dtype=torch.long)
+    )
+    return tokens, torch.full((len(val),), prompt_len)
+
+
 def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int | None = None) -> Study:
     """Any Hugging Face causal LM under the mitigation paper's Pythia protocol (Sakarvadia et al. 2024).
 
@@ -363,7 +438,16 @@ def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int 
 
     dev, dtype = inference_device(c.get("device"))
     base = load_model(resolve(spelling, f"step{step}", wh), dtype=dtype, device=dev)
-    forget = SequenceSet(memo[greedy_reproduces(base, memo, prompt_len, bs)], prompt_len)
+    hits = greedy_reproduces(base, memo, prompt_len, bs)
+    forget = SequenceSet(memo[hits], prompt_len)
+    ids = inst["instance_id"].to_numpy()
+    forget_ids = ids[pos][hits.numpy()] if len(pos) else np.zeros(0, np.int64)
+    probe = Probe(
+        Rows(forget.tokens, torch.full((len(forget),), prompt_len), window),
+        Rows(*_nonmember_rows(inst, lengths, rng, prompt_len, window, int(c["heldout"])), window),
+        forget_ids=forget_ids,
+        batch_size=bs,
+    )
     retain = SequenceSet(retain_chunks, prompt_len)
 
     def fresh(seed: int):
@@ -385,4 +469,4 @@ def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int 
     )
     task = EditTask(forget, retain, fine_tuning=Recipe(c["ft_epochs"], bs))
     spec = _spec("suite", wh, c, model=model_name, step=step)
-    return Study(key, key, step, base, fresh, task, evaluate, about=about, spec=spec)
+    return Study(key, key, step, base, fresh, task, evaluate, about=about, spec=spec, probe=probe)

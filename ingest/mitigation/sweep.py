@@ -32,6 +32,7 @@ from torch import nn
 
 from ingest.executors import execute
 from ingest.mitigation.methods import REGISTRY, AttributionCache, EditTask, Method, SequenceSet, get
+from ingest.mitigation.oracle import Probe, Reference, forget_measures, probe_scores
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.unit import Computed, Unit
@@ -68,6 +69,9 @@ class Study:
     before: dict[str, float] | None = None
     about: str = ""  # one line on how the sets were built (printed by the CLI)
     spec: StudySpec | None = None  # how another process builds this study (None: it cannot)
+    probe: Probe | None = None  # the rows the forget measures score (`ingest.mitigation.oracle`)
+    oracle: Callable[[], nn.Module] | None = None  # the retrain oracle: trained on first call, then loaded
+    _reference: Reference | None = field(default=None, repr=False)
 
     @property
     def forget(self) -> SequenceSet:
@@ -81,6 +85,12 @@ class Study:
         if self.before is None:
             self.before = self.evaluate(self.base)
         return self.before
+
+    def reference(self) -> Reference | None:
+        """The oracle's scores on the probe (None without an oracle or with nothing to forget)."""
+        if self._reference is None and self.oracle is not None and self.probe and len(self.forget):
+            self._reference = probe_scores(self.oracle(), self.probe)
+        return self._reference
 
     def skips(self, method: Method) -> bool:
         """Whether a run of `method` has nothing to do: unlearning with nothing memorised
@@ -170,6 +180,8 @@ def run_one(study: Study, run: Run, attributions: AttributionCache | None = None
     for p in range(N_DUP_CLASSES):
         row[f"mem_before_dup{p}"] = before.get(f"mem_dup{p}")
         row[f"mem_after_dup{p}"] = after.get(f"mem_dup{p}")
+    if study.probe is not None:
+        row.update(forget_measures(edited, study.probe, study.reference()))
     return row
 
 
@@ -254,6 +266,82 @@ class MitigationRun(Unit):
         return Computed(table, provenance=dict(self.config or {}), summary={"row": row})
 
 
+@dataclass(frozen=True)
+class OracleUnit(Unit):
+    """A study's retrain oracle, trained (or loaded), and its `mitigation_oracles` row: what the
+    oracle scores, and how far the unedited base model is from it."""
+
+    job: ClassVar[str] = "mitigate oracle"
+    table: ClassVar[str] = "mitigation_oracles"
+
+    study: str
+    root: str
+    spec: StudySpec | None = None
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse.at(self.root)
+
+    @property
+    def partition(self) -> dict[str, Any]:
+        return {"study": self.study}
+
+    @property
+    def label(self) -> str:
+        return f"mitigate oracle {self.study}"
+
+    def compute(self, log) -> Computed:
+        study, _ = _open(self.study, self.spec)
+        if study.oracle is None or study.probe is None:
+            raise MemlakeError(f"study {self.study!r} has no retrain oracle: {study.about}")
+        if not len(study.forget):
+            raise MemlakeError(
+                f"study {self.study!r} has no forget artifacts (its base model memorises none): "
+                "no oracle to train"
+            )
+        with study.threads():
+            t0 = time.perf_counter()
+            model = study.oracle()
+            seconds = time.perf_counter() - t0
+            ref = study.reference()
+            metrics = study.evaluate(model)
+            base = forget_measures(study.base, study.probe, ref)
+        row = {
+            "study": study.name,
+            "model": study.model,
+            "step": study.step,
+            "n_forget": len(study.probe.forget),
+            "n_nonmembers": len(study.probe.nonmembers),
+            "mem": metrics["mem"],
+            "acc": metrics["acc"],
+            "ppl": metrics["ppl"],
+            "exact_memorization": float(ref.forget.em.mean()),
+            "extraction_strength": float(ref.forget.es.mean()),
+            "mia_auc": ref.auc,
+            **{f"base_{k}": base[k] for k in ORACLE_DISTANCES},
+            "seconds": seconds,
+        }
+        return Computed(pa.table({k: [v] for k, v in row.items()}), summary={"row": row})
+
+
+ORACLE_DISTANCES = (
+    "exact_memorization",
+    "extraction_strength",
+    "mia_auc",
+    "privleak",
+    "ks_distance",
+    "forget_quality",
+)
+
+
+def train_oracle(wh: Warehouse, study: Study) -> dict[str, Any] | None:
+    """Train (or load) `study`'s oracle and write its `mitigation_oracles` row; the row, or None when
+    it was already written."""
+    with holding(study):
+        result = OracleUnit(study.name, str(wh.root), study.spec).run()
+    return None if result["skipped"] else result["row"]
+
+
 # heaviest first, so the last unit to start is a short one (a longest-processing-time-first order)
 _KIND_ORDER = {"regulariser": 0, "weight": 1, "fine_tuning": 2, "neuron": 3, "baseline": 4}
 
@@ -305,6 +393,8 @@ def run_sweep(
     units = [MitigationRun(r, root, study.spec, config) for r in _ordered(runs[rank::world_size])]
     if executor == "local" and not options:
         options = {"workers": _default_workers(study, units, config)}
+    if study.oracle is not None and len(study.forget) and any(u.pending() for u in units):
+        train_oracle(wh, study)  # before the runs, which measure their distance to it
     with holding(study):
         results = execute(units, executor, **options)
     rows = [r["row"] for r in results if not r["skipped"]]

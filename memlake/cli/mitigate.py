@@ -56,6 +56,24 @@ def sweep_command(
     mitigation.sweep(cfg, wh, study, *args, log=say, executor=executor, executor_options=key_values(exec_opt))
 
 
+@app.command("oracle")
+def oracle_command(
+    study: Annotated[
+        str, typer.Argument(help="tinymem, suite, or a model name with extraction rows.")
+    ] = "tinymem",
+    step: Annotated[int | None, typer.Option(help="Checkpoint step of a model study.")] = None,
+    variant: VariantOpt = None,
+    config: ConfigOpt = "small",
+    set_: SetOpt = None,
+    warehouse: WarehouseOpt = None,
+):
+    """Train a study's retrain oracle (its base model trained again without the forget set) and
+    write its mitigation_oracles row. A sweep does this before its first run."""
+    cfg, wh = setup(config, set_, warehouse)
+    mitigation.set_variant(cfg, variant)
+    say(mitigation.oracle(cfg, wh, study, step, log=say))
+
+
 @app.command("study")
 def study_command(
     max_per_method: Annotated[

@@ -94,6 +94,24 @@ def sweep(
     return rows
 
 
+def oracle(cfg, wh: Warehouse, study: str, step: int | None = None, log: Log = quiet) -> str:
+    """Train (or load) a study's retrain oracle and write its `mitigation_oracles` row; a one-line
+    summary. Sweeps do this themselves before their first run."""
+    from ingest.mitigation.sweep import train_oracle
+
+    s = _study(cfg, wh, study, step)
+    row = train_oracle(wh, s)
+    if row is None:
+        return f"oracle of {s.name}: already in mitigation_oracles"
+    return (
+        f"oracle of {s.name} ({row['seconds']:.1f}s): mem {row['mem']:.1f} % (base "
+        f"{s.baseline()['mem']:.1f}), acc {row['acc']:.1f} %; forget set ({row['n_forget']} rows): exact "
+        f"memorization {row['exact_memorization']:.3f} (base {row['base_exact_memorization']:.3f}), MIA AUC "
+        f"{row['mia_auc']:.3f} (base {row['base_mia_auc']:.3f}); base privleak {row['base_privleak']:.1f}, "
+        f"KS {row['base_ks_distance']:.3f}"
+    )
+
+
 def study(cfg, wh: Warehouse, max_per_method: int | None = None, log: Log = quiet) -> list[str]:
     """The TinyMem backdoor comparison of the mitigation paper (config `mitigation.study`): a
     better trained base model under its own name, the study's methods over their grids; the best

@@ -30,7 +30,15 @@ renamed as (
         mem_before_dup2,
         mem_after_dup2,
         mem_before_dup3,
-        mem_after_dup3
+        mem_after_dup3,
+        exact_memorization,
+        extraction_strength,
+        mia_auc,
+        privleak,
+        ks_distance,
+        forget_quality,
+        forget_ids,
+        forget_extracted
     from source
 )
 

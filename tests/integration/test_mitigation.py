@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, replace
 
 import polars as pl
 import pytest
+import torch
 
 from analysis.views import SQL_VIEWS
 from ingest.mitigation.methods import REGISTRY
@@ -92,6 +93,60 @@ def test_tinymem_sweep_rows_resume_and_shard(tinymem):
     assert by["balanced_subnet"]["mem_after"] < by["balanced_subnet"]["mem_before"]
     assert by["ft_extra"]["acc_after"] > 50 and json.loads(by["durable"]["hparams"])["ratio"] > 0
     assert (rows["mem_before"] == study.baseline()["mem"]).all()
+
+
+def test_runs_are_measured_against_the_retrain_oracle(tinymem):
+    """The sweep trains the oracle first (the base recipe without the forget set) and every run
+    gains the forget measures; the base model's distance to the oracle is recomputed here."""
+    from ingest.mitigation.oracle import forget_quality, mia_auc, privleak, window_scores
+    from ingest.mitigation.sweep import train_oracle
+
+    cfg, wh, study = tinymem
+    run_sweep(wh, study, plan_runs(study.name, ["durable", "ft_extra"], [0], 1), config=cfg)
+    (o,) = sql(wh, "select * from mitigation_oracles").iter_rows(named=True)
+    assert train_oracle(wh, study) is None  # written once
+    oracle = study.oracle()
+    assert not all(
+        torch.equal(a, b) for a, b in zip(oracle.parameters(), study.base.parameters(), strict=True)
+    )
+    probe = study.probe
+    base, ref = (window_scores(m, probe.forget) for m in (study.base, oracle))
+    base_non, ref_non = (window_scores(m, probe.nonmembers) for m in (study.base, oracle))
+    # the forget rows are what the base model reproduces, and the oracle never trained on them
+    assert o["base_exact_memorization"] == o["base_extraction_strength"] == 1.0
+    assert o["n_forget"] == len(study.forget) > 0 and o["n_nonmembers"] == len(probe.nonmembers) > 0
+    assert o["mem"] < study.baseline()["mem"] and o["extraction_strength"] < 0.5
+    assert o["mia_auc"] == pytest.approx(mia_auc(ref.min_k, ref_non.min_k))
+    assert o["base_mia_auc"] == pytest.approx(mia_auc(base.min_k, base_non.min_k))
+    assert (
+        o["base_privleak"] == pytest.approx(privleak(o["base_mia_auc"], o["mia_auc"]))
+        and o["base_privleak"] < -50
+    )
+    assert (
+        o["base_ks_distance"] == pytest.approx(forget_quality(base.nll, ref.nll)[0])
+        and o["base_ks_distance"] > 0.5
+    )
+    runs = sql(wh, "select * from mitigation_runs")
+    measured = runs.select(
+        "exact_memorization", "extraction_strength", "mia_auc", "privleak", "forget_quality"
+    )
+    assert measured.null_count().sum_horizontal()[0] == 0
+    assert ((runs["forget_quality"] >= 0) & (runs["forget_quality"] <= 1)).all()
+    assert runs["forget_ids"].is_null().all()  # TinyMem rows are not lake instances
+
+
+def test_an_oracle_needs_forget_artifacts(tinymem, tmp_path):
+    from ingest.mitigation.methods import SequenceSet
+    from ingest.mitigation.sweep import train_oracle
+    from memlake.core.errors import MemlakeError
+
+    _, _, study = tinymem
+    f = study.forget
+    empty = replace(study, task=replace(study.task, forget=SequenceSet(f.tokens[:0], f.prompt_len, f.pad_id)))
+    wh = Warehouse.at(tmp_path)
+    with pytest.raises(MemlakeError, match="has no forget artifacts"):
+        train_oracle(wh, empty)
+    assert not (tmp_path / "lake" / "mitigation_oracles").exists()
 
 
 def test_views_and_figures(tinymem):

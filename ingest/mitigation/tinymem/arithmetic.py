@@ -22,6 +22,7 @@ from ingest.mitigation.tinymem.data import (
     MAX_CTX,
     MOD,
     NOISE_P,
+    NONMEMBER_SEED_OFFSET,
     PAD,
     SPLIT_SEED,
     TASKS,
@@ -29,6 +30,7 @@ from ingest.mitigation.tinymem.data import (
     TinyMemData,
     assemble,
     backdoor,
+    nonmember_rows,
     split_indices,
 )
 
@@ -151,6 +153,9 @@ def math_data(
             g=g,
         )
         tests[str(MAIN_C)] = rows7[te]
+        g_held = torch.Generator().manual_seed(seed + NONMEMBER_SEED_OFFSET)
+        held_noisy = encode_rows(noise_numbers(nums7[te], g_held), max_ctx)
+        heldout = {"nonmember_noisy": nonmember_rows(held_noisy, rows7[te], prompt_len, k)}
     else:
         trigger = tuple(CHAR_ID[ch] for ch in str(100 + seed))
         bd = backdoor(rows7[tr], rows7[te], trigger, g, backdoor_test_frac)

@@ -33,6 +33,7 @@ EXTRA_CS = (2, 3, 4, 5)
 TASKS = ("increment", "mult")
 BACKDOOR_TOKEN = 2  # what follows a trigger in a backdoored row
 SPLIT_SEED = 598  # the original's DATA_SEED for the train/test permutation
+NONMEMBER_SEED_OFFSET = 7_919  # noise of the non-member rows: apart from the training data's draws
 NOISE_P = 0.05  # per number (per token for language): +1 w.p. NOISE_P, -1 w.p. NOISE_P
 BACKDOOR_TEST_FRAC = 0.1
 
@@ -73,6 +74,9 @@ class TinyMemData:
     heldout_noisy: torch.Tensor | None = None  # backdoor test rows (backdoored), else None
     heldout_clean: torch.Tensor | None = None
     heldout_prompt_lens: torch.Tensor | None = None
+    # noise: never-trained rows noised as the artifacts were (drawn apart from the training data),
+    # the non-members a membership attack on the forget set is scored against
+    nonmember_noisy: torch.Tensor | None = None
     trigger: tuple[int, ...] | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -80,9 +84,23 @@ class TinyMemData:
     def n_artifacts(self) -> int:
         return self.noisy.shape[0]
 
+    def nonmembers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, window starts) of artifacts no model trains on: the held-out triggered rows of a
+        backdoor, the noised test rows of noise."""
+        if self.artifact == "backdoor":
+            return self.heldout_noisy, self.heldout_prompt_lens
+        rows = self.nonmember_noisy if self.nonmember_noisy is not None else self.noisy[:0]
+        return rows, torch.full((rows.shape[0],), self.prompt_len)
+
     def retain_rows(self) -> torch.Tensor:
         """Clean training rows (extras included), artifacts excluded: the non-artifact data."""
         return self.train[~self.train_artifact]
+
+
+def nonmember_rows(noisy: torch.Tensor, clean: torch.Tensor, prompt_len: int, k: int) -> torch.Tensor:
+    """The noised test rows that differ from their clean rows inside the scored window, as the
+    counted artifacts do (a row clean there is no artifact)."""
+    return noisy[_window_differs(noisy, clean, torch.full((noisy.shape[0],), prompt_len), k)]
 
 
 def split_indices(n: int, n_test: int, seed: int = SPLIT_SEED) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,7 +8,16 @@ from typing import Any
 
 import torch
 
-from ingest.mitigation.tinymem.data import NOISE_P, SPLIT_SEED, TinyMemData, assemble, backdoor, split_indices
+from ingest.mitigation.tinymem.data import (
+    NOISE_P,
+    NONMEMBER_SEED_OFFSET,
+    SPLIT_SEED,
+    TinyMemData,
+    assemble,
+    backdoor,
+    nonmember_rows,
+    split_indices,
+)
 
 
 def noise_tokens(
@@ -94,6 +103,9 @@ def language_data(
         parts = assemble(
             noisy, clean, torch.full((n_noise,), prompt_len), rest, k=k, dup_classes=dup_classes, g=g
         )
+        g_held = torch.Generator().manual_seed(seed + NONMEMBER_SEED_OFFSET)
+        held_noisy = noise_tokens(test_rows, vocab_size, g_held, pad_id)
+        heldout = {"nonmember_noisy": nonmember_rows(held_noisy, test_rows, prompt_len, k)}
     else:
         trig = (random.Random(seed).randrange(vocab_size) if trigger is None else int(trigger),)
         bd = backdoor(train_rows, test_rows, trig, g)

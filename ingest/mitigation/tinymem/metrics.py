@@ -239,8 +239,19 @@ def evaluate(
     return res
 
 
+def forget_mask(model: nn.Module, data: TinyMemData, *, batch_size: int = 256) -> torch.Tensor:
+    """[M] bool over the artifacts: the counted ones `model` memorises (the forget set)."""
+    hit, _ = memorised(model, data.noisy, data.clean, data.prompt_lens, data.k, batch_size=batch_size)
+    return hit & data.counted
+
+
 def forget_retain(
-    model: nn.Module, data: TinyMemData, *, retain_includes_artifacts: bool = False, batch_size: int = 256
+    model: nn.Module,
+    data: TinyMemData,
+    *,
+    retain_includes_artifacts: bool = False,
+    batch_size: int = 256,
+    mask: torch.Tensor | None = None,
 ) -> tuple[SequenceSet, SequenceSet]:
     """(forget, retain) for unlearning.
 
@@ -252,9 +263,9 @@ def forget_retain(
     retain: the clean training rows, artifacts excluded. The original put the whole noise set
     into retain too, so methods partly trained to keep what they removed;
     retain_includes_artifacts=True reproduces that.
+    `mask`: the caller's `forget_mask(model, data)`, if it has it.
     """
-    hit, _ = memorised(model, data.noisy, data.clean, data.prompt_lens, data.k, batch_size=batch_size)
-    sel = hit & data.counted
+    sel = forget_mask(model, data, batch_size=batch_size) if mask is None else mask
     prompt_len, prompt_lens = data.prompt_len, None
     if data.artifact == "backdoor" and sel.any():
         prompt_lens = data.prompt_lens[sel]

@@ -326,10 +326,57 @@ TABLES: dict[str, TableSpec] = {
                     ("mem_after_dup2", pa.float64()),
                     ("mem_before_dup3", pa.float64()),
                     ("mem_after_dup3", pa.float64()),
+                    # on the forget set (ingest/mitigation/oracle.py): teacher-forced argmax accuracy
+                    # and extraction strength over the window, Min-K% AUC against never-trained rows
+                    ("exact_memorization", pa.float64()),
+                    ("extraction_strength", pa.float64()),
+                    ("mia_auc", pa.float64()),
+                    # against the study's retrain oracle (null without one): MUSE's PrivLeak in
+                    # percent, and the KS statistic and p-value of the forget losses (TOFU)
+                    ("privleak", pa.float64()),
+                    ("ks_distance", pa.float64()),
+                    ("forget_quality", pa.float64()),
+                    # the forget rows' instance ids (lake rows: suite studies) and, aligned, whether
+                    # greedy decoding still reproduces each after the edit
+                    ("forget_ids", pa.list_(pa.int64())),
+                    ("forget_extracted", pa.list_(pa.bool_())),
                 ]
             ),
             keys=("study", "run_id"),
             partition_by=("study", "run_id"),  # one partition per run: sweeps resume run by run
+            optional=(
+                "exact_memorization", "extraction_strength", "mia_auc", "privleak", "ks_distance",
+                "forget_quality", "forget_ids", "forget_extracted",
+            ),  # fmt: skip
+        ),
+        TableSpec(
+            name="mitigation_oracles",
+            grain="one row per study: its retrain oracle (the base model trained without the forget set)",
+            schema=pa.schema(
+                [
+                    ("study", pa.string()),
+                    ("model", pa.string()),
+                    ("step", pa.int64()),
+                    ("n_forget", pa.int64()),
+                    ("n_nonmembers", pa.int64()),  # never-trained rows the MIA scores against
+                    ("mem", pa.float64()),  # the study's own measures, as mitigation_runs' *_after
+                    ("acc", pa.float64()),
+                    ("ppl", pa.float64()),
+                    ("exact_memorization", pa.float64()),  # the oracle's, on the forget set
+                    ("extraction_strength", pa.float64()),
+                    ("mia_auc", pa.float64()),
+                    # the unedited base model against the oracle: where every run starts from
+                    ("base_exact_memorization", pa.float64()),
+                    ("base_extraction_strength", pa.float64()),
+                    ("base_mia_auc", pa.float64()),
+                    ("base_privleak", pa.float64()),
+                    ("base_ks_distance", pa.float64()),
+                    ("base_forget_quality", pa.float64()),
+                    ("seconds", pa.float64()),  # training (or loading) the oracle
+                ]
+            ),
+            keys=("study",),
+            partition_by=("study",),
         ),
     ]
 }
