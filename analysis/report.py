@@ -47,8 +47,13 @@ def _mitigation_headline(con, wh: Warehouse) -> str:
 
     if "mitigation_best_runs" not in query.view_names(con):
         return "<p class=muted>No mitigation runs yet: run <code>memlake mitigate sweep</code>.</p>"
+    vs = (
+        query.frame(con, "select * from mitigation_vs_oracle")
+        if "mitigation_vs_oracle" in query.view_names(con)
+        else None
+    )
     return mitigation_html(query.frame(con, "select * from mitigation_scored"),
-                       query.frame(con, "select * from mitigation_best_runs"))  # fmt: skip
+                           query.frame(con, "select * from mitigation_best_runs"), vs)  # fmt: skip
 
 
 def _ground_truth_headline(con, wh: Warehouse) -> str:

@@ -243,18 +243,78 @@ def findings_table(f: StudyFindings) -> str:
     return page.table(cols, body, flagged=lambda r: r[-3] == "model destroyed")
 
 
-def mitigation_html(scored: pl.DataFrame, best: pl.DataFrame) -> str:
-    """The mitigation section's text: per study its paragraph and best-run table."""
+def _closest(vs: pl.DataFrame, study: str) -> pl.DataFrame:
+    """Each method's run closest to the oracle (`mitigation_vs_oracle`), closest method first."""
+    runs = vs.filter(pl.col("study") == study).sort("oracle_rank", "removal_rank")
+    return runs.group_by("method", maintain_order=True).first()
+
+
+def oracle_words(vs: pl.DataFrame, study: str) -> str:
+    """How far the unedited model is from the retrain oracle, which method came closest, and
+    whether that is the method that removed the most."""
+    closest = _closest(vs, study)
+    if closest.is_empty():
+        return ""
+    c, key = closest.row(0, named=True), f"mitigation.{study}"
+    top = vs.filter((pl.col("study") == study) & (pl.col("removal_rank") == 1)).row(0, named=True)
+    same = top["method"] == c["method"]
+    return (
+        "<p>Against the retrain oracle (the base recipe and seed without the forget set; it reproduces "
+        f"{_pct(c['oracle_mem'])} where the base model reproduced {_pct(c['mem_before'])}): the unedited "
+        f"model's forget losses sit at KS distance {num(f'{key}.base_ks', c['base_ks_distance'], '.3f')} "
+        f"from the oracle's, privleak {num(f'{key}.base_privleak', c['base_privleak'], '.1f')} %. Closest "
+        f"to the oracle: <b>{html.escape(c['method'])}</b> ({html.escape(_hp(c))}) at KS distance "
+        f"{num(f'{key}.closest_ks', c['ks_distance'], '.3f')} (forget quality p = "
+        f"{c['forget_quality']:.2g}), privleak {c['privleak']:.1f} %"
+        + (
+            ", also the run that removes the most."
+            if same
+            else f"; the run that removes the most, {html.escape(top['method'])} ({html.escape(_hp(top))}), "
+            f"ranks {top['oracle_rank']} by closeness (KS {top['ks_distance']:.3f}, privleak "
+            f"{top['privleak']:.1f} %): removing memorisation and becoming the oracle are not the same."
+        )
+        + "</p>"
+    )
+
+
+def oracle_table(vs: pl.DataFrame, study: str) -> str:
+    """Per method its run closest to the oracle, with every forget measure beside the oracle's."""
+    rows = _closest(vs, study)
+    cols = ["method", "closest run", "rank: oracle / removal", "KS distance", "forget quality (p)",
+            "privleak %", "MIA AUC (oracle)", "exact memorization (oracle)", "extraction strength (oracle)",
+            "memorised % (oracle)", "accuracy % (oracle)"]  # fmt: skip
+    body = [
+        [
+            r["method"], _hp(r), f"{r['oracle_rank']} / {r['removal_rank']}", f"{r['ks_distance']:.3f}",
+            f"{r['forget_quality']:.2g}", f"{r['privleak']:+.1f}",
+            f"{r['mia_auc']:.3f} ({r['oracle_mia_auc']:.3f})",
+            f"{r['exact_memorization']:.3f} ({r['oracle_exact_memorization']:.3f})",
+            f"{r['extraction_strength']:.3f} ({r['oracle_extraction_strength']:.3f})",
+            f"{r['mem_after']:.1f} ({r['oracle_mem']:.1f})", f"{r['acc_after']:.1f} ({r['oracle_acc']:.1f})",
+        ]
+        for r in rows.iter_rows(named=True)
+    ]  # fmt: skip
+    return page.table(cols, body)
+
+
+def mitigation_html(scored: pl.DataFrame, best: pl.DataFrame, vs: pl.DataFrame | None = None) -> str:
+    """The mitigation section's text: per study its paragraph and best-run table, and where the
+    study has a retrain oracle (`vs`: the `mitigation_vs_oracle` rows), each method's distance to it."""
     if scored.is_empty():
         return "<p class=muted>No mitigation runs yet: run <code>memlake mitigate sweep</code>.</p>"
     out = []
     for f in findings(scored, best):
         out.append(f"<h3>{html.escape(f.study)}</h3>" + study_headline(f) + findings_table(f))
+        if vs is not None and f.study in set(vs["study"]):
+            out.append(oracle_words(vs, f.study) + oracle_table(vs, f.study))
     out.append(
         "<p class=muted>Best run per method by the paper's selection score (TinyMem: Δrel(memorised) − "
         "Δrel(accuracy); model studies: Δrel(memorised) + Δrel(perplexity)); lower is better. Removed = "
         "share of the base model's memorisation gone. A run keeping less than half the clean accuracy is "
         "'model destroyed': its memorisation is not read, and it is never a best run while another run "
-        "of the method kept the model.</p>"
+        "of the method kept the model. Against the oracle: KS distance between the per-row forget losses "
+        "of the run and of the oracle (0: the same distribution; TOFU's forget quality is its p-value); "
+        "privleak as MUSE defines it (0: the oracle's membership-inference AUC; −100: every forget row "
+        "separable; positive: over-unlearned); each method's run closest to the oracle is shown.</p>"
     )
     return "\n".join(out)
