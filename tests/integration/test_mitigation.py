@@ -133,6 +133,15 @@ def test_runs_are_measured_against_the_retrain_oracle(tinymem):
     assert measured.null_count().sum_horizontal()[0] == 0
     assert ((runs["forget_quality"] >= 0) & (runs["forget_quality"] <= 1)).all()
     assert runs["forget_ids"].is_null().all()  # TinyMem rows are not lake instances
+    vs = sql(wh, "select * from mitigation_vs_oracle order by oracle_rank").filter(~pl.col("destroyed"))
+    assert len(vs) >= 2 and vs["ks_distance"].is_sorted() and (vs["oracle_mem"] == o["mem"]).all()
+    from analysis.mitigation.summary import mitigation_html
+
+    views = ("mitigation_scored", "mitigation_best_runs", "mitigation_vs_oracle")
+    text = mitigation_html(*(sql(wh, f"select * from {v}") for v in views))
+    closest = vs.row(0, named=True)
+    assert f"Closest to the oracle: <b>{closest['method']}</b>" in text
+    assert f'data-value="{o["base_ks_distance"]!r}"' in text
 
 
 def test_an_oracle_needs_forget_artifacts(tinymem, tmp_path):
