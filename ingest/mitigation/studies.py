@@ -383,6 +383,70 @@ def _nonmember_rows(
     return tokens, torch.full((len(val),), prompt_len)
 
 
+ORACLE_FILLER_SEED_OFFSET = 1_000_037  # apart from the twins' fillers (ingest/suite/twins.py)
+
+
+def _suite_oracle(
+    wh: Warehouse, key: str, step: int, forget_ids: np.ndarray, training: dict | None, dtype, dev
+) -> tuple[Callable[[], nn.Module] | None, str]:
+    """(the retrain oracle of a suite model's study, or None and why not). The oracle is the model's
+    own training run (same initialisation, optimiser, data order) up to `step`, with every forget
+    row, and every training row with the same tokens, replaced by a fresh natural row of its
+    source, as a twin's held-out rows are (`ingest/suite/twins.py`). It trains under
+    warehouse/mitigation/<model>/oracle on the first call, resumably, and is loaded after.
+    `training`: the config's suite, order, corpus and seed (`memlake.pipeline.mitigation`)."""
+    from ingest.checkpoints import load_model, resolve
+    from ingest.panel import is_hub_import
+    from ingest.suite.train import STATE, fit
+    from ingest.suite.twins import fillers, replacements
+    from memlake.core import settings
+
+    if training is None:
+        return None, "the study was built without the suite's training settings"
+    suite = settings.Suite.model_validate(training["suite"])
+    spec = next((m for m in suite.models if m.name == key), None)
+    if spec is None:
+        return None, f"{key} is not a model of the config's suite (an oracle retrains the model)"
+    if is_hub_import(wh):
+        return None, "the warehouse's instances are a Hub import (an oracle needs the embedded corpus)"
+    order, corpus = (
+        settings.Order.model_validate(training["order"]),
+        settings.Corpus.model_validate(training["corpus"]),
+    )
+    seed, out = int(training["seed"]), wh.root / "mitigation" / key / "oracle"
+
+    def oracle() -> nn.Module:
+        want = json.dumps(
+            {"training": training, "step": step, "forget": sorted(map(int, forget_ids))}, sort_keys=True
+        )
+        record = out / STUDY_FILE
+        if out.exists() and not (record.exists() and record.read_text() == want):
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        record.write_text(want)
+        if (out / STATE).exists() or not (out / f"step{step}").exists():  # absent or unfinished
+            cols = ["instance_id", "split", "artifact", "source", "tokens"]
+            inst = lake.read_table(wh, "instances", columns=cols)
+            rows = fillers(wh, inst, forget_ids, corpus, seed, ORACLE_FILLER_SEED_OFFSET)
+            replace = replacements(wh, dict(zip(map(int, forget_ids), rows, strict=True)))
+            fit(
+                spec,
+                suite,
+                order,
+                corpus.row_len,
+                seed,
+                wh,
+                out,
+                replace=replace,
+                until=step,
+                label=f"{key} oracle",
+            )
+            (out / STATE).unlink(missing_ok=True)
+        return load_model(resolve(str(out), f"step{step}", wh), dtype=dtype, device=dev)
+
+    return oracle, ""
+
+
 def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int | None = None) -> Study:
     """Any Hugging Face causal LM under the mitigation paper's Pythia protocol (Sakarvadia et al. 2024).
 
@@ -462,11 +526,15 @@ def suite_study(wh: Warehouse, model_name: str, c: dict[str, Any], *, step: int 
         out["acc"], out["ppl"] = chunk_metrics(m, ppl_chunks, bs)
         return out
 
+    oracle, no_oracle = _suite_oracle(wh, key, step, forget_ids, c.get("training"), dtype, dev)
     about = (
         f"{key} step {step}: {len(forget)} of {len(memo)} extraction-memorised rows reproduce "
         f"{window} tokens after a {prompt_len}-token prompt; retain {len(retain_chunks)} and "
         f"perplexity {len(ppl_chunks)} chunks of {ppl_chunks.shape[1]} tokens; batch {bs}, {dtype} on {dev}"
+        + (f"; no retrain oracle: {no_oracle}" if no_oracle else "")
     )
     task = EditTask(forget, retain, fine_tuning=Recipe(c["ft_epochs"], bs))
     spec = _spec("suite", wh, c, model=model_name, step=step)
-    return Study(key, key, step, base, fresh, task, evaluate, about=about, spec=spec, probe=probe)
+    return Study(
+        key, key, step, base, fresh, task, evaluate, about=about, spec=spec, probe=probe, oracle=oracle
+    )

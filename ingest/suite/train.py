@@ -174,11 +174,38 @@ def train_model(
     return {k: r[k] for k in ("model", "steps", "seconds", "tokens_per_s", "final_loss")}
 
 
-def _train(unit: TrainUnit, replace: dict[int, np.ndarray] | None = None) -> Computed:
-    """Train `unit`'s model; `replace` maps training instance ids to the rows trained in their
-    place (a twin's fillers), wherever the data order has them."""
-    spec, s, wh = unit.model, unit.suite, unit.warehouse
-    name, row_len = unit.name, unit.row_len
+@dataclass
+class Fit:
+    """What one training run did: its checkpoint steps, per-step losses (from step 1), the run's
+    length in steps, the step it resumed from, seconds trained and the data's shape."""
+
+    ckpts: list[int]
+    losses: list[float]
+    total: int
+    start: int
+    seconds: float
+    n_train: int
+
+
+def fit(
+    spec: settings.SuiteModel,
+    s: settings.Suite,
+    order: settings.Order,
+    row_len: int,
+    seed: int,
+    wh: Warehouse,
+    mdir: Path,
+    *,
+    replace: dict[int, np.ndarray] | None = None,
+    stop_after: int | None = None,
+    until: int | None = None,
+    label: str | None = None,
+) -> Fit:
+    """Train `spec` on the warehouse's data order into `mdir`/step<N> folders, resuming from the
+    state saved at its last checkpoint. `replace` maps training instance ids to the rows trained
+    in their place (a twin's or an oracle's fillers), wherever the data order has them. `until`
+    ends the run at that checkpoint step (an oracle needs no later one); `stop_after` raises
+    `Stopped` (tests of resumption)."""
     threads = s.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
 
@@ -186,12 +213,18 @@ def _train(unit: TrainUnit, replace: dict[int, np.ndarray] | None = None) -> Com
     if replace:
         ids = sorted(replace)
         tokens[torch.tensor(ids)] = torch.from_numpy(np.stack([replace[i] for i in ids]).astype(np.int64))
-    bs, every = unit.order.batch_size, unit.order.checkpoint_every
+    bs, every = order.batch_size, order.checkpoint_every
     total = len(data_order) // bs
     check_even_grid(total, every, n_train // bs)
     ckpts = checkpoint_steps(total, every)
+    if until is not None:
+        if until not in ckpts:
+            raise MemlakeError(
+                f"step {until} is not a checkpoint step of {spec.name} ({ckpts[0]} ... {ckpts[-1]})"
+            )
+        ckpts, total = [c for c in ckpts if c <= until], until
     tokenizer = AutoTokenizer.from_pretrained(str(wh.tokenizer))
-    torch.manual_seed(unit.seed)
+    torch.manual_seed(seed)
     model = build_model(spec.record(), len(tokenizer), row_len)
     opt = torch.optim.AdamW(
         _param_groups(model, s.weight_decay),
@@ -201,26 +234,28 @@ def _train(unit: TrainUnit, replace: dict[int, np.ndarray] | None = None) -> Com
     )
     losses: list[float] = []
     start = 0
-    mdir = model_dir(wh, name)
     state_path = mdir / STATE
     if state_path.exists():
         state = torch.load(state_path, weights_only=False)
-        if step_dir(wh, name, state["step"]).exists():
+        if (mdir / f"step{state['step']}").exists():
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             losses, start = state["losses"], state["step"]
             torch.set_rng_state(state["rng"])
     if start == 0:
         mdir.mkdir(parents=True, exist_ok=True)
-        _save_checkpoint(model, tokenizer, step_dir(wh, name, 0))
+        _save_checkpoint(model, tokenizer, mdir / "step0")
+
+    # the schedule of the full run, also when `until` ends it early
+    run_length = len(data_order) // bs
 
     def lr(step: int) -> float:
-        return lr_at(step, total, spec.lr, s.warmup_fraction, s.min_lr_ratio)
+        return lr_at(step, run_length, spec.lr, s.warmup_fraction, s.min_lr_ratio)
 
     model.train()
     t0 = time.perf_counter()
     with progress() as bar:
-        task = bar.add_task(f"train {name}", total=total, completed=start)
+        task = bar.add_task(f"train {label or spec.name}", total=total, completed=start)
         for step in range(start + 1, total + 1):
             for g in opt.param_groups:
                 g["lr"] = lr(step)
@@ -234,7 +269,7 @@ def _train(unit: TrainUnit, replace: dict[int, np.ndarray] | None = None) -> Com
             losses.append(loss.item())
             bar.update(task, advance=1)
             if step in ckpts:
-                _save_checkpoint(model, tokenizer, step_dir(wh, name, step))
+                _save_checkpoint(model, tokenizer, mdir / f"step{step}")
                 torch.save(
                     {
                         "step": step,
@@ -245,9 +280,22 @@ def _train(unit: TrainUnit, replace: dict[int, np.ndarray] | None = None) -> Com
                     },
                     state_path,
                 )
-            if unit.stop_after is not None and step >= unit.stop_after:
+            if stop_after is not None and step >= stop_after:
                 raise Stopped(step)
-    seconds = time.perf_counter() - t0
+    return Fit(ckpts, losses, total, start, time.perf_counter() - t0, n_train)
+
+
+def _train(unit: TrainUnit, replace: dict[int, np.ndarray] | None = None) -> Computed:
+    """Train `unit`'s model (`fit`) and its `checkpoints` rows."""
+    spec, s, wh = unit.model, unit.suite, unit.warehouse
+    name, row_len = unit.name, unit.row_len
+    f = fit(spec, s, unit.order, row_len, unit.seed, wh, model_dir(wh, name), replace=replace,
+            stop_after=unit.stop_after, label=name)  # fmt: skip
+    ckpts, losses, total, start, seconds, n_train = f.ckpts, f.losses, f.total, f.start, f.seconds, f.n_train
+    bs, every = unit.order.batch_size, unit.order.checkpoint_every
+
+    def lr(step: int) -> float:
+        return lr_at(step, total, spec.lr, s.warmup_fraction, s.min_lr_ratio)
 
     rows = []
     for i, step in enumerate(ckpts):

@@ -58,6 +58,21 @@ def heldout_ids(instances: pa.Table, panel: settings.Panel, seed: int, wh: Wareh
     return np.sort(rng.choice(pool, size=len(pool) // 2, replace=False))
 
 
+def fillers(
+    wh: Warehouse, inst: pa.Table, held: np.ndarray, corpus: settings.Corpus, seed: int, offset: int
+) -> list[np.ndarray]:
+    """A fresh natural row of the same source (prose or code) for each row of `held`, text no
+    instance holds, drawn with `seed + offset`. `inst`: instances (instance_id, artifact, source,
+    tokens)."""
+    source = dict(zip(inst["instance_id"].to_pylist(), inst["source"].to_pylist()))
+    wanted = {src: sum(source[int(i)] == src for i in held) for src in ("prose", "code")}
+    tokenizer = AutoTokenizer.from_pretrained(str(wh.tokenizer))
+    fresh = fresh_rows(corpus, seed, tokenizer, inst, {s: n for s, n in wanted.items() if n})
+    rng = np.random.default_rng(seed + offset)
+    drawn = {s: iter(rng.choice(len(fresh[s]), size=n, replace=False)) for s, n in wanted.items() if n}
+    return [fresh[source[int(i)]][next(drawn[source[int(i)]])] for i in held]
+
+
 def heldout_table(
     wh: Warehouse, twin: str, corpus: settings.Corpus, panel: settings.Panel, seed: int
 ) -> pa.Table:
@@ -66,18 +81,11 @@ def heldout_table(
         raise MemlakeError("twins need the embedded corpus: this warehouse's instances are a Hub import")
     inst = lake.read_table(wh, "instances", columns=["instance_id", "split", "artifact", "source", "tokens"])
     held = heldout_ids(inst, panel, seed, wh)
-    source = dict(zip(inst["instance_id"].to_pylist(), inst["source"].to_pylist()))
-    wanted = {src: sum(source[int(i)] == src for i in held) for src in ("prose", "code")}
-    tokenizer = AutoTokenizer.from_pretrained(str(wh.tokenizer))
-    fresh = fresh_rows(corpus, seed, tokenizer, inst, {s: n for s, n in wanted.items() if n})
-    rng = np.random.default_rng(seed + FILLER_SEED_OFFSET)
-    drawn = {s: iter(rng.choice(len(fresh[s]), size=n, replace=False)) for s, n in wanted.items() if n}
-    fillers = [fresh[source[int(i)]][next(drawn[source[int(i)]])] for i in held]
     return pa.table(
         {
             "model": [twin] * len(held),
             "instance_id": pa.array(held, pa.int64()),
-            "filler_tokens": pa.array(fillers, lake.TOKENS),
+            "filler_tokens": pa.array(fillers(wh, inst, held, corpus, seed, FILLER_SEED_OFFSET), lake.TOKENS),
         }
     )
 
@@ -110,14 +118,21 @@ class HeldOutUnit(WarehouseUnit):
 
 
 def substitutions(wh: Warehouse, twin: str) -> dict[int, np.ndarray]:
-    """Training instance id -> the filler trained in its place: each held-out row of the twin's
-    `twin_heldout` partition and every training row with the same tokens (a natural duplicate
-    would otherwise show the twin the held-out text)."""
+    """Training instance id -> the filler trained in its place, from the twin's `twin_heldout`
+    partition (`replacements`)."""
     part = {"model": twin}
     if not lake.is_complete(wh, "twin_heldout", part):
         raise MemlakeError(f"twin_heldout has no partition for {twin!r}: run `memlake suite train --twins`")
     held = lake.read_table(wh, "twin_heldout")
     held = held.filter(pc.equal(held["model"], twin))
+    by_id = zip(held["instance_id"].to_pylist(), held["filler_tokens"].to_pylist(), strict=True)
+    return replacements(wh, {i: np.asarray(f, np.int64) for i, f in by_id})
+
+
+def replacements(wh: Warehouse, held: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Training instance id -> the row trained in its place: each held-out row's filler for the
+    row and for every training row with the same tokens (a natural duplicate or a planted copy
+    would otherwise show the model the held-out text)."""
     inst = lake.read_table(wh, "instances", columns=["instance_id", "split", "tokens"])
     train = inst.filter(pc.equal(inst["split"], "train"))
     by_key: dict[bytes, list[int]] = {}
@@ -125,7 +140,7 @@ def substitutions(wh: Warehouse, twin: str) -> dict[int, np.ndarray]:
         by_key.setdefault(np.asarray(t, np.int32).tobytes(), []).append(i)
     tokens = dict(zip(inst["instance_id"].to_pylist(), inst["tokens"].to_pylist()))
     out: dict[int, np.ndarray] = {}
-    for i, filler in zip(held["instance_id"].to_pylist(), held["filler_tokens"].to_pylist()):
+    for i, filler in held.items():
         for j in by_key[np.asarray(tokens[i], np.int32).tobytes()]:
             out[j] = np.asarray(filler, np.int64)
     return out

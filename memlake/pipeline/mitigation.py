@@ -28,7 +28,10 @@ def _study(cfg, wh: Warehouse, study: str, step: int | None = None):
     m = cfg["mitigation"]
     if study == "tinymem":
         return tinymem_study(wh, m["tinymem"])
-    return suite_study(wh, m["suite"]["model"] if study == "suite" else study, m["suite"], step=step)
+    # what a suite model's retrain oracle trains with (a Hub model has none)
+    training = {k: cfg[k] for k in ("suite", "order", "corpus", "seed")}
+    c = {**m["suite"], "training": training}
+    return suite_study(wh, m["suite"]["model"] if study == "suite" else study, c, step=step)
 
 
 def sweep(

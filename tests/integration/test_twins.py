@@ -387,3 +387,35 @@ def test_the_twin_attack_is_the_oracle_of_membership(validated):
     scores = query.read(wh, "select * from mia_scores where attack = 'twin' and step = 80")
     held = set(_heldout(wh)["instance_id"])
     assert set(scores.filter(pl.col("member"))["instance_id"]) == held
+
+
+def test_a_suite_studys_retrain_oracle_is_its_models_run_without_the_forget_rows(twins):
+    """The mitigation oracle of a suite study (ingest/mitigation/studies.py) reuses the twins'
+    machinery: bit-identical to the model until a forget row's first batch, different after,
+    trained once, and trained again for another forget set."""
+    from ingest.mitigation.studies import _suite_oracle
+
+    cfg = config.load("tiny", ["suite.threads=1"])
+    training = {k: cfg[k] for k in ("suite", "order", "corpus", "seed")}
+    order = np.load(twins.suite / "data_order.npy")
+    bs = _settings().order.batch_size
+    inst = pl.from_arrow(lake.read_table(twins, "instances", columns=["instance_id", "split", "artifact"]))
+    natural = inst.filter((pl.col("split") == "train") & (pl.col("artifact") == "none"))["instance_id"]
+    first_seen = {int(i): int(np.flatnonzero(order == i)[0]) // bs + 1 for i in natural.to_list()[:400]}
+    late = np.array(sorted(i for i, s in first_seen.items() if s > 16)[:5])
+    oracle, why = _suite_oracle(twins, MODEL, 80, late, training, None, "cpu")
+    assert why == "" and _first_step(twins, late) > 16
+    model = oracle()
+    out = twins.root / "mitigation" / MODEL / "oracle"
+    weights = {s: load_file(out / f"step{s}" / "model.safetensors") for s in (16, 80)}
+    assert _same(weights[16], _weights(twins, MODEL, 16))
+    assert not _same(weights[80], _weights(twins, MODEL, 80))
+    assert torch.equal(model.get_input_embeddings().weight, weights[80]["gpt_neox.embed_in.weight"])
+    stamp = (out / "step80" / "model.safetensors").stat().st_mtime_ns
+    oracle()  # loaded, not trained again
+    assert (out / "step80" / "model.safetensors").stat().st_mtime_ns == stamp
+    other, _ = _suite_oracle(twins, MODEL, 80, late[:2], training, None, "cpu")
+    other()
+    assert not _same(load_file(out / "step80" / "model.safetensors"), weights[80])
+    hub, why = _suite_oracle(twins, "pythia-70m", 80, late, training, None, "cpu")
+    assert hub is None and "not a model of the config's suite" in why

@@ -345,8 +345,14 @@ TABLES: dict[str, TableSpec] = {
             keys=("study", "run_id"),
             partition_by=("study", "run_id"),  # one partition per run: sweeps resume run by run
             optional=(
-                "exact_memorization", "extraction_strength", "mia_auc", "privleak", "ks_distance",
-                "forget_quality", "forget_ids", "forget_extracted",
+                "exact_memorization",
+                "extraction_strength",
+                "mia_auc",
+                "privleak",
+                "ks_distance",
+                "forget_quality",
+                "forget_ids",
+                "forget_extracted",
             ),  # fmt: skip
         ),
         TableSpec(
