@@ -24,6 +24,7 @@ SECTIONS = {  # figures folder -> (title, the command that draws its figures; No
     "taxonomy": ("Taxonomy of memorisation", "memlake taxonomy ..."),
     "groundtruth": ("Ground truth: the twins", None),
     "mitigation": ("Mitigation", "memlake mitigate ..."),
+    "cross": ("Cross-analyses", "memlake cross"),
 }
 
 
@@ -62,12 +63,19 @@ def _ground_truth_headline(con, wh: Warehouse) -> str:
     return did_validation_html(con) + "\n" + mia_html(con)
 
 
+def _cross_headline(con, wh: Warehouse) -> str:
+    from analysis.cross.headline import cross_html
+
+    return cross_html(con)
+
+
 # figures folder -> the study's headline (HTML) from the marts a connection sees
 HEADLINES = {
     "profiles": _profiles_headline,
     "taxonomy": _taxonomy_headline,
     "groundtruth": _ground_truth_headline,
     "mitigation": _mitigation_headline,
+    "cross": _cross_headline,
 }
 
 

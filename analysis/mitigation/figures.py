@@ -77,6 +77,32 @@ def dup_classes(best: pl.DataFrame) -> plt.Figure:
     return fig
 
 
+def oracle_distance(vs: pl.DataFrame, study: str) -> plt.Figure:
+    """Each run's distance to the retrain oracle (KS distance of the forget losses) against the
+    accuracy it kept; the unedited model and the oracle itself marked."""
+    part = vs.filter(pl.col("study") == study)
+    fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
+    methods = sorted(part["method"].unique())
+    for i, m in enumerate(methods):
+        rows = part.filter((pl.col("method") == m) & ~pl.col("destroyed"))
+        marker = KIND_MARKERS.get(part.filter(pl.col("method") == m)["kind"][0], "o")
+        ax.scatter(
+            rows["ks_distance"], rows["acc_kept"], label=m, color=f"C{i % 10}", marker=marker, alpha=0.8
+        )
+    first = part.row(0, named=True)
+    ax.scatter([first["base_ks_distance"]], [100.0], marker="*", s=160, color="black", label="unedited model")
+    oracle_kept = 100 * first["oracle_acc"] / first["acc_before"]
+    ax.scatter([0.0], [oracle_kept], marker="P", s=160, color="green", label="retrain oracle")
+    ax.set(
+        xlabel="KS distance of forget losses to the oracle's (0 = the oracle)",
+        ylabel="accuracy kept (% of before)",
+        title=f"{study}: distance to the retrain oracle",
+    )
+    ax.set_xlim(-0.03, 1.03)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    return fig
+
+
 def draw_mitigation(wh: Warehouse, out: Path | None = None) -> list[Path]:
     """Every mitigation figure; PNGs under warehouse/figures/mitigation/."""
     out = out or wh.figures / "mitigation"
@@ -87,10 +113,13 @@ def draw_mitigation(wh: Warehouse, out: Path | None = None) -> list[Path]:
             raise ValueError(f"no mitigation runs in {wh.root}: run `memlake mitigate sweep` first")
         runs = frame(con, "select * from mitigation_pareto")
         best = frame(con, "select * from mitigation_best_runs")
+        vs = frame(con, "select * from mitigation_vs_oracle") if "mitigation_vs_oracle" in have else None
     finally:
         con.close()
     out.mkdir(parents=True, exist_ok=True)
     figs = {f"pareto-{s}": pareto(runs, s) for s in sorted(runs["study"].unique())}
+    if vs is not None:
+        figs.update({f"oracle-{s}": oracle_distance(vs, s) for s in sorted(vs["study"].unique())})
     figs["time_cost"] = time_cost(best)
     figs["dup_classes"] = dup_classes(best)
     paths = []

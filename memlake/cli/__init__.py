@@ -7,8 +7,9 @@ memlake query "SQL"                                read-only SQL over lake table
 memlake build                                      dbt build (staging -> intermediate -> marts)
 memlake profiles fit|figures                       DiD memorisation profiles into marts, and figures
 memlake mia                                        membership-inference attacks per checkpoint, into marts
+memlake cross                                      profiles x taxonomy, MIA x DiD, unlearning x taxonomy
 memlake taxonomy features|fit|search               taxonomy features, marts, models and search
-memlake mitigate sweep|study|landscape|figures     mitigation methods, into the lake, and figures
+memlake mitigate sweep|oracle|study|landscape|figures  mitigation methods, the retrain oracle, figures
 memlake publish | report                           Hub datasets, the static HTML report
 memlake demo                                       every stage on the embedded default
 """
@@ -19,6 +20,7 @@ import typer
 
 from memlake.cli import ingest, mitigate, profiles, suite, taxonomy, warehouse
 from memlake.cli._options import console
+from memlake.cli.cross import cross_command
 from memlake.cli.demo import demo_command
 from memlake.cli.mia import mia_command
 from memlake.core.errors import MemlakeError
@@ -34,6 +36,7 @@ app.add_typer(ingest.app, name="ingest")
 app.command("query")(warehouse.query_command)
 app.add_typer(profiles.app, name="profiles")
 app.command("mia")(mia_command)
+app.command("cross")(cross_command)
 app.add_typer(mitigate.app, name="mitigate")
 app.command("publish")(warehouse.publish_command)
 app.command("report")(warehouse.report_command)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from memlake.core.paths import Warehouse
-from memlake.pipeline import mia, mitigation, profiles, scoring, suite, taxonomy, warehouse
+from memlake.pipeline import cross, mia, mitigation, profiles, scoring, suite, taxonomy, warehouse
 from memlake.pipeline._stage import Log, quiet
 
 
@@ -54,6 +54,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("membership inference", lambda cfg, wh, log: "; ".join(mia.run(cfg, wh, log=log))),
     ("taxonomy", lambda cfg, wh, log: taxonomy.analyses(cfg, wh, search=True)),
     ("mitigation", _mitigation),
+    ("cross-analyses", lambda cfg, wh, log: cross.run(cfg, wh, log=log)),
 ]
 
 

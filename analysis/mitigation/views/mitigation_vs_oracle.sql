@@ -18,6 +18,7 @@ select
     o.mem as oracle_mem,
     r.mem_after - o.mem as mem_gap,
     r.mem_removed_rel,
+    r.acc_before,
     r.acc_after,
     o.acc as oracle_acc,
     r.acc_after - o.acc as acc_gap,
