@@ -36,6 +36,7 @@ from memlake.core.unit import Computed, WarehouseUnit
 # Fixed offsets from the config seed: the corpus and the panel draw from the seed itself.
 HELDOUT_SEED_OFFSET = 1_000_003
 FILLER_SEED_OFFSET = 1_000_033
+FILLER_SOURCES = ("prose", "code")  # the natural sources the corpus packs fresh rows of
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,13 @@ def fillers(
     wh: Warehouse, inst: pa.Table, held: np.ndarray, corpus: settings.Corpus, seed: int, offset: int
 ) -> list[np.ndarray]:
     """A fresh natural row of the same source (prose or code) for each row of `held`, text no
-    instance holds, drawn with `seed + offset`. `inst`: instances (instance_id, artifact, source,
-    tokens)."""
-    source = dict(zip(inst["instance_id"].to_pylist(), inst["source"].to_pylist()))
-    wanted = {src: sum(source[int(i)] == src for i in held) for src in ("prose", "code")}
+    instance holds, drawn with `seed + offset`; a planted row of another source (a template) gets
+    a prose row. `inst`: instances (instance_id, artifact, source, tokens)."""
+    source = {
+        i: s if s in FILLER_SOURCES else "prose"
+        for i, s in zip(inst["instance_id"].to_pylist(), inst["source"].to_pylist(), strict=True)
+    }
+    wanted = {src: sum(source[int(i)] == src for i in held) for src in FILLER_SOURCES}
     tokenizer = AutoTokenizer.from_pretrained(str(wh.tokenizer))
     fresh = fresh_rows(corpus, seed, tokenizer, inst, {s: n for s, n in wanted.items() if n})
     rng = np.random.default_rng(seed + offset)

@@ -13,10 +13,11 @@ import json
 import os
 
 import numpy as np
+import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from memlake.core import lake
+from memlake.core import lake, query
 from memlake.core.paths import Warehouse
 from tests.helpers import memlake
 
@@ -124,6 +125,9 @@ def test_the_real_path_end_to_end(replica, tmp_path, monkeypatch):
         "1",
         *w,
     )
+    out = _memlake(env, "mia", "-m", HUB, "--bootstrap", "0", *w)
+    assert f"mia: {KEY}@" in out
+    _memlake(env, "cross", "-m", KEY, *w)
     _memlake(env, "publish", "sequence_panel", "--repo", "memlake/replica-panel", "--dry-run", *w)
     _memlake(env, "report", "--no-dbt-docs", *w)
 
@@ -169,6 +173,15 @@ def test_the_real_path_end_to_end(replica, tmp_path, monkeypatch):
     runs = lake.read_table(wh, "mitigation_runs").to_pylist()
     assert runs and {r["model"] for r in runs} == {KEY} and {r["step"] for r in runs} == {int(final)}
     assert all(r["mem_before"] > 0 for r in runs)
+    # a Hub model has no retrain oracle: the forget measures without the oracle's
+    assert all(0 <= r["exact_memorization"] <= 1 and r["mia_auc"] is not None for r in runs)
+    assert all(r["privleak"] is None and r["forget_ids"] for r in runs)
+    # the battery on the Pythia-shaped panel: members and never-trained rows at every scored step
+    mia = query.read(wh, "select attack, step, auc from mia_metrics where model = $m", {"m": KEY})
+    assert {"loss", "zlib", "min_k", "min_k_plus_plus", "blind"} <= set(mia["attack"])
+    assert mia.filter(pl.col("attack") != "min_k_plus_plus")["auc"].is_not_null().all()
+    for name in ("mia_scores", "mia_metrics", "profiles_by_category", "mia_vs_did", "mitigation_by_category"):
+        assert name in rows, name
     manifest = json.loads((wh.table("checkpoints") / f"model={KEY}" / lake.MANIFEST).read_text())
     assert manifest["config"]["hub_id"] == HUB
     assert (wh.root / "report" / "index.html").exists()

@@ -399,7 +399,8 @@ def test_a_suite_studys_retrain_oracle_is_its_models_run_without_the_forget_rows
     training = {k: cfg[k] for k in ("suite", "order", "corpus", "seed")}
     order = np.load(twins.suite / "data_order.npy")
     bs = _settings().order.batch_size
-    inst = pl.from_arrow(lake.read_table(twins, "instances", columns=["instance_id", "split", "artifact"]))
+    cols = ["instance_id", "split", "artifact", "source"]
+    inst = pl.from_arrow(lake.read_table(twins, "instances", columns=cols))
     natural = inst.filter((pl.col("split") == "train") & (pl.col("artifact") == "none"))["instance_id"]
     first_seen = {int(i): int(np.flatnonzero(order == i)[0]) // bs + 1 for i in natural.to_list()[:400]}
     late = np.array(sorted(i for i, s in first_seen.items() if s > 16)[:5])
@@ -414,7 +415,9 @@ def test_a_suite_studys_retrain_oracle_is_its_models_run_without_the_forget_rows
     stamp = (out / "step80" / "model.safetensors").stat().st_mtime_ns
     oracle()  # loaded, not trained again
     assert (out / "step80" / "model.safetensors").stat().st_mtime_ns == stamp
-    other, _ = _suite_oracle(twins, MODEL, 80, late[:2], training, None, "cpu")
+    # a planted template (source "synthetic": no fresh rows of its own) takes a prose filler
+    template = inst.filter((pl.col("split") == "train") & (pl.col("source") == "synthetic"))["instance_id"][0]
+    other, _ = _suite_oracle(twins, MODEL, 80, np.r_[late[:2], template], training, None, "cpu")
     other()
     assert not _same(load_file(out / "step80" / "model.safetensors"), weights[80])
     hub, why = _suite_oracle(twins, "pythia-70m", 80, late, training, None, "cpu")
