@@ -104,11 +104,13 @@ def draw_cross(wh: Warehouse, metric: str, out: Path | None = None) -> list[Path
     try:
         have = view_names(con)
         if "profiles_by_category" in have:
-            figs["profiles_by_category"] = by_category(
-                frame(con, "select * from profiles_by_category"), metric
-            )
+            rows = frame(con, "select * from profiles_by_category where metric = $m", {"m": metric})
+            if not rows.is_empty():
+                figs["profiles_by_category"] = by_category(rows, metric)
         if "mia_vs_did" in have:
-            figs["mia_vs_did"] = versus(frame(con, "select * from mia_vs_did"))
+            rows = frame(con, "select * from mia_vs_did")
+            if not rows.is_empty():
+                figs["mia_vs_did"] = versus(rows)
         if {"mitigation_by_category", "mitigation_best_runs"} <= have:
             best = frame(con, BEST_BY_CATEGORY)
             if not best.is_empty():

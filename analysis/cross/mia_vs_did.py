@@ -15,7 +15,7 @@ from scipy.stats import spearmanr
 from analysis.mia.metrics import auc
 from memlake.core import query
 
-MIN_MEMBERS = 5
+MIN_MEMBERS = 2
 DID_COLUMNS = ("memorisation", "att", "ci_lower", "ci_upper")
 SCHEMA = {
     "model": pl.String, "metric": pl.String, "attack": pl.String, "step": pl.Int64, "cohort": pl.Int64,

@@ -190,9 +190,26 @@ def _zlib_sizes(con, wh: Warehouse, model: str, rows: list[list[int]]) -> np.nda
 
     from ingest.checkpoints import resolve
 
-    (step,) = con.execute("select min(step) from checkpoints where model = $m", {"m": model}).fetchone()
-    ref = resolve(model, step, wh)
-    tokenizer = AutoTokenizer.from_pretrained(ref.location, revision=ref.revision)
+    # every revision shares the tokenizer, but an offline Hub cache holds only some revisions:
+    # the scored ones first (their weights were loaded), latest first
+    steps = con.execute(
+        "select step from (select distinct step, 0 as scored from token_stats where model = $m "
+        "union all select distinct step, 1 from checkpoints where model = $m) order by scored, step desc",
+        {"m": model},
+    ).fetchall()
+    tokenizer, tried = None, []
+    for (step,) in steps:
+        ref = resolve(model, f"step{step}", wh)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(ref.location, revision=ref.revision)
+            break
+        except OSError as e:
+            tried.append(str(e).splitlines()[0])
+    if tokenizer is None:
+        raise ValueError(
+            f"no tokenizer of {model!r} loads ({len(tried)} revisions tried, e.g.: {tried[0]}): "
+            "zlib needs one"
+        )
     texts = tokenizer.batch_decode(rows)
     return np.array([len(zlib.compress(t.encode("utf-8"))) for t in texts], dtype=np.float64)
 

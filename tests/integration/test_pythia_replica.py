@@ -70,9 +70,11 @@ def test_the_real_path_end_to_end(replica, tmp_path, monkeypatch):
     wh = Warehouse.at(tmp_path / "wh")
     env = _env(replica, wh)
     # the commands run in this process (a process each would import torch each time): the Hub
-    # cache is read from huggingface_hub's constants, set from the environment at import
+    # cache and the offline switch are read from huggingface_hub's constants, set from the
+    # environment at import
     monkeypatch.setattr(hc, "HF_HUB_CACHE", env["HF_HUB_CACHE"])
     monkeypatch.setattr(hc, "HF_HOME", env["HF_HOME"])
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)  # a tokenizer's optional files are looked up online
     art = replica["artifacts"]
     steps = ",".join(replica["revisions"])
     w = ["-w", str(wh.root)]
