@@ -93,6 +93,8 @@ BEST_BY_CATEGORY = """
     select c.*
     from mitigation_by_category as c
     join mitigation_best_runs as b on c.study = b.study and c.run_id = b.run_id
+    union all
+    select * from mitigation_by_category where kind = 'oracle'
 """
 
 

@@ -83,8 +83,9 @@ def cross_html(con: duckdb.DuckDBPyConnection, metric: str = "sup_seq") -> str:
                     for r in best.sort("study", "method", "category").iter_rows(named=True)]  # fmt: skip
             parts.append(
                 "<h3>What each unlearning method removes</h3><p>The forget rows of each suite study by "
-                "taxonomy category, and the share the method's best run no longer reproduces.</p>"
-                + table(["study", "method", "category", "forget rows", "removed"], body)
+                "taxonomy category, and the share each method's best run no longer reproduces; the "
+                "retrain oracle, which never trained on them, is the bar: what it still reproduces is "
+                "not memorised.</p>" + table(["study", "method", "category", "forget rows", "removed"], body)
             )
     if not parts:
         return "<p class=muted>No cross-analyses yet: run <code>memlake cross</code>.</p>"

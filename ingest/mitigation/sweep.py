@@ -320,6 +320,8 @@ class OracleUnit(Unit):
             "mia_auc": ref.auc,
             **{f"base_{k}": base[k] for k in ORACLE_DISTANCES},
             "seconds": seconds,
+            "forget_ids": base["forget_ids"],
+            "forget_extracted": None if base["forget_ids"] is None else ref.forget.extracted.tolist(),
         }
         return Computed(pa.table({k: [v] for k, v in row.items()}), summary={"row": row})
 

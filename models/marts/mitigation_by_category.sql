@@ -1,6 +1,7 @@
 -- Which taxonomy categories each mitigation run removes: a suite study's forget rows (the rows
 -- the base model reproduces) with their category at the study's checkpoint, and whether greedy
--- decoding still reproduces each after the run. TinyMem runs have no lake rows and no category.
+-- decoding still reproduces each after the run; the study's retrain oracle is one more run
+-- (run_id 'oracle'). TinyMem runs have no lake rows and no category.
 with runs as (
     select
         study,
@@ -13,6 +14,23 @@ with runs as (
         forget_ids,
         forget_extracted
     from {{ ref('stg_lake__mitigation_runs') }}
+    where forget_ids is not null
+
+    union all
+
+    -- the retrain oracle, as a run of its own: what a model that never trained on the forget
+    -- rows reproduces anyway
+    select
+        study,
+        'oracle' as run_id,
+        'retrain oracle' as method,
+        'oracle' as kind,
+        '{}' as hparams,
+        model,
+        step,
+        forget_ids,
+        forget_extracted
+    from {{ ref('stg_lake__mitigation_oracles') }}
     where forget_ids is not null
 ),
 

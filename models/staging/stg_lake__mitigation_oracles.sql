@@ -21,7 +21,9 @@ renamed as (
         base_privleak,
         base_ks_distance,
         base_forget_quality,
-        seconds
+        seconds,
+        forget_ids,
+        forget_extracted
     from source
 )
 

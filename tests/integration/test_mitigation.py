@@ -132,7 +132,7 @@ def test_runs_are_measured_against_the_retrain_oracle(tinymem):
     )
     assert measured.null_count().sum_horizontal()[0] == 0
     assert ((runs["forget_quality"] >= 0) & (runs["forget_quality"] <= 1)).all()
-    assert runs["forget_ids"].is_null().all()  # TinyMem rows are not lake instances
+    assert runs["forget_ids"].is_null().all() and o["forget_ids"] is None  # TinyMem rows are no lake rows
     vs = sql(wh, "select * from mitigation_vs_oracle order by oracle_rank").filter(~pl.col("destroyed"))
     assert len(vs) >= 2 and vs["ks_distance"].is_sorted() and (vs["oracle_mem"] == o["mem"]).all()
     from analysis.mitigation.summary import mitigation_html

@@ -379,10 +379,15 @@ TABLES: dict[str, TableSpec] = {
                     ("base_ks_distance", pa.float64()),
                     ("base_forget_quality", pa.float64()),
                     ("seconds", pa.float64()),  # training (or loading) the oracle
+                    # as in mitigation_runs: a suite study's forget rows, and whether the oracle,
+                    # which never trained on them, reproduces each anyway
+                    ("forget_ids", pa.list_(pa.int64())),
+                    ("forget_extracted", pa.list_(pa.bool_())),
                 ]
             ),
             keys=("study",),
             partition_by=("study",),
+            optional=("forget_ids", "forget_extracted"),
         ),
     ]
 }
