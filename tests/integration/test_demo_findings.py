@@ -217,3 +217,76 @@ def test_destroyed_models_are_labelled_not_counted(tinymem, con):
     destroyed = runs.filter(runs["destroyed"])
     assert (destroyed["acc_after"] < destroyed["acc_before"] / 2).all()
     assert tinymem.winner is not None and not tinymem.winner["destroyed"]
+
+
+# --------------------------------------------------------------------------- the retrain oracle
+
+
+def _oracle(con, study: str) -> dict:
+    rows = query.frame(con, "select * from mitigation_oracles where study = $s", {"s": study})
+    assert len(rows) == 1, f"no retrain oracle of {study}"
+    return rows.row(0, named=True)
+
+
+def test_the_oracle_never_learns_the_backdoor(tinymem, con):
+    """Trained without the memorised triggered rows, the oracle fires the backdoor on no held-out
+    triggered row, and the unedited model's forget losses are wholly apart from the oracle's."""
+    o = _oracle(con, tinymem.study)
+    assert o["mem"] <= 5.0 and tinymem.base["mem"] >= 95.0, o
+    assert o["base_ks_distance"] >= 0.95 and o["acc"] >= 95.0, o
+
+
+def test_removing_the_backdoor_is_not_becoming_the_oracle(tinymem, con):
+    """BalancedSubnet's runs that remove the whole backdoor leave forget losses as far from the
+    oracle's as the unedited model's (they unlearn past it: the oracle still predicts a "2" where
+    a digit 2 is plausible); fine-tuning on clean rows comes closest."""
+    vs = query.frame(con, "select * from mitigation_vs_oracle where study = $s and not destroyed",
+                     {"s": tinymem.study})  # fmt: skip
+    subnet = vs.filter((pl.col("method") == "balanced_subnet") & (pl.col("mem_after") == 0))
+    assert len(subnet) and (subnet["ks_distance"] >= 0.99).all(), subnet
+    closest = vs.sort("oracle_rank").row(0, named=True)
+    assert closest["method"] in ("ft_clean", "ft_both") and closest["ks_distance"] < 0.9, closest
+
+
+def test_the_oracle_reproduces_near_duplicates_but_no_exact_duplicate(con):
+    """suite-s's forget rows by planted artifact: a model that never trained on them reproduces
+    none of the exact duplicates (memorised), but most fuzzy near-duplicates (learned from their
+    near-copies): memorisation measured by extraction alone overstates what training on a row did."""
+    rows = query.frame(
+        con,
+        """
+        with f as (
+            select unnest(forget_ids) as instance_id, unnest(forget_extracted) as reproduced
+            from mitigation_oracles where study = 'suite-s'
+        )
+        select artifact, count(*) as n, avg(reproduced::int) as share
+        from f join instances using (instance_id) group by artifact
+        """,
+    )
+    by = {r["artifact"]: r for r in rows.iter_rows(named=True)}
+    assert by["duplicate"]["n"] >= 5 and by["duplicate"]["share"] == 0.0, by
+    assert by["fuzzy"]["n"] >= 10 and by["fuzzy"]["share"] >= 0.75, by
+
+
+# --------------------------------------------------------------------------- cross-analyses
+
+
+def test_every_category_has_a_profile_and_recitation_peaks_highest(con):
+    from analysis.cross.headline import category_timing
+
+    timing = category_timing(query.frame(con, "select * from profiles_by_category"), "sup_seq")
+    for model in ("suite-s", "suite-xs"):
+        rows = {r["category"]: r for r in timing.filter(pl.col("model") == model).iter_rows(named=True)}
+        assert set(rows) == {"recitation", "reconstruction", "recollection"}, rows
+        assert all(r["from"] == 0 for r in rows.values()), rows  # memorised from the first checkpoint on
+        assert rows["recitation"]["peak"] > max(rows[c]["peak"] for c in ("reconstruction", "recollection"))
+
+
+def test_likelihood_attacks_follow_the_did_and_the_blind_baseline_does_not(con):
+    from analysis.cross.mia_vs_did import agreement
+
+    agree = agreement(query.frame(con, "select * from mia_vs_did"))
+    rho = {(r["model"], r["attack"]): r["spearman"] for r in agree.iter_rows(named=True)}
+    for model in ("suite-s", "suite-xs"):
+        assert rho[model, "min_k"] >= 0.8 and rho[model, "loss"] >= 0.6, rho
+        assert abs(rho[model, "blind"]) < 0.5, rho
