@@ -396,7 +396,15 @@ def run_sweep(
     if executor == "local" and not options:
         options = {"workers": _default_workers(study, units, config)}
     if study.oracle is not None and len(study.forget) and any(u.pending() for u in units):
-        train_oracle(wh, study)  # before the runs, which measure their distance to it
+        # before the runs, which measure their distance to it; one rank trains it, so that
+        # ranks started together never train it twice into one folder
+        oracle = OracleUnit(study.name, root, study.spec)
+        if rank and oracle.pending():
+            raise MemlakeError(
+                f"the retrain oracle of {study.name} is not trained yet: run `memlake mitigate oracle` "
+                "for the study (or rank 0) first"
+            )
+        train_oracle(wh, study)
     with holding(study):
         results = execute(units, executor, **options)
     rows = [r["row"] for r in results if not r["skipped"]]

@@ -158,6 +158,16 @@ def test_an_oracle_needs_forget_artifacts(tinymem, tmp_path):
     assert not (tmp_path / "lake" / "mitigation_oracles").exists()
 
 
+def test_only_rank_0_trains_the_oracle(tinymem, tmp_path):
+    from memlake.core.errors import MemlakeError
+
+    cfg, _, study = tinymem
+    runs = plan_runs(study.name, ["durable", "ft_extra"], [0], 1)
+    with pytest.raises(MemlakeError, match="oracle of .* is not trained yet"):
+        run_sweep(Warehouse.at(tmp_path), study, runs, rank=1, world_size=2, config=cfg)
+    assert not (tmp_path / "lake").exists()
+
+
 def test_views_and_figures(tinymem):
     from analysis.mitigation import draw_mitigation
 

@@ -40,10 +40,16 @@ def _instances(order: np.ndarray) -> dict:
     }
 
 
+def _value(t: pa.DataType):
+    if pa.types.is_list(t):
+        return [_value(t.value_type)]
+    if pa.types.is_boolean(t):
+        return True
+    return 1.5 if pa.types.is_floating(t) else 1 if pa.types.is_integer(t) else "x"
+
+
 def _run(study: str, run_id: str, seconds: float) -> dict:
-    row = {}
-    for f in lake.spec("mitigation_runs").file_schema:
-        row[f.name] = [1.5 if pa.types.is_floating(f.type) else 1 if pa.types.is_integer(f.type) else "x"]
+    row = {f.name: [_value(f.type)] for f in lake.spec("mitigation_runs").file_schema}
     row["seconds"] = [seconds]
     row["stats"] = [json.dumps({"weights_zeroed": 7, "seconds": seconds, "attribution_seconds": seconds / 2})]
     return row
