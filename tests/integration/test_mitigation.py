@@ -273,7 +273,7 @@ def test_worker_processes_write_the_same_rows(tinymem, tmp_path):
     rows = lake.read_table(Warehouse.at(tmp_path / "b"), "mitigation_runs").to_pylist()
     assert sorted(r["run_id"] for r in rows) == sorted(r.run_id for r in runs)
     assert _timeless(Warehouse.at(tmp_path / "a")).equals(_timeless(Warehouse.at(tmp_path / "b")))
-    manifests = sorted((tmp_path / "b").rglob("_manifest.json"))
+    manifests = sorted((tmp_path / "b" / "lake" / "mitigation_runs").rglob("_manifest.json"))
     written = [m.read_text() for m in manifests]
     assert len(manifests) == len(runs)
     assert run_sweep(Warehouse.at(tmp_path / "b"), study, runs, config=cfg, workers=2) == []
