@@ -89,6 +89,8 @@ def oracle_distance(vs: pl.DataFrame, study: str) -> plt.Figure:
         ax.scatter(
             rows["ks_distance"], rows["acc_kept"], label=m, color=f"C{i % 10}", marker=marker, alpha=0.8
         )
+    front = part.filter(pl.col("on_oracle_front")).sort("ks_distance")
+    ax.plot(front["ks_distance"], front["acc_kept"], color="black", lw=1, ls="--", label="front")
     first = part.row(0, named=True)
     ax.scatter([first["base_ks_distance"]], [100.0], marker="*", s=160, color="black", label="unedited model")
     oracle_kept = 100 * first["oracle_acc"] / first["acc_before"]

@@ -282,7 +282,7 @@ def oracle_table(vs: pl.DataFrame, study: str) -> str:
     rows = _closest(vs, study)
     cols = ["method", "closest run", "rank: oracle / removal", "KS distance", "forget quality (p)",
             "privleak %", "MIA AUC (oracle)", "exact memorization (oracle)", "extraction strength (oracle)",
-            "memorised % (oracle)", "accuracy % (oracle)"]  # fmt: skip
+            "memorised % (oracle)", "accuracy % (oracle)", "on the front"]  # fmt: skip
     body = [
         [
             r["method"], _hp(r), f"{r['oracle_rank']} / {r['removal_rank']}", f"{r['ks_distance']:.3f}",
@@ -291,6 +291,7 @@ def oracle_table(vs: pl.DataFrame, study: str) -> str:
             f"{r['exact_memorization']:.3f} ({r['oracle_exact_memorization']:.3f})",
             f"{r['extraction_strength']:.3f} ({r['oracle_extraction_strength']:.3f})",
             f"{r['mem_after']:.1f} ({r['oracle_mem']:.1f})", f"{r['acc_after']:.1f} ({r['oracle_acc']:.1f})",
+            "yes" if r["on_oracle_front"] else "",
         ]
         for r in rows.iter_rows(named=True)
     ]  # fmt: skip
@@ -315,6 +316,7 @@ def mitigation_html(scored: pl.DataFrame, best: pl.DataFrame, vs: pl.DataFrame |
         "of the method kept the model. Against the oracle: KS distance between the per-row forget losses "
         "of the run and of the oracle (0: the same distribution; TOFU's forget quality is its p-value); "
         "privleak as MUSE defines it (0: the oracle's membership-inference AUC; −100: every forget row "
-        "separable; positive: over-unlearned); each method's run closest to the oracle is shown.</p>"
+        "separable; positive: over-unlearned); each method's run closest to the oracle is shown, and whether "
+        "it is on the front of closeness against accuracy kept (no run is closer and keeps more).</p>"
     )
     return "\n".join(out)

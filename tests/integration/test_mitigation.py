@@ -135,6 +135,11 @@ def test_runs_are_measured_against_the_retrain_oracle(tinymem):
     assert runs["forget_ids"].is_null().all() and o["forget_ids"] is None  # TinyMem rows are no lake rows
     vs = sql(wh, "select * from mitigation_vs_oracle order by oracle_rank").filter(~pl.col("destroyed"))
     assert len(vs) >= 2 and vs["ks_distance"].is_sorted() and (vs["oracle_mem"] == o["mem"]).all()
+    front = vs.filter(pl.col("on_oracle_front"))
+    assert len(front) >= 1 and vs.row(0, named=True)["on_oracle_front"]  # the closest run is on it
+    for r in vs.filter(~pl.col("on_oracle_front")).iter_rows(named=True):  # the rest are dominated
+        assert any(f["ks_distance"] <= r["ks_distance"] and f["acc_kept"] >= r["acc_kept"]
+                   for f in front.iter_rows(named=True))  # fmt: skip
     from analysis.mitigation.summary import mitigation_html
 
     views = ("mitigation_scored", "mitigation_best_runs", "mitigation_vs_oracle")
