@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from analysis.figure_files import save_all  # noqa: E402
 from analysis.profiles.metrics import SIGN  # noqa: E402
 from analysis.views import SQL_VIEWS  # noqa: E402
 from memlake.core.paths import Warehouse  # noqa: E402
@@ -119,11 +120,4 @@ def draw_cross(wh: Warehouse, metric: str, out: Path | None = None) -> list[Path
                 figs["mitigation_by_category"] = by_method(best)
     finally:
         con.close()
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figs.items():
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    return save_all(figs, out)

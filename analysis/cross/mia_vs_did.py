@@ -48,9 +48,9 @@ def mia_vs_did(con: duckdb.DuckDBPyConnection, model: str, metric: str) -> pl.Da
     rows = []
     for (attack, step), part in scores.group_by("attack", "step", maintain_order=True):
         nonmembers = part.filter(~pl.col("member"))["score"].to_numpy()
-        cells = did.filter(pl.col("step") == step)
-        for cell in cells.iter_rows(named=True):
-            members = part.filter(pl.col("member") & (pl.col("cohort") == cell["cohort"]))["score"].to_numpy()
+        by_cohort = {g: p["score"].to_numpy() for (g,), p in part.filter(pl.col("member")).group_by("cohort")}
+        for cell in did.filter(pl.col("step") == step).iter_rows(named=True):
+            members = by_cohort.get(cell["cohort"], nonmembers[:0])
             if len(members) < MIN_MEMBERS or not len(nonmembers):
                 continue
             both = np.r_[members, nonmembers]

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from analysis.figure_files import save_all  # noqa: E402
 from analysis.views import SQL_VIEWS
 from memlake.core.paths import Warehouse  # noqa: E402
 from memlake.core.query import connect, frame, view_names  # noqa: E402
@@ -118,16 +119,9 @@ def draw_mitigation(wh: Warehouse, out: Path | None = None) -> list[Path]:
         vs = frame(con, "select * from mitigation_vs_oracle") if "mitigation_vs_oracle" in have else None
     finally:
         con.close()
-    out.mkdir(parents=True, exist_ok=True)
     figs = {f"pareto-{s}": pareto(runs, s) for s in sorted(runs["study"].unique())}
     if vs is not None:
         figs.update({f"oracle-{s}": oracle_distance(vs, s) for s in sorted(vs["study"].unique())})
     figs["time_cost"] = time_cost(best)
     figs["dup_classes"] = dup_classes(best)
-    paths = []
-    for name, fig in figs.items():
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    return save_all(figs, out)

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from analysis.figure_files import save  # noqa: E402
 from analysis.taxonomy.features import AGGREGATE, BASELINE, CATEGORIES, HISTOGRAM_FEATURES  # noqa: E402
 from analysis.taxonomy.keys import split_key  # noqa: E402
 from analysis.views import SQL_VIEWS
@@ -212,13 +213,6 @@ def model_metrics(metrics: pl.DataFrame) -> plt.Figure:
         ax.set_title(name, fontsize=9)
     axes[0].legend(fontsize=7)
     return fig
-
-
-def save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def draw_taxonomy(

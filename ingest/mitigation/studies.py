@@ -374,12 +374,9 @@ def _nonmember_rows(
     sample_only = pc.fill_null(inst["sample_only"], False).to_numpy(zero_copy_only=False)
     val = np.flatnonzero((split == "validation") & ~sample_only & (lengths >= prompt_len + window))
     val = np.sort(rng.permutation(val)[:n])
-    rows = np.stack([r[: prompt_len + window] for r in _rows(inst["tokens"], val)]) if len(val) else None
-    tokens = (
-        torch.from_numpy(rows).long()
-        if rows is not None
-        else torch.zeros((0, prompt_len + window), dtype=torch.long)
-    )
+    tokens = torch.zeros((len(val), prompt_len + window), dtype=torch.long)
+    for k, row in enumerate(_rows(inst["tokens"], val)):
+        tokens[k] = torch.from_numpy(row[: prompt_len + window].astype(np.int64))
     return tokens, torch.full((len(val),), prompt_len)
 
 

@@ -33,6 +33,7 @@ from torch import nn
 from ingest.executors import execute
 from ingest.mitigation.methods import REGISTRY, AttributionCache, EditTask, Method, SequenceSet, get
 from ingest.mitigation.oracle import Probe, Reference, forget_measures, probe_scores
+from memlake.core import lake
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
 from memlake.core.unit import Computed, Unit
@@ -326,21 +327,24 @@ class OracleUnit(Unit):
         return Computed(pa.table({k: [v] for k, v in row.items()}), summary={"row": row})
 
 
-ORACLE_DISTANCES = (
-    "exact_memorization",
-    "extraction_strength",
-    "mia_auc",
-    "privleak",
-    "ks_distance",
-    "forget_quality",
+# where the unedited model stands against the oracle: the contract's base_<measure> columns
+ORACLE_DISTANCES = tuple(
+    n.removeprefix("base_") for n in lake.spec("mitigation_oracles").schema.names if n.startswith("base_")
 )
 
 
-def train_oracle(wh: Warehouse, study: Study) -> dict[str, Any] | None:
+def train_oracle(wh: Warehouse, study: Study, rank: int = 0) -> dict[str, Any] | None:
     """Train (or load) `study`'s oracle and write its `mitigation_oracles` row; the row, or None when
-    it was already written."""
+    it was already written. Only rank 0 of a sharded sweep trains it, so that ranks started
+    together never train it twice into one folder."""
+    unit = OracleUnit(study.name, str(wh.root), study.spec)
+    if rank and unit.pending():
+        raise MemlakeError(
+            f"the retrain oracle of {study.name} is not trained yet: run `memlake mitigate oracle` "
+            "for the study (or rank 0) first"
+        )
     with holding(study):
-        result = OracleUnit(study.name, str(wh.root), study.spec).run()
+        result = unit.run()
     return None if result["skipped"] else result["row"]
 
 
@@ -396,15 +400,7 @@ def run_sweep(
     if executor == "local" and not options:
         options = {"workers": _default_workers(study, units, config)}
     if study.oracle is not None and len(study.forget) and any(u.pending() for u in units):
-        # before the runs, which measure their distance to it; one rank trains it, so that
-        # ranks started together never train it twice into one folder
-        oracle = OracleUnit(study.name, root, study.spec)
-        if rank and oracle.pending():
-            raise MemlakeError(
-                f"the retrain oracle of {study.name} is not trained yet: run `memlake mitigate oracle` "
-                "for the study (or rank 0) first"
-            )
-        train_oracle(wh, study)
+        train_oracle(wh, study, rank)  # before the runs, which measure their distance to it
     with holding(study):
         results = execute(units, executor, **options)
     rows = [r["row"] for r in results if not r["skipped"]]
