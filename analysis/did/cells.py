@@ -124,8 +124,9 @@ class CellEstimates:
     se: np.ndarray  # (C,) analytic IF standard error, NaN where R reports NA
     n_treated: np.ndarray  # (C,)
     n_control: np.ndarray  # (C,)
-    load: sparse.csc_matrix  # (H' * T, C): IF slope on the centred outcome path, per row group
-    const: sparse.csc_matrix  # (H', C): IF intercept per row group
+    # the sufficient-statistics engine's IF maps (None from the unit-level engine, `units`)
+    load: sparse.csc_matrix | None  # (H' * T, C): IF slope on the centred outcome path, per row group
+    const: sparse.csc_matrix | None  # (H', C): IF intercept per row group
 
 
 def estimate_cells(panel: Panel, stats: CohortStats, grid: CellGrid, members: tuple) -> CellEstimates:

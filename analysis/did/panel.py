@@ -42,6 +42,10 @@ class Panel:
     group_sizes: np.ndarray  # (H + 1,) units per cohort; index H = never-treated
     group_starts: np.ndarray  # (H + 2,) row offsets: cohort h holds rows [starts[h], starts[h+1])
     notes: tuple[str, ...]  # what the sample rules changed, for the summary
+    # unit-level design, rows as `y` (see `unit_columns`): covariates (n, p), weights, cluster codes
+    x: np.ndarray | None = None
+    w: np.ndarray | None = None
+    cluster: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -98,6 +102,62 @@ def _as_int(s: pl.Series, role: str, allow_null: bool) -> tuple[np.ndarray, np.n
     return vals.astype(np.int64), null
 
 
+RULES = {
+    "covariate": (
+        ": covariates must hold one value per unit here (R `did` would silently use each cell's "
+        "base-period value; pass the value you mean, e.g. the pre-treatment one, as its own column)"
+    ),
+    "cluster": ": a unit must lie in one cluster",
+    "weights": ": sampling weights are per unit",
+}
+
+
+def _unit_values(
+    values: np.ndarray, u_idx: np.ndarray, n: int, unit_ids: np.ndarray, what: str
+) -> np.ndarray:
+    """The one value each unit holds in every row; a ValueError names a unit where it varies."""
+    first = np.full(n, -1)
+    first[u_idx[::-1]] = np.arange(len(u_idx))[::-1]
+    per_unit = values[first]
+    varies = values != per_unit[u_idx]
+    if varies.any():
+        k = int(np.argmax(varies))
+        unit_id, seen = _show(unit_ids[u_idx[k]]), f"{per_unit[u_idx[k]]!r} and {values[k]!r}"
+        raise ValueError(f"{what} varies within unit {unit_id} ({seen}){RULES.get(what.split()[0], '')}")
+    return per_unit
+
+
+def unit_columns(
+    df: pl.DataFrame, covariates: tuple[str, ...], weights: str | None, cluster: str | None
+) -> dict[str, np.ndarray]:
+    """Row-level arrays of the design columns, validated (numeric, finite, weights >= 0)."""
+    out: dict[str, np.ndarray] = {}
+    for name in covariates:
+        col = _column(df, name, "covariate")
+        if not col.dtype.is_numeric():
+            raise TypeError(
+                f"covariate column {name!r} must be numeric, got {col.dtype} (encode categories as 0/1)"
+            )
+        vals = col.cast(pl.Float64).to_numpy()
+        if col.null_count() or not np.isfinite(vals).all():
+            raise ValueError(f"covariate column {name!r} has null or non-finite values")
+        out[f"x:{name}"] = vals
+    if weights is not None:
+        col = _column(df, weights, "weights")
+        vals = col.cast(pl.Float64).to_numpy() if col.dtype.is_numeric() else None
+        if vals is None or col.null_count() or not np.isfinite(vals).all():
+            raise ValueError(f"weights column {weights!r} must hold finite numbers")
+        if (vals < 0).any():
+            raise ValueError(f"weights column {weights!r} has negative values (min {vals.min():g})")
+        out["w"] = vals
+    if cluster is not None:
+        col = _column(df, cluster, "cluster")
+        if col.null_count():
+            raise ValueError(f"cluster column {cluster!r} has {col.null_count()} null values")
+        out["cluster"] = np.unique(col.to_numpy(), return_inverse=True)[1].ravel()
+    return out
+
+
 def load_panel(
     data: Any,
     *,
@@ -109,9 +169,17 @@ def load_panel(
     control_group: str = "never_treated",
     anticipation: int = 0,
     first_epoch: int | None = None,
+    covariates: tuple[str, ...] = (),
+    weights: str | None = None,
+    cluster: str | None = None,
 ) -> Panel:
-    """Validate a long panel and build the cohort-sorted outcome matrix (rules in the module doc)."""
+    """Validate a long panel and build the cohort-sorted outcome matrix (rules in the module doc).
+
+    covariates, weights and cluster are per-unit columns: each must hold one value per unit in
+    all its rows (a time-varying covariate is a ValueError; R `did` would silently use each
+    cell's base-period value instead)."""
     df = to_polars(data)
+    design = unit_columns(df, tuple(covariates), weights, cluster)
     notes: list[str] = []
     t_all, _ = _as_int(_column(df, time, "time"), "time", allow_null=False)
     g_row, never_row = _as_int(_column(df, cohort, "cohort"), "cohort", allow_null=True)
@@ -137,6 +205,7 @@ def load_panel(
                 f"first_epoch={first_epoch}: dropped {dropped_units} units with cohort > {first_epoch}"
             )
         t_all, g_row, never_row, y_row, u_row = (a[keep] for a in (t_all, g_row, never_row, y_row, u_row))
+        design = {k: v[keep] for k, v in design.items()}
     if len(t_all) == 0:
         raise ValueError("no rows left to analyse")
 
@@ -162,6 +231,11 @@ def load_panel(
             f"({n_bad} of {n} units incomplete); ATT(g,t) here needs a balanced panel"
         )
     y = y.reshape(n, n_t)
+    roles = {"w": f"weights column {weights!r}", "cluster": f"cluster column {cluster!r}"}
+    unit_design = {
+        k: _unit_values(v, u_idx, n, unit_ids, roles.get(k, f"covariate column {k[2:]!r}"))
+        for k, v in design.items()
+    }
 
     # One cohort per unit (treatment is irreversible and timed once).
     never = np.zeros(n, dtype=bool)
@@ -207,6 +281,7 @@ def load_panel(
         warnings.warn(msg, stacklevel=3)
         notes.append(msg)
         y, unit_ids, g, never = y[~early], unit_ids[~early], g[~early], never[~early]
+        unit_design = {k: v[~early] for k, v in unit_design.items()}
     off_grid = ~never & ~np.isin(g, times)  # rule 6
     if off_grid.any():
         k = int(np.argmax(off_grid))
@@ -225,6 +300,7 @@ def load_panel(
         warnings.warn(msg, stacklevel=3)
         notes.append(msg)
         y, unit_ids, g, never = y[~drop], unit_ids[~drop], g[~drop], never[~drop]
+        unit_design = {k: v[~drop] for k, v in unit_design.items()}
     if never.all():
         raise ValueError("no treated cohort with a pre-treatment period")
 
@@ -233,6 +309,15 @@ def load_panel(
     order = np.lexsort((np.arange(len(group)), group))  # stable: keep unit-id order within a cohort
     sizes = np.bincount(group, minlength=len(cohorts) + 1)
     starts = np.concatenate([[0], np.cumsum(sizes)])
+    unit_design = {k: v[order] for k, v in unit_design.items()}
+    names = [k for k in unit_design if k.startswith("x:")]
+    x = np.column_stack([unit_design[k] for k in names]) if names else None
+    w = unit_design.get("w")
+    if w is not None and not w.sum() > 0:
+        raise ValueError(f"weights column {weights!r} sums to zero")
+    codes = unit_design.get("cluster")
+    if codes is not None:
+        codes = np.unique(codes, return_inverse=True)[1].ravel()
     return Panel(
         unit_ids=unit_ids[order],
         times=times,
@@ -241,4 +326,7 @@ def load_panel(
         group_sizes=sizes,
         group_starts=starts,
         notes=tuple(notes),
+        x=x,
+        w=w,
+        cluster=codes,
     )

@@ -22,6 +22,10 @@ class Settings:
     bootstrap: int
     seed: int | None
     first_epoch: int | None
+    est_method: str = "means"  # "means" without covariates, else "dr", "ipw" or "reg"
+    covariates: tuple[str, ...] = ()
+    weights: str | None = None
+    cluster: str | None = None
 
 
 def _interval(att: np.ndarray, se: np.ndarray, crit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +108,7 @@ class AttGtResult:
     notes: tuple[str, ...] = ()
     se_boot: np.ndarray | None = field(default=None)
     crit_value: float = np.nan  # uniform critical value (NaN without bootstrap)
+    shares: np.ndarray | None = None  # (H + 1,) weighted cohort shares; None: group_sizes / n
 
     # -- basic views -------------------------------------------------------------------------
     @property
@@ -219,7 +224,7 @@ class AttGtResult:
             time=time,
             group=self.grid.group,
             post=self.grid.post,
-            shares=self.group_sizes / self.n,
+            shares=self.group_sizes / self.n if self.shares is None else self.shares,
             n_groups=len(self.group_sizes),
             all_times=all_times,
             **window,
@@ -275,6 +280,13 @@ class AttGtResult:
             f"  cohorts: {sizes};  never-treated: {self.group_sizes[-1]}",
             f"  control group {s.control_group}, base period {s.base_period}, anticipation {s.anticipation}",
         ]
+        if s.covariates:
+            lines.append(f"  covariates {', '.join(s.covariates)}; estimator {s.est_method}")
+        if s.weights or s.cluster:
+            design = [f"sampling weights {s.weights}"] * bool(s.weights) + [f"clusters {s.cluster}"] * bool(
+                s.cluster
+            )
+            lines.append("  " + "; ".join(design))
         if self.draws is None:
             lines.append(f"  analytic (influence-function) SEs, pointwise {1 - s.alpha:.0%} intervals")
         else:
