@@ -33,8 +33,9 @@ def staggered_panel(
     treated ones; with confounding=c each adds c * x * (period / n_times) to the outcome, so
     trends are parallel only conditional on X: the unconditional DiD is biased, a covariate-
     adjusted one is not. documents=m adds a `document` column: consecutive units (so mostly of
-    one cohort) are cut from m documents of unequal sizes (like rows cut from one text), and document_shock=s adds a document-level
-    random walk of scale s, so units of a document are correlated. Without these options the
+    one cohort) are cut from m documents of unequal sizes (like rows cut from one text), and
+    document_shock=s adds a document-level random walk of scale s, so units of a document are
+    correlated. Without these options the
     panel is the same as before they existed (the extra draws come after the others).
     """
     rng = np.random.default_rng(seed)

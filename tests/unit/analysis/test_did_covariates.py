@@ -175,9 +175,7 @@ def test_clustered_bootstrap_agrees_with_analytic_and_moderndid(raw, mpdta):
     """Equal clusters of two counties: R's cluster-mean rescaling equals the cluster sum, so
     moderndid's bootstrap SE, ours and our analytic clustered SE estimate one number."""
     res = att_gt(mpdta, **KW, covariates=["lpop"], cluster="pair", bootstrap=4000, seed=2)
-    ref, _ = _moderndid(
-        raw, xformla="~lpop", boot=True, biters=4000, clustervars=["pair"], random_state=2
-    )
+    ref, _ = _moderndid(raw, xformla="~lpop", boot=True, biters=4000, clustervars=["pair"], random_state=2)
     # every draw is sum_c V_bc (IF summed over cluster c) / n, one sign per cluster
     inf = res.influence
     signs = 2.0 * np.unpackbits(rademacher_bits(inf.n_clusters, 4000, 2), axis=1, count=4000) - 1
