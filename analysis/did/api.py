@@ -39,6 +39,7 @@ def att_gt(
     est_method: str = "dr",
     weights: str | None = None,
     cluster: str | Iterable[str] | None = None,
+    allow_unbalanced_panel: bool = False,
 ) -> AttGtResult:
     """Callaway & Sant'Anna group-time ATTs on a balanced long panel.
 
@@ -65,6 +66,10 @@ def att_gt(
     weights: a per-unit column of sampling weights (normalised to mean 1, as R).
     cluster: a per-unit column (or [unit, column], as R's clustervars) whose clusters share a
         bootstrap weight and whose influence functions are summed in the analytic SE.
+    allow_unbalanced_panel: R's rule for units missing some times. If the panel is unbalanced,
+        every cell is estimated from the observed rows at t and at its base period as repeated
+        cross sections (R `did` with panel=False), and each unit's influence function sums over
+        its rows; a balanced panel is unaffected. Off by default: a missing row is an error.
     """
     if control_group not in CONTROL_GROUPS:
         raise ValueError(f"control_group must be one of {CONTROL_GROUPS}, got {control_group!r}")
@@ -94,6 +99,7 @@ def att_gt(
         covariates=covariates,
         weights=weights,
         cluster=cluster,
+        allow_unbalanced=allow_unbalanced_panel,
     )
     grid = cell_grid(panel, base_period, int(anticipation))
     members = control_membership(panel, grid, control_group, int(anticipation))
@@ -102,7 +108,7 @@ def att_gt(
     settings = Settings(
         control_group, base_period, int(anticipation), alpha, bootstrap, seed, first_epoch,
         est_method=est_method if covariates else "means", covariates=covariates, weights=weights,
-        cluster=cluster,
+        cluster=cluster, balanced=panel.balanced,
     )  # fmt: skip
 
     draws, se_boot, crit = None, None, np.nan
@@ -151,7 +157,7 @@ def _cluster_column(cluster: str | Iterable[str] | None, unit: str) -> str | Non
 
 def _design(panel: Panel, covariates: tuple[str, ...], est_method: str) -> Design | None:
     """The unit-level design, or None when the cohort-means engine gives the same answer."""
-    if panel.x is None and panel.w is None and panel.cluster is None:
+    if panel.x is None and panel.w is None and panel.cluster is None and panel.balanced:
         return None
     ones = np.ones((panel.n, 1))
     x = ones if panel.x is None else np.hstack([ones, panel.x])

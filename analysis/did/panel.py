@@ -46,6 +46,7 @@ class Panel:
     x: np.ndarray | None = None
     w: np.ndarray | None = None
     cluster: np.ndarray | None = None
+    balanced: bool = True  # False: y holds NaN where a unit has no outcome (allow_unbalanced)
 
     @property
     def n(self) -> int:
@@ -172,12 +173,14 @@ def load_panel(
     covariates: tuple[str, ...] = (),
     weights: str | None = None,
     cluster: str | None = None,
+    allow_unbalanced: bool = False,
 ) -> Panel:
     """Validate a long panel and build the cohort-sorted outcome matrix (rules in the module doc).
 
     covariates, weights and cluster are per-unit columns: each must hold one value per unit in
     all its rows (a time-varying covariate is a ValueError; R `did` would silently use each
-    cell's base-period value instead)."""
+    cell's base-period value instead). allow_unbalanced keeps missing (unit, time) outcomes as NaN
+    (rule 2 then does not apply)."""
     df = to_polars(data)
     design = unit_columns(df, tuple(covariates), weights, cluster)
     notes: list[str] = []
@@ -226,9 +229,16 @@ def load_panel(
         k = int(np.argmax(missing))
         what = "no row" if counts[k] == 0 else "a missing outcome"
         n_bad = int(missing.reshape(n, n_t).any(axis=1).sum())
-        raise ValueError(
-            f"unbalanced panel: unit {_show(unit_ids[k // n_t])} has {what} at time {times[k % n_t]} "
-            f"({n_bad} of {n} units incomplete); ATT(g,t) here needs a balanced panel"
+        if not allow_unbalanced:
+            raise ValueError(
+                f"unbalanced panel: unit {_show(unit_ids[k // n_t])} has {what} at time {times[k % n_t]} "
+                f"({n_bad} of {n} units incomplete); ATT(g,t) here needs a balanced panel "
+                "(allow_unbalanced_panel=True uses R's repeated-cross-section estimators instead)"
+            )
+        y[missing] = np.nan
+        notes.append(
+            f"unbalanced panel: {n_bad} of {n} units miss {int(missing.sum())} (unit, time) outcomes; "
+            "cells use the repeated-cross-section estimators (R's allow_unbalanced_panel)"
         )
     y = y.reshape(n, n_t)
     roles = {"w": f"weights column {weights!r}", "cluster": f"cluster column {cluster!r}"}
@@ -329,4 +339,5 @@ def load_panel(
         x=x,
         w=w,
         cluster=codes,
+        balanced=bool(np.isfinite(y).all()),
     )

@@ -26,6 +26,7 @@ class Settings:
     covariates: tuple[str, ...] = ()
     weights: str | None = None
     cluster: str | None = None
+    balanced: bool = True  # False: an unbalanced panel estimated as repeated cross sections
 
 
 def _interval(att: np.ndarray, se: np.ndarray, crit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

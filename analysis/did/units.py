@@ -64,6 +64,47 @@ def _comparisons(panel: Panel, grid: CellGrid, members: tuple) -> dict[tuple, li
     return out
 
 
+def _overlap(err: Exception, panel: Panel, h: int, times: list[int]) -> drdid.OverlapError:
+    at = f", time {times[0]}" if len(times) == 1 else ""
+    return drdid.OverlapError(
+        f"overlap fails for cohort {panel.cohorts[h]}{at}: {err} (R did drops such cells); "
+        "drop or coarsen the covariate that separates it"
+    )
+
+
+def _panel_block(panel: Panel, grid: CellGrid, design: Design, h: int, rows: np.ndarray, cells: np.ndarray):
+    """All cells of one comparison at once: ATT (k,) and the block of IFs (balanced panel)."""
+    d = (np.arange(len(rows)) < panel.group_sizes[h]).astype(float)  # treated rows come first
+    y = panel.y[rows]
+    dy = y[:, grid.t[cells]] - y[:, grid.b[cells]]
+    try:
+        est, inf = drdid.estimate(design.method, drdid.Comparison.of(d, design.x[rows], design.w[rows]), dy)
+    except drdid.OverlapError as err:
+        raise _overlap(err, panel, h, list(panel.times[grid.t[cells]]) if len(cells) == 1 else []) from None
+    return est, Block(rows, cells, inf * (panel.n / len(rows)))
+
+
+def _cross_section_block(panel: Panel, grid: CellGrid, design: Design, h: int, rows: np.ndarray, k: int):
+    """One cell of an unbalanced panel as repeated cross sections (R's allow_unbalanced_panel):
+    the observed (unit, time) rows at t and at the base period; IFs summed per unit."""
+    y_t, y_b = panel.y[rows, grid.t[k]], panel.y[rows, grid.b[k]]
+    at_t, at_b = np.isfinite(y_t), np.isfinite(y_b)
+    unit = np.concatenate([np.flatnonzero(at_t), np.flatnonzero(at_b)])
+    y = np.concatenate([y_t[at_t], y_b[at_b]])
+    post = np.r_[np.ones(at_t.sum()), np.zeros(at_b.sum())]
+    d = (unit < panel.group_sizes[h]).astype(float)
+    obs = rows[unit]
+    try:
+        est, inf = drdid.estimate_rc(
+            design.method, drdid.Comparison.of(d, design.x[obs], design.w[obs]), y, post
+        )
+    except drdid.OverlapError as err:
+        raise _overlap(err, panel, h, [panel.times[grid.t[k]]]) from None
+    seen = np.unique(unit)
+    per_unit = np.bincount(unit, weights=inf * (panel.n / len(y)), minlength=len(rows))[seen]
+    return est, Block(rows[seen], np.array([k]), per_unit[:, None])
+
+
 def estimate_units(
     panel: Panel, grid: CellGrid, members: tuple, design: Design
 ) -> tuple[CellEstimates, UnitInfluence]:
@@ -77,22 +118,15 @@ def estimate_units(
             cells = np.asarray(cells)
             treated = np.arange(*panel.rows(h).indices(n))
             rows = np.concatenate([treated, *(np.arange(*panel.rows(c).indices(n)) for c in controls)])
-            d = np.zeros(len(rows))
-            d[: len(treated)] = 1.0
-            y = panel.y[rows]
-            dy = y[:, grid.t[cells]] - y[:, grid.b[cells]]
-            comparison = drdid.Comparison.of(d, design.x[rows], design.w[rows])
-            try:
-                est, inf = drdid.estimate(design.method, comparison, dy)
-            except drdid.OverlapError as err:
-                at = "" if len(cells) > 1 else f", time {panel.times[grid.t[cells[0]]]}"
-                raise drdid.OverlapError(
-                    f"overlap fails for cohort {panel.cohorts[h]}{at}: {err} (R did drops such cells); "
-                    "drop or coarsen the covariate that separates it"
-                ) from None
-            att[cells] = est
             n0[cells] = len(rows) - len(treated)
-            blocks.append(Block(rows, cells, inf * (n / len(rows))))
+            if panel.balanced:
+                est, block = _panel_block(panel, grid, design, h, rows, cells)
+                att[cells] = est
+                blocks.append(block)
+                continue
+            for k in cells:
+                att[k], block = _cross_section_block(panel, grid, design, h, rows, k)
+                blocks.append(block)
     influence = UnitInfluence(
         blocks=tuple(blocks),
         n=n,
