@@ -10,6 +10,8 @@ import polars as pl
 from . import aggregate as agg
 from .bootstrap import Draws, bootstrap_se, sup_t_test, uniform_critical_value
 from .cells import CellEstimates, CellGrid
+from .honest import EventStudy, HonestResult
+from .honest import honest_did as honest
 from .inference import Influence, PretrendTest, standard_errors, wald_test, z_value
 
 
@@ -233,6 +235,50 @@ class AttGtResult:
         if event_time == "period" and spec.kind in ("group", "calendar"):
             spec = agg.AggregationSpec(spec.kind, scale[spec.keys - 1], spec.weights, spec.wif, spec.banded)
         return spec
+
+    def event_study(self, *, min_e: int | None = None, max_e: int | None = None) -> EventStudy:
+        """The event-study aggregation (e in checkpoint periods) with e = -1 as the reference, its
+        analytic covariance, as HonestDiD takes it. Needs base_period="universal": then every
+        pre-period estimate is a level relative to e = -1, which Delta restricts."""
+        if self.settings.base_period != "universal":
+            raise ValueError(
+                "HonestDiD needs pre-period estimates relative to the reference period e = -1: fit with "
+                "base_period='universal' (post-treatment cells are the same under both bases)"
+            )
+        spec = self._spec("dynamic", "period", min_e=min_e, max_e=max_e)
+        keys, weights, wif = spec.keys, spec.weights[:, :-1], spec.wif[:, :-1]
+        if -1 not in keys or not (keys >= 0).any():
+            raise ValueError(f"the event study needs e = -1 and some e >= 0, has e in {keys.tolist()}")
+        if not np.array_equal(keys, np.arange(keys[0], keys[-1] + 1)):
+            raise ValueError(f"event times must be consecutive, got {keys.tolist()}")
+        keep = keys != -1
+        beta = (self.att @ weights)[keep]
+        sigma = self.influence.covariance(weights, wif)[np.ix_(keep, keep)]
+        return EventStudy(beta=beta, sigma=sigma, n_pre=int((keys < -1).sum()), n_post=int((keys >= 0).sum()))
+
+    def honest_did(
+        self,
+        e: int = 0,
+        *,
+        method: str = "relative_magnitude",
+        mbar: list[float] | np.ndarray = (0.5, 1.0, 1.5, 2.0),
+        min_e: int | None = None,
+        max_e: int | None = None,
+        grid_points: int = 1000,
+    ) -> HonestResult:
+        """Rambachan & Roth (2023) sensitivity of the event-study ATT at event time e (periods).
+
+        method "relative_magnitude": post-period changes in the trend gap at most mbar times the
+            largest pre-period change (conditional test of Andrews, Roth & Pakes);
+            "smoothness": the trend gap's slope changes by at most mbar (= M) per period (FLCI).
+        Returns the robust confidence sets over mbar and the breakdown value (the largest mbar at
+        which the set still excludes 0). min_e/max_e restrict the event window (periods)."""
+        es = self.event_study(min_e=min_e, max_e=max_e)
+        post_keys = np.arange(es.n_post)
+        if e not in post_keys:
+            raise ValueError(f"e must be a post-treatment event time in 0..{es.n_post - 1}, got {e!r}")
+        return honest(es, k=int(e), event_time=int(e), method=method, mbar=list(mbar),
+                      alpha=self.settings.alpha, grid_points=grid_points)  # fmt: skip
 
     def pretrend_test(self, method: str = "wald", *, min_e: float | None = None) -> PretrendTest:
         """Joint placebo test that pre-treatment effects are zero.
