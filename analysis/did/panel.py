@@ -61,6 +61,86 @@ class Panel:
         return slice(int(self.group_starts[h]), int(self.group_starts[h + 1]))
 
 
+@dataclass(frozen=True)
+class Sample:
+    """What rules 3-7 keep, on unit-level arrays (shared by the in-memory and SQL paths)."""
+
+    keep: np.ndarray  # (n,) units kept
+    never: np.ndarray  # (n,) never-treated (or last-resort control) after rules 3-4
+    keep_t: np.ndarray  # (T,) times kept
+
+
+def apply_rules(
+    unit_ids: np.ndarray,
+    g: np.ndarray,
+    never: np.ndarray,
+    times: np.ndarray,
+    control_group: str,
+    anticipation: int,
+    notes: list[str],
+) -> Sample:
+    """R `did`'s sample rules 3-7 (module doc) on per-unit cohorts; notes gets what they changed."""
+    never = never.copy()
+    keep_t = np.ones(len(times), dtype=bool)
+    keep = np.ones(len(g), dtype=bool)
+    late = ~never & (g > times[-1])  # rule 3
+    if late.any():
+        notes.append(f"{int(late.sum())} units with cohort > last time {times[-1]} used as never-treated")
+        never |= late
+
+    if not never.any():  # rule 4
+        if control_group == "never_treated":
+            early = int((g <= times[0]).sum())
+            hint = f" ({early} units have cohort <= first time {times[0]}: is never-treated coded 0?)"
+            raise ValueError(
+                "no never-treated units (null cohort): use control_group='not_yet_treated'"
+                + (hint if early else "")
+            )
+        g_last = int(g.max())
+        keep_t = times < g_last - anticipation
+        if keep_t.sum() < 2:
+            raise ValueError("no never-treated units and fewer than two periods before the last cohort")
+        times = times[keep_t]
+        never = g >= g_last  # always "not yet treated" in the remaining times: a pure control
+        notes.append(
+            f"no never-treated units: times >= {g_last - anticipation} dropped, cohort {g_last} is the "
+            "last-resort control"
+        )
+
+    early = ~never & (g <= times[0] + anticipation)  # rule 5
+    if early.any():
+        msg = (
+            f"dropped {int(early.sum())} units with cohort <= first time {times[0]}"
+            + (f" + anticipation {anticipation}" if anticipation else "")
+            + " (no pre-treatment period; never-treated units must have a null cohort)"
+        )
+        warnings.warn(msg, stacklevel=4)
+        notes.append(msg)
+        keep &= ~early
+    off_grid = keep & ~never & ~np.isin(g, times)  # rule 6
+    if off_grid.any():
+        k = int(np.argmax(off_grid))
+        raise ValueError(
+            f"unit {_show(unit_ids[k])} has cohort {g[k]}, which is not an observed time "
+            f"({times[0]}..{times[-1]}, {len(times)} times): cohorts must lie on the time grid"
+        )
+    values, sizes = np.unique(g[keep & ~never], return_counts=True)  # rule 7
+    lone = values[sizes == 1]
+    if len(lone):
+        drop = keep & ~never & np.isin(g, lone)
+        msg = (
+            f"dropped {len(lone)} cohorts with a single unit ({int(drop.sum()) * len(times)} rows; cohorts "
+            f"{', '.join(map(str, lone[:5]))}{', ...' if len(lone) > 5 else ''}): no within-cohort variance"
+        )
+        warnings.warn(msg, stacklevel=4)
+        notes.append(msg)
+        keep &= ~drop
+    if never[keep].all():
+        raise ValueError("no treated cohort with a pre-treatment period")
+
+    return Sample(keep=keep, never=never, keep_t=keep_t)
+
+
 def to_polars(data: Any) -> pl.DataFrame:
     """Accept a polars/pandas DataFrame, a polars LazyFrame, a pyarrow Table or a dict of columns."""
     if isinstance(data, pl.DataFrame):
@@ -257,62 +337,11 @@ def load_panel(
         bad_unit = unit_ids[u_idx[int(np.argmax(incons))]]
         raise ValueError(f"unit {_show(bad_unit)} has more than one cohort value across its rows")
 
-    late = ~never & (g > times[-1])  # rule 3
-    if late.any():
-        notes.append(f"{int(late.sum())} units with cohort > last time {times[-1]} used as never-treated")
-        never |= late
-
-    if not never.any():  # rule 4
-        if control_group == "never_treated":
-            early = int((g <= times[0]).sum())
-            hint = f" ({early} units have cohort <= first time {times[0]}: is never-treated coded 0?)"
-            raise ValueError(
-                "no never-treated units (null cohort): use control_group='not_yet_treated'"
-                + (hint if early else "")
-            )
-        g_last = int(g.max())
-        keep_t = times < g_last - anticipation
-        if keep_t.sum() < 2:
-            raise ValueError("no never-treated units and fewer than two periods before the last cohort")
-        y, times = y[:, keep_t], times[keep_t]
-        never = g >= g_last  # always "not yet treated" in the remaining times: a pure control
-        notes.append(
-            f"no never-treated units: times >= {g_last - anticipation} dropped, cohort {g_last} is the "
-            "last-resort control"
-        )
-
-    early = ~never & (g <= times[0] + anticipation)  # rule 5
-    if early.any():
-        msg = (
-            f"dropped {int(early.sum())} units with cohort <= first time {times[0]}"
-            + (f" + anticipation {anticipation}" if anticipation else "")
-            + " (no pre-treatment period; never-treated units must have a null cohort)"
-        )
-        warnings.warn(msg, stacklevel=3)
-        notes.append(msg)
-        y, unit_ids, g, never = y[~early], unit_ids[~early], g[~early], never[~early]
-        unit_design = {k: v[~early] for k, v in unit_design.items()}
-    off_grid = ~never & ~np.isin(g, times)  # rule 6
-    if off_grid.any():
-        k = int(np.argmax(off_grid))
-        raise ValueError(
-            f"unit {_show(unit_ids[k])} has cohort {g[k]}, which is not an observed time "
-            f"({times[0]}..{times[-1]}, {len(times)} times): cohorts must lie on the time grid"
-        )
-    values, sizes = np.unique(g[~never], return_counts=True)  # rule 7
-    lone = values[sizes == 1]
-    if len(lone):
-        drop = ~never & np.isin(g, lone)
-        msg = (
-            f"dropped {len(lone)} cohorts with a single unit ({int(drop.sum()) * len(times)} rows; cohorts "
-            f"{', '.join(map(str, lone[:5]))}{', ...' if len(lone) > 5 else ''}): no within-cohort variance"
-        )
-        warnings.warn(msg, stacklevel=3)
-        notes.append(msg)
-        y, unit_ids, g, never = y[~drop], unit_ids[~drop], g[~drop], never[~drop]
-        unit_design = {k: v[~drop] for k, v in unit_design.items()}
-    if never.all():
-        raise ValueError("no treated cohort with a pre-treatment period")
+    sample = apply_rules(unit_ids, g, never, times, control_group, anticipation, notes)
+    y = y[sample.keep][:, sample.keep_t]
+    unit_ids, g, never = unit_ids[sample.keep], g[sample.keep], sample.never[sample.keep]
+    times = times[sample.keep_t]
+    unit_design = {k: v[sample.keep] for k, v in unit_design.items()}
 
     cohorts = np.unique(g[~never])
     group = np.where(never, len(cohorts), np.searchsorted(cohorts, g))
