@@ -93,6 +93,8 @@ def _moderndid_case(case: str, size: str, boot: int) -> dict:
         n_cohorts=cohorts, units_per_cohort=per, n_never=never, n_times=n_t, step=1000, effect=0.05, seed=0,
         covariates=2, confounding=0.5, documents=(cohorts * per + never) // 4, document_shock=0.3,
     )  # fmt: skip
+    warm = panel.filter(pl.col("unit") % 40 == 0)  # every 40th unit: all cohorts and controls
+    att_gt(warm, **KW, bootstrap=10, covariates=COVARIATES, cluster="document")  # warm-up
     ours_opts: dict = dict(bootstrap=0)
     theirs_opts: dict = dict(boot=False)
     if case in ("dr", "boot"):

@@ -55,7 +55,10 @@ class EventStudy:
     def pre(self) -> np.ndarray:
         return self.beta[: self.n_pre]
 
-    def target(self, k: int) -> np.ndarray:
+    def target(self, k: int | None) -> np.ndarray:
+        """l: e_k for the ATT at post event time k, or the average over post periods (k None)."""
+        if k is None:
+            return np.full(self.n_post, 1.0 / self.n_post)
         l_vec = np.zeros(self.n_post)
         l_vec[k] = 1.0
         return l_vec
@@ -66,7 +69,7 @@ class HonestResult:
     """Robust confidence sets for theta over a grid of M (or Mbar), and the breakdown value."""
 
     method: str
-    event_time: int
+    event_time: int | str  # a post event time, or "average" (the mean over post periods)
     estimate: float
     original: tuple[float, float]  # the conventional CI (parallel trends exactly)
     grid: np.ndarray  # M or Mbar values
@@ -80,7 +83,7 @@ class HonestResult:
         return pl.DataFrame(
             {
                 "method": self.method,
-                "event_time": self.event_time,
+                "target": str(self.event_time),
                 name: self.grid,
                 "ci_lower": self.lower,
                 "ci_upper": self.upper,
@@ -91,7 +94,9 @@ class HonestResult:
     def __str__(self) -> str:
         name = "M" if self.method == "smoothness" else "Mbar"
         lines = [
-            f"HonestDiD ({self.method}), theta = ATT at event time {self.event_time}: {self.estimate:.4f}",
+            f"HonestDiD ({self.method}), theta = ATT at event time {self.event_time}: {self.estimate:.4f}"
+            if self.event_time != "average"
+            else f"HonestDiD ({self.method}), theta = average post-period ATT: {self.estimate:.4f}",
             f"  original {1 - self.alpha:.0%} CI [{self.original[0]:.4f}, {self.original[1]:.4f}]",
         ]
         lines += [
@@ -389,8 +394,8 @@ def _rm_covers_zero(es: EventStudy, l_vec: np.ndarray, mbar: float, alpha: float
 def honest_did(
     es: EventStudy,
     *,
-    k: int,
-    event_time: int,
+    k: int | None,
+    event_time: int | str,
     method: str,
     mbar: list[float] | np.ndarray,
     alpha: float = 0.05,

@@ -258,7 +258,7 @@ class AttGtResult:
 
     def honest_did(
         self,
-        e: int = 0,
+        e: int | str = 0,
         *,
         method: str = "relative_magnitude",
         mbar: list[float] | np.ndarray = (0.5, 1.0, 1.5, 2.0),
@@ -266,7 +266,8 @@ class AttGtResult:
         max_e: int | None = None,
         grid_points: int = 1000,
     ) -> HonestResult:
-        """Rambachan & Roth (2023) sensitivity of the event-study ATT at event time e (periods).
+        """Rambachan & Roth (2023) sensitivity of the event-study ATT at event time e (periods), or
+        of the average over the post-treatment event times (e="average").
 
         method "relative_magnitude": post-period changes in the trend gap at most mbar times the
             largest pre-period change (conditional test of Andrews, Roth & Pakes);
@@ -274,10 +275,12 @@ class AttGtResult:
         Returns the robust confidence sets over mbar and the breakdown value (the largest mbar at
         which the set still excludes 0). min_e/max_e restrict the event window (periods)."""
         es = self.event_study(min_e=min_e, max_e=max_e)
-        post_keys = np.arange(es.n_post)
-        if e not in post_keys:
-            raise ValueError(f"e must be a post-treatment event time in 0..{es.n_post - 1}, got {e!r}")
-        return honest(es, k=int(e), event_time=int(e), method=method, mbar=list(mbar),
+        if e != "average" and e not in range(es.n_post):
+            raise ValueError(
+                f"e must be a post-treatment event time in 0..{es.n_post - 1} or 'average', got {e!r}"
+            )
+        k = None if e == "average" else int(e)
+        return honest(es, k=k, event_time=e if k is None else k, method=method, mbar=list(mbar),
                       alpha=self.settings.alpha, grid_points=grid_points)  # fmt: skip
 
     def pretrend_test(self, method: str = "wald", *, min_e: float | None = None) -> PretrendTest:

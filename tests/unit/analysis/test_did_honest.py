@@ -144,9 +144,19 @@ def test_honest_did_refusals(raw, res):
     varying = att_gt(data, **KW, bootstrap=0)
     with pytest.raises(ValueError, match=r"fit with base_period='universal'"):
         varying.honest_did(0)
-    with pytest.raises(ValueError, match=r"e must be a post-treatment event time in 0..3"):
+    with pytest.raises(ValueError, match=r"e must be a post-treatment event time in 0..3 or .average."):
         res.honest_did(5)
     with pytest.raises(ValueError, match=r"method must be one of"):
         res.honest_did(0, method="smooth")
     with pytest.raises(ValueError, match=r"mbar must be >= 0"):
         res.honest_did(0, mbar=[-1.0])
+
+
+def test_average_target_is_the_event_study_overall(res):
+    """e = "average": theta is the mean post-period effect, the dynamic aggregation's overall row."""
+    out = res.honest_did("average", method="smoothness", mbar=[0.01])
+    overall = res.aggregate("dynamic", event_time="period").overall
+    assert out.estimate == pytest.approx(overall["att"], abs=1e-14)
+    assert out.original[0] == pytest.approx(overall["ci_lower"], abs=1e-12)
+    assert out.to_polars()["target"].to_list() == ["average"]
+    assert out.lower[0] < out.original[0] and out.upper[0] > out.original[1]
