@@ -27,7 +27,7 @@ _DID = """
     select cohort, step, att, memorisation, ci_lower, ci_upper
     from profiles_attgt
     where model = $model and metric = $metric and units = 'single' and control_group = 'never_treated'
-        and base_period = 'varying' and first_epoch and post
+        and base_period = 'varying' and first_epoch and design = 'none' and post
 """
 
 _SCORES = """

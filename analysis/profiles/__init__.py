@@ -17,6 +17,7 @@ from itertools import product
 from analysis.profiles.fitting import (
     DEFAULT_UNITS,
     UNIT_SETS,
+    Honest,
     ProfileFit,
     ProfileSpec,
     first_epoch_end,
@@ -31,6 +32,7 @@ from memlake.core.paths import Warehouse
 __all__ = [
     "DEFAULT_UNITS",
     "METRICS",
+    "Honest",
     "SIGN",
     "UNIT_SETS",
     "ProfileFit",
@@ -68,10 +70,14 @@ def grid(
     control_groups: Iterable[str] = ("never_treated",),
     base_periods: Iterable[str] = ("varying",),
     first_epoch: bool = True,
+    covariates: Iterable[str] = (),
+    est_method: str = "dr",
+    cluster: str | None = None,
 ) -> list[ProfileSpec]:
-    """Every combination of the options, one spec each."""
+    """Every combination of the options, one spec each (one design for all)."""
+    design = dict(covariates=tuple(covariates), est_method=est_method, cluster=cluster or None)
     return [
-        ProfileSpec(m, metric, u, cg, bp, first_epoch)
+        ProfileSpec(m, metric, u, cg, bp, first_epoch, **design)
         for m, u, metric, cg, bp in product(models, units, metrics, control_groups, base_periods)
     ]
 
@@ -84,6 +90,7 @@ def fit_profiles(
     seed: int = 0,
     alpha: float = 0.05,
     regression: bool = True,
+    honest: Honest | None = None,
     on_fit: Callable[[ProfileFit], None] | None = None,
 ) -> list[ProfileFit]:
     """Fit and write every spec; the panel of a (model, units) pair is read once."""
@@ -93,18 +100,22 @@ def fit_profiles(
     panels, ends, fits = {}, {}, []
     try:
         for spec in specs:
-            if (spec.model, spec.units) not in panels:
-                panels[spec.model, spec.units] = panel_frame(con, spec.model, spec.units)
+            columns = tuple(dict.fromkeys((*spec.covariates, *([spec.cluster] if spec.cluster else []))))
+            if (spec.model, spec.units, columns) not in panels:
+                panels[spec.model, spec.units, columns] = panel_frame(con, spec.model, spec.units, columns)
                 ends[spec.model] = first_epoch_end(con, spec.model)
             try:
                 result = fit(
                     spec,
-                    panels[spec.model, spec.units],
+                    panels[spec.model, spec.units, columns],
                     epoch_end=ends[spec.model],
                     bootstrap=bootstrap,
                     seed=seed,
                     alpha=alpha,
                     regression=regression,
+                    honest=honest
+                    if spec.units == DEFAULT_UNITS and honest and spec.metric in honest.metrics
+                    else None,
                 )
             except ValueError as e:
                 if spec.units == DEFAULT_UNITS:

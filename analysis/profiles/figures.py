@@ -24,7 +24,13 @@ from analysis.views import SQL_VIEWS
 from memlake.core.paths import Warehouse  # noqa: E402
 from memlake.core.query import frame, view_names  # noqa: E402
 
-DEFAULT = {"units": "single", "control_group": "never_treated", "base_period": "varying", "first_epoch": True}
+DEFAULT = {
+    "units": "single",
+    "control_group": "never_treated",
+    "base_period": "varying",
+    "first_epoch": True,
+    "design": "none",
+}
 
 
 def _select(con, view: str, metric: str, options: dict) -> pl.DataFrame:
@@ -100,13 +106,30 @@ def _period_label(con, options: dict) -> str:
     return f"checkpoints since training (event time e, periods{length})"
 
 
+def breakdowns(con, metric: str, options: dict) -> dict[str, tuple[str, float]]:
+    """HonestDiD breakdown of each model's average persistent memorisation: {model: (method, value)}."""
+    if "profiles_honest" not in view_names(con):
+        return {}
+    rows = _select(con, "profiles_honest", metric, options).filter(pl.col("target") == "average")
+    return {m: (meth, b) for m, meth, b in rows.select("model", "method", "breakdown").unique().iter_rows()}
+
+
+def _breakdown_label(method: str, value: float | None) -> str:
+    name = "M̄" if method == "relative_magnitude" else "M"
+    if value is None or np.isnan(value):
+        return "no breakdown: not significant"
+    return f"breakdown {name} = {value:.2f}"
+
+
 def persistent(con, metric: str, options: dict) -> plt.Figure:
     curve = _select(con, "profiles_persistent", metric, options).sort("event_time")
+    honest = breakdowns(con, metric, options)
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
     for model in _models(curve):
         part = curve.filter(pl.col("model") == model)
         lo, hi = part["ci_lower"] * SIGN[metric], part["ci_upper"] * SIGN[metric]
-        (line,) = ax.plot(part["event_time"], part["memorisation"], marker=".", label=model)
+        label = model if model not in honest else f"{model} (HonestDiD {_breakdown_label(*honest[model])})"
+        (line,) = ax.plot(part["event_time"], part["memorisation"], marker=".", label=label)
         ax.fill_between(
             part["event_time"], np.minimum(lo, hi), np.maximum(lo, hi), alpha=0.2, color=line.get_color()
         )

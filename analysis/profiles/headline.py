@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import numpy as np
 
 from analysis.page import num, table, verdict
 from memlake.core import query
 
 # The fits the findings read: surprisal, never-treated controls, varying base, first epoch.
-FIT = "metric = 'sup_seq' and control_group = 'never_treated' and base_period = 'varying' and first_epoch"
+FIT = (
+    "metric = 'sup_seq' and control_group = 'never_treated' and base_period = 'varying' and first_epoch "
+    "and design = 'none'"
+)
 SINGLE = f"units = 'single' and {FIT}"
 MIN_UNITS = 10
 LR_R = 0.5  # "tracks the learning rate" / "profiles correlate": Pearson r above this
@@ -43,6 +47,9 @@ class ProfilesHeadline:
     duplicated: dict[str, tuple[float, float]] = field(default_factory=dict)  # model -> (single, duplicated)
     pretrend: list[tuple] = field(default_factory=list)  # units, model, method, cells, p
     smallest_cohort: dict[tuple[str, str], int] = field(default_factory=dict)  # (units, model) -> n
+    # model -> (method, breakdown, robust interval at the largest bound, that bound) of the average
+    # persistent memorisation (HonestDiD, profiles_honest)
+    honest: dict[str, tuple[str, float, float, float, float]] = field(default_factory=dict)
 
     def lr_holds(self) -> bool | None:
         rs = [r for r, _ in self.lr.values()]
@@ -59,6 +66,18 @@ class ProfilesHeadline:
 
     def duplicated_holds(self) -> bool | None:
         return all(d > s for s, d in self.duplicated.values()) if self.duplicated else None
+
+    def _honest_html(self) -> str:
+        sentences = "".join(
+            f"<li>{html.escape(_honest_sentence(m, *v))}</li>" for m, v in self.honest.items()
+        )
+        return (
+            "<h3>Sensitivity to parallel trends (HonestDiD)</h3><p class=muted>How large a violation of "
+            "parallel trends would overturn the average persistent memorisation (event times 0..4 in "
+            "checkpoint periods, 4 pre-periods; Rambachan &amp; Roth 2023). The breakdown value is the "
+            "largest bound whose robust confidence set still excludes zero; it is drawn beside each "
+            f"persistent curve.</p><ul>{sentences}</ul>"
+        )
 
     def flags(self) -> list[str]:
         return [
@@ -111,6 +130,8 @@ class ProfilesHeadline:
             "<ul>" + "".join(f"<li>{x}</li>" for x in items) + "</ul>",
         ]
         parts += [f'<p class="flag">&#9888; {html.escape(f)}</p>' for f in self.flags()]
+        if self.honest:
+            parts.append(self._honest_html())
         if self.pretrend:
             rows = [
                 (u, m, t, c, num(f"profiles.pretrend.{u}.{m}.{t}", p, ".3g"))
@@ -143,6 +164,22 @@ def model_sizes(models: list[str], suite_config: Path | None) -> list[str]:
         return (0, m) if s is None else (int(s["layers"]) * int(s["hidden_size"]) ** 2, m)
 
     return sorted(models, key=size)
+
+
+def _honest_sentence(model: str, method: str, breakdown: float, lo: float, hi: float, bound: float) -> str:
+    name = "M̄" if method == "relative_magnitude" else "M"
+    what = (
+        "a post-training change in the trend gap of up to M̄ times the largest pre-training one"
+        if method == "relative_magnitude"
+        else "a bend of the pre-training trend gap of up to M per checkpoint"
+    )
+    if np.isnan(breakdown):
+        return f"{model}: the average is not significant even under parallel trends (no breakdown value)"
+    return (
+        f"{model}: still excludes zero under {what} for {name} ≤ "
+        f"{num(f'profiles.honest.breakdown.{model}', breakdown, '.3g')}; at {name} = {bound:g} the robust "
+        f"95% set is [{lo:.4f}, {hi:.4f}] (ATT units)"
+    )
 
 
 def profiles_headline(
@@ -203,6 +240,12 @@ def profiles_headline(
             f"where {FIT} order by units != 'single', units, model, method"
         )
     ]
+    if "profiles_honest" in query.view_names(con):
+        for m, method, b, lo, hi, bound in q(
+            "select model, method, breakdown, ci_lower, ci_upper, bound from profiles_honest "
+            f"where target = 'average' and {SINGLE} qualify bound = max(bound) over (partition by model)"
+        ):
+            out.honest[m] = (method, np.nan if b is None else b, lo, hi, bound)
     out.smallest_cohort = {
         (u, m): int(n)
         for u, m, n in q(f"select units, model, min(n_treated) from profiles_attgt where {FIT} group by all")

@@ -22,6 +22,19 @@ def fit_command(
     base_periods: ListOpt = None,
     all_epochs: Annotated[bool, typer.Option(help="Use every checkpoint, not only the first epoch.")] = False,
     bootstrap: Annotated[int | None, typer.Option(help="Bootstrap draws (0: analytic only).")] = None,
+    covariates: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated per-instance columns (instances, instance_features) to adjust for."
+        ),
+    ] = None,
+    est_method: Annotated[str | None, typer.Option(help="With covariates: dr, ipw or reg.")] = None,
+    cluster: Annotated[
+        str | None, typer.Option(help="A per-instance column whose rows share a bootstrap weight.")
+    ] = None,
+    honest: Annotated[
+        bool | None, typer.Option("--honest/--no-honest", help="HonestDiD robust sets and breakdown values.")
+    ] = None,
     config: ConfigOpt = "small",
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
@@ -29,7 +42,10 @@ def fit_command(
     """ATT(g,t), aggregations, placebo tests and the pyfixest cross-check into the profiles marts."""
     cfg, wh = setup(config, set_, warehouse)
     lists = [split(v) for v in (metrics, units, control_groups, base_periods)]
-    profiles.fit(cfg, wh, models, *lists, all_epochs=all_epochs, bootstrap=bootstrap, log=say)
+    profiles.fit(
+        cfg, wh, models, *lists, all_epochs=all_epochs, bootstrap=bootstrap, covariates=split(covariates),
+        est_method=est_method, cluster=cluster, honest=honest, log=say,
+    )  # fmt: skip
 
 
 @app.command("validate")
@@ -59,9 +75,13 @@ def figures_command(
     control_group: Annotated[str, typer.Option()] = "never_treated",
     base_period: Annotated[str, typer.Option()] = "varying",
     all_epochs: Annotated[bool, typer.Option(help="Figures of the all-epochs fit.")] = False,
+    design: Annotated[str, typer.Option(help="The fit's design key ('none': no covariates).")] = "none",
     warehouse: WarehouseOpt = None,
 ):
     """Profile heatmap, instantaneous vs LR, persistent curve, residual bars, cross-size correlation."""
-    opts = dict(units=units, control_group=control_group, base_period=base_period, first_epoch=not all_epochs)
+    opts = dict(
+        units=units, control_group=control_group, base_period=base_period, first_epoch=not all_epochs,
+        design=design,
+    )  # fmt: skip
     for path in profiles.figures(Warehouse.at(warehouse), metric, opts):
         say(f"figure: {path}")

@@ -21,6 +21,9 @@ from memlake.core.paths import Warehouse
 from memlake.core.registry import Registry
 
 PYTHON_MARTS: Registry[str] = Registry("Python mart")
+# Columns a mart gained after files were written: {mart: {column: SQL literal}}. The query layer
+# reads an older file's missing column as that value, so the views may name it.
+COLUMN_DEFAULTS: dict[str, dict[str, str]] = {}
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -29,10 +32,13 @@ def file_key(*parts: object) -> str:
     return "__".join(_SAFE.sub("-", str(p)) for p in parts)
 
 
-def declare(*names: str) -> tuple[str, ...]:
-    """Declare the marts a module writes; each must also be a `python_marts` source."""
+def declare(*names: str, defaults: dict[str, str] | None = None) -> tuple[str, ...]:
+    """Declare the marts a module writes; each must also be a `python_marts` source. `defaults`:
+    columns added later, as {column: SQL literal} for files written before them."""
     for name in names:
         PYTHON_MARTS.add(name, name)
+        if defaults:
+            COLUMN_DEFAULTS[name] = dict(defaults)
     return names
 
 

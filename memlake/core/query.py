@@ -75,7 +75,8 @@ def connect(
     for name, glob in mart_paths(wh).items():
         if name in lake.TABLES:
             continue
-        con.execute(f"create view {name} as select * from read_parquet('{glob}', union_by_name=true)")
+        sql = f"select * from read_parquet('{glob}', union_by_name=true)"
+        con.execute(f"create view {name} as {_with_defaults(con, name, sql)}")
     _create_derived_views(con, views or {})
     return con
 
@@ -92,6 +93,20 @@ def _with_optional(con: duckdb.DuckDBPyConnection, table: str, sql: str) -> str:
         return sql
     nulls = ", ".join(f"cast(null as {_duck_type(s.schema.field(c).type)}) as {c}" for c in absent)
     return f"select *, {nulls} from ({sql})"
+
+
+def _with_defaults(con: duckdb.DuckDBPyConnection, mart: str, sql: str) -> str:
+    """`sql` with the mart's later-added columns (`marts.COLUMN_DEFAULTS`) filled in older files."""
+    from memlake.core.marts import COLUMN_DEFAULTS
+
+    defaults = COLUMN_DEFAULTS.get(mart)
+    if not defaults:
+        return sql
+    present = {name for (name, *_) in con.execute(f"describe {sql}").fetchall()}
+    replace = [f"coalesce({c}, {v}) as {c}" for c, v in defaults.items() if c in present]
+    added = [f"{v} as {c}" for c, v in defaults.items() if c not in present]
+    star = f"* replace ({', '.join(replace)})" if replace else "*"
+    return f"select {', '.join([star, *added])} from ({sql})"
 
 
 def _duck_type(t) -> str:

@@ -130,6 +130,17 @@ class Ingest(Section):
     extraction: Extraction
 
 
+class ProfilesHonest(Section):
+    """HonestDiD for the natural-row fits (analysis/profiles/fitting.py `Honest`)."""
+
+    enabled: bool = False
+    metrics: list[str] = Field(default_factory=lambda: ["sup_seq"])
+    method: Literal["relative_magnitude", "smoothness"] = "relative_magnitude"
+    mbar: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
+    pre: int = Field(default=4, ge=1)  # pre-periods in the event window
+    post: int = Field(default=4, ge=0)  # post event times averaged: 0..post
+
+
 class Profiles(Section):
     metrics: list[str]
     units: list[str]
@@ -139,6 +150,10 @@ class Profiles(Section):
     bootstrap: int = Field(ge=0)
     seed: int
     regression: bool
+    covariates: list[str] = Field(default_factory=list)  # per-instance columns (DiD with covariates)
+    est_method: Literal["dr", "ipw", "reg"] = "dr"
+    cluster: str | None = None  # a per-instance column, e.g. batch_idx
+    honest: ProfilesHonest = Field(default_factory=ProfilesHonest)
 
 
 class Taxonomy(Section):

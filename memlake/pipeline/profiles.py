@@ -19,14 +19,20 @@ def fit(
     base_periods: list[str] | None = None,
     all_epochs: bool = False,
     bootstrap: int | None = None,
+    covariates: list[str] | None = None,
+    est_method: str | None = None,
+    cluster: str | None = None,
+    honest: bool | None = None,
     log: Log = quiet,
 ) -> list:
     """Fit every (model, metric, units, control group, base period) of the grid; each list not
-    given comes from the config's profiles section."""
-    from analysis.profiles import fit_profiles, grid, models_in
+    given comes from the config's profiles section, and so do the design (covariates, cluster)
+    and HonestDiD (`honest` overrides its `enabled`)."""
+    from analysis.profiles import Honest, fit_profiles, grid, models_in
     from ingest.hub_suites import model_key
 
     p = cfg["profiles"]
+    h = p.get("honest") or {}
     specs = grid(
         [model_key(m) for m in models] if models else models_in(wh),  # a Hub id or its lake key
         metrics or p["metrics"],
@@ -34,16 +40,35 @@ def fit(
         control_groups or p["control_groups"],
         base_periods or p["base_periods"],
         first_epoch=p["first_epoch"] and not all_epochs,
+        covariates=covariates if covariates is not None else p.get("covariates", []),
+        est_method=est_method or p.get("est_method", "dr"),
+        cluster=cluster if cluster is not None else p.get("cluster"),
     )
+    run_honest = h.get("enabled", False) if honest is None else honest
+    honest_opts = None
+    if run_honest:
+        honest_opts = Honest(
+            method=h.get("method", "relative_magnitude"),
+            mbar=tuple(h.get("mbar", (0.5, 1.0, 1.5, 2.0))),
+            pre=h.get("pre", 4),
+            post=h.get("post", 4),
+            metrics=tuple(h.get("metrics", ("sup_seq",))),
+        )
 
     def report(fit):
         s = fit.spec
         inst = fit.attgt.filter(fit.attgt["step"] == fit.attgt["cohort"])
         sig = int(inst["zero_not_in_cband"].fill_null(False).sum())
+        design = "" if s.design == "none" else f" ({s.design})"
         log(
-            f"profiles: {s.model}/{s.metric}/{s.units}: {len(fit.attgt)} cells, "
+            f"profiles: {s.model}/{s.metric}/{s.units}{design}: {len(fit.attgt)} cells, "
             f"t=g {inst['memorisation'].mean():+.4f}, {sig}/{len(inst)} significant"
         )
+        if fit.honest is not None:
+            avg = fit.honest.filter(fit.honest["target"] == "average")
+            method, breakdown = avg["method"][0], avg["breakdown"][0]
+            value = "none (no effect under parallel trends)" if breakdown is None else f"{breakdown:.3g}"
+            log(f"profiles: {s.model}/{s.metric} HonestDiD breakdown ({method}): {value}")
 
     return fit_profiles(
         wh,
@@ -51,6 +76,7 @@ def fit(
         bootstrap=bootstrap if bootstrap is not None else p["bootstrap"],
         seed=p["seed"],
         regression=p["regression"],
+        honest=honest_opts,
         on_fit=report,
     )
 

@@ -6,6 +6,7 @@ select
     a.control_group,
     a.base_period,
     a.first_epoch,
+    a.design,
     a.model as model_a,
     b.model as model_b,
     corr(a.memorisation, b.memorisation) as pearson,
@@ -17,6 +18,7 @@ inner join profiles_full as b
     and a.control_group = b.control_group
     and a.base_period = b.base_period
     and a.first_epoch = b.first_epoch
+    and a.design = b.design
     and a.cohort = b.cohort
     and a.step = b.step
 group by all

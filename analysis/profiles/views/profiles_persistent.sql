@@ -8,6 +8,7 @@ select
     control_group,
     base_period,
     first_epoch,
+    design,
     key as event_time,
     memorisation,
     att,

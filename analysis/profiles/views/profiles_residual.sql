@@ -2,5 +2,5 @@
 select *
 from profiles_full
 qualify step = max(step) over (
-    partition by model, metric, units, control_group, base_period, first_epoch
+    partition by model, metric, units, control_group, base_period, first_epoch, design
 )
