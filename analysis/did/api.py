@@ -41,7 +41,7 @@ def att_gt(
     cluster: str | Iterable[str] | None = None,
     allow_unbalanced_panel: bool = False,
 ) -> AttGtResult:
-    """Callaway & Sant'Anna group-time ATTs on a balanced long panel.
+    """Callaway & Sant'Anna group-time ATTs on a long panel (balanced unless allow_unbalanced_panel).
 
     data: polars/pandas DataFrame or pyarrow Table, one row per (unit, time).
     unit, time, cohort, outcome: column names. `time` and `cohort` are sortable integers in the

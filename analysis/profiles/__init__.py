@@ -22,6 +22,7 @@ from analysis.profiles.fitting import (
     ProfileSpec,
     first_epoch_end,
     fit,
+    fit_sql,
     panel_frame,
     write_fit,
 )
@@ -91,15 +92,26 @@ def fit_profiles(
     alpha: float = 0.05,
     regression: bool = True,
     honest: Honest | None = None,
+    sql: bool = False,
     on_fit: Callable[[ProfileFit], None] | None = None,
 ) -> list[ProfileFit]:
-    """Fit and write every spec; the panel of a (model, units) pair is read once."""
+    """Fit and write every spec; the panel of a (model, units) pair is read once. sql=True fits
+    from sufficient statistics that DuckDB computes over sequence_panel (`fit_sql`): the panel
+    never enters Python, and the fits are analytic."""
     from memlake.core.query import connect
 
     con = connect(wh, views=SQL_VIEWS)
     panels, ends, fits = {}, {}, []
     try:
         for spec in specs:
+            if sql:
+                ends.setdefault(spec.model, first_epoch_end(con, spec.model))
+                result = fit_sql(spec, con, epoch_end=ends[spec.model], alpha=alpha)
+                write_fit(wh, result)
+                fits.append(result)
+                if on_fit:
+                    on_fit(result)
+                continue
             columns = tuple(dict.fromkeys((*spec.covariates, *([spec.cluster] if spec.cluster else []))))
             if (spec.model, spec.units, columns) not in panels:
                 panels[spec.model, spec.units, columns] = panel_frame(con, spec.model, spec.units, columns)

@@ -201,41 +201,7 @@ def fit(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = att_gt(data, **common, base_period=spec.base_period, bootstrap=bootstrap, seed=seed)
-    sign = SIGN[spec.metric]
-    keys = {c: getattr(spec, c) for c in KEY_COLUMNS}
-    key_cols = [pl.lit(v).alias(k) for k, v in keys.items()]
-
-    cells = (
-        res.to_polars()
-        .rename({"time": "step", "base_time": "base_step"})
-        .with_columns(memorisation=pl.col("att") * sign)
-        .select(*key_cols, pl.exclude("cband"))
-    )
-    aggs = []
-    for kind, name in AGG_KINDS.items():
-        # event time in checkpoint periods (R did's recoding): exact on an uneven checkpoint grid too
-        frame = res.aggregate(kind, event_time="period").to_polars()
-        if kind != "simple":  # the key-less row of a keyed aggregation is its overall average
-            frame = frame.with_columns(
-                kind=pl.when(pl.col("key").is_null()).then(pl.lit(f"{name}_overall")).otherwise(pl.lit(name))
-            )
-        else:
-            frame = frame.with_columns(kind=pl.lit(name))
-        aggs.append(frame)
-    aggregates = (
-        pl.concat(aggs).with_columns(memorisation=pl.col("att") * sign).select(*key_cols, pl.exclude("cband"))
-    )
-    tests = []
-    for method in ("wald", "wald_event", "sup_t") if bootstrap else ("wald", "wald_event"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a singular covariance is reported as a null statistic
-            t = res.pretrend_test(method)
-        tests.append({"method": method, "statistic": t.statistic, "p_value": t.p_value, "cells": t.cells})
-    pretrend = pl.DataFrame(
-        tests, schema={"method": pl.String, "statistic": pl.Float64, "p_value": pl.Float64, "cells": pl.Int64}
-    )
-    pretrend = pretrend.select(*key_cols, pl.all()).with_columns(pl.col(pl.Float64).fill_nan(None))
-
+    key_cols, cells, aggregates, pretrend = _tables(spec, res, bootstrap)
     reg = None
     if regression and spec.control_group == "never_treated":
         with warnings.catch_warnings():
@@ -297,6 +263,68 @@ class Honest:
                 )
             )
         return pl.concat(frames).rename({"m" if self.method == "smoothness" else "mbar": "bound"})
+
+
+def _tables(spec: ProfileSpec, res, bootstrap: int) -> tuple[list, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The key columns and the cells, aggregations and placebo tests of a fit, as mart rows."""
+    sign = SIGN[spec.metric]
+    keys = {c: getattr(spec, c) for c in KEY_COLUMNS}
+    key_cols = [pl.lit(v).alias(k) for k, v in keys.items()]
+
+    cells = (
+        res.to_polars()
+        .rename({"time": "step", "base_time": "base_step"})
+        .with_columns(memorisation=pl.col("att") * sign)
+        .select(*key_cols, pl.exclude("cband"))
+    )
+    aggs = []
+    for kind, name in AGG_KINDS.items():
+        # event time in checkpoint periods (R did's recoding): exact on an uneven checkpoint grid too
+        frame = res.aggregate(kind, event_time="period").to_polars()
+        if kind != "simple":  # the key-less row of a keyed aggregation is its overall average
+            frame = frame.with_columns(
+                kind=pl.when(pl.col("key").is_null()).then(pl.lit(f"{name}_overall")).otherwise(pl.lit(name))
+            )
+        else:
+            frame = frame.with_columns(kind=pl.lit(name))
+        aggs.append(frame)
+    aggregates = (
+        pl.concat(aggs).with_columns(memorisation=pl.col("att") * sign).select(*key_cols, pl.exclude("cband"))
+    )
+    tests = []
+    for method in ("wald", "wald_event", "sup_t") if bootstrap else ("wald", "wald_event"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a singular covariance is reported as a null statistic
+            t = res.pretrend_test(method)
+        tests.append({"method": method, "statistic": t.statistic, "p_value": t.p_value, "cells": t.cells})
+    pretrend = pl.DataFrame(
+        tests, schema={"method": pl.String, "statistic": pl.Float64, "p_value": pl.Float64, "cells": pl.Int64}
+    )
+    pretrend = pretrend.select(*key_cols, pl.all()).with_columns(pl.col(pl.Float64).fill_nan(None))
+
+    return key_cols, cells, aggregates, pretrend
+
+
+def fit_sql(spec: ProfileSpec, con: duckdb.DuckDBPyConnection, *, epoch_end: int | None, alpha: float = 0.05,
+            chunks: int = 4) -> ProfileFit:  # fmt: skip
+    """One profile from sufficient statistics computed by DuckDB over `sequence_panel`: the panel
+    never enters Python (analytic SEs; no covariates, clusters or regression cross-check)."""
+    from analysis.did.sql import att_gt_sql
+
+    if spec.design != "none":
+        raise ValueError("--sql fits the plain DiD: covariates and clusters need the unit-level engine")
+    model = spec.model.replace("'", "''")
+    source = f"""select panel.instance_id, panel.step, panel.cohort, panel.{spec.metric}
+        from sequence_panel as panel join instances on panel.instance_id = instances.instance_id
+        where panel.model = '{model}' and (panel.never_treated or {UNIT_SETS[spec.units]})"""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = att_gt_sql(con, source, unit="instance_id", time="step", cohort="cohort", outcome=spec.metric,
+                         control_group=spec.control_group, base_period=spec.base_period, alpha=alpha,
+                         first_epoch=epoch_end if spec.first_epoch else None, chunks=chunks)  # fmt: skip
+    _, cells, aggregates, pretrend = _tables(spec, res, 0)
+    notes = tuple(res.notes) + tuple(str(w.message) for w in caught if str(w.message) not in res.notes)
+    return ProfileFit(spec, cells, aggregates, pretrend, None, notes)
 
 
 def event_study_regression_post(panel: pl.DataFrame, kw: dict, epoch_end: int | None) -> pl.DataFrame:

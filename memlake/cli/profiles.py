@@ -35,6 +35,12 @@ def fit_command(
     honest: Annotated[
         bool | None, typer.Option("--honest/--no-honest", help="HonestDiD robust sets and breakdown values.")
     ] = None,
+    sql: Annotated[
+        bool,
+        typer.Option(
+            help="Fit from sufficient statistics DuckDB computes (panels larger than memory; analytic)."
+        ),
+    ] = False,
     config: ConfigOpt = "small",
     set_: SetOpt = None,
     warehouse: WarehouseOpt = None,
@@ -44,7 +50,7 @@ def fit_command(
     lists = [split(v) for v in (metrics, units, control_groups, base_periods)]
     profiles.fit(
         cfg, wh, models, *lists, all_epochs=all_epochs, bootstrap=bootstrap, covariates=split(covariates),
-        est_method=est_method, cluster=cluster, honest=honest, log=say,
+        est_method=est_method, cluster=cluster, honest=honest, sql=sql, log=say,
     )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ def fit(
     est_method: str | None = None,
     cluster: str | None = None,
     honest: bool | None = None,
+    sql: bool = False,
     log: Log = quiet,
 ) -> list:
     """Fit every (model, metric, units, control group, base period) of the grid; each list not
@@ -76,7 +77,8 @@ def fit(
         bootstrap=bootstrap if bootstrap is not None else p["bootstrap"],
         seed=p["seed"],
         regression=p["regression"],
-        honest=honest_opts,
+        honest=None if sql else honest_opts,
+        sql=sql,
         on_fit=report,
     )
 

@@ -232,3 +232,33 @@ def test_fit_with_covariates_clusters_and_honest_did(demo):
                    "--units", "single", "--covariates", "nope"], wh)  # fmt: skip
     assert bad.returncode == 2 and "no per-instance column 'nope'" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_sql_fit_equals_the_in_memory_fit(demo):
+    """`memlake profiles fit --sql`: DuckDB computes the sufficient statistics over sequence_panel
+    and the cells equal the in-memory analytic fit's (runs last: it replaces the plain fit's rows)."""
+    wh, _ = demo
+    out = memlake(["profiles", "fit", "--config", "tiny", "-m", "suite-s", "--metrics", "sup_seq", "--units",
+                   "single", "--sql"], wh)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    from analysis.profiles.fitting import ProfileSpec, first_epoch_end, fit, panel_frame
+
+    con = query.connect(wh, views=SQL_VIEWS)
+    try:
+        end = first_epoch_end(con, "suite-s")
+        mem = fit(
+            ProfileSpec("suite-s"), panel_frame(con, "suite-s"), epoch_end=end, bootstrap=0, regression=False
+        )
+    finally:
+        con.close()
+    cells = sql(wh, "select * from profiles_attgt where model = 'suite-s' and metric = 'sup_seq' "
+                    "and units = 'single' and design = 'none' order by cohort, step")  # fmt: skip
+    ref = mem.attgt.sort("cohort", "step")
+    np.testing.assert_allclose(cells["att"], ref["att"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(cells["se_analytic"], ref["se_analytic"], rtol=0, atol=1e-12)
+    aggs = sql(wh, "select * from profiles_aggregates where model = 'suite-s' and metric = 'sup_seq' "
+                   "and units = 'single' and design = 'none' order by kind, key")  # fmt: skip
+    np.testing.assert_allclose(aggs["att"], mem.aggregates.sort("kind", "key")["att"], rtol=0, atol=1e-12)
+    bad = memlake(["profiles", "fit", "--config", "tiny", "-m", "suite-s", "--metrics", "sup_seq", "--units",
+                   "single", "--sql", "--covariates", "avg_frequency"], wh)  # fmt: skip
+    assert bad.returncode == 2 and "--sql fits the plain DiD" in bad.stderr
