@@ -10,12 +10,16 @@ The profiles are those of Lesci et al. (ACL 2024).
     res.pretrend_test()              # Wald placebo test over pre-treatment cells
     print(res.summary())
 
-Thin API over separate internals: `panel` (input -> balanced matrix, R's sample rules), `cells`
-(cell grid, base periods, control sets, ATT and analytic SEs), `inference` (influence-function
-covariances, Wald test), `bootstrap` (multiplier bootstrap, uniform bands), `aggregate`
-(aggregation weights with the estimated-weights IF term), `results` (result objects),
-`regression` (pyfixest event-study cross-check), `synthetic` (panels with a known effect).
-Numbers match R `did` 2.x on its `mpdta` example (tests/unit/analysis/test_did.py).
+Thin API over separate internals: `panel` (input -> unit x time matrix, R's sample rules),
+`cells` (cell grid, base periods, control sets; the plain DiD from per-cohort sufficient
+statistics), `units` (the unit-level engine for covariates, weights, clusters and unbalanced
+panels) over `drdid` (Sant'Anna & Zhao's reg / ipw / dr estimators and their influence
+functions), `inference` (influence-function covariances, Wald test), `bootstrap` (multiplier
+bootstrap, uniform bands), `aggregate` (aggregation weights with the estimated-weights IF term),
+`results` (result objects), `honest` (Rambachan & Roth sensitivity), `sql` (sufficient statistics
+computed by a database), `regression` (pyfixest event-study cross-check), `synthetic` (panels with
+a known effect). Numbers match R `did` 2.x on its `mpdta` example (tests/unit/analysis/test_did.py)
+and moderndid / csdid on every option (test_did_covariates.py, test_did_honest.py).
 """
 
 from __future__ import annotations
