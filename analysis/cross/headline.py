@@ -11,7 +11,7 @@ import polars as pl
 
 from analysis.cross.figures import BEST_BY_CATEGORY
 from analysis.cross.mia_vs_did import agreement
-from analysis.page import num, table
+from analysis.page import Html, num, table
 from analysis.profiles.metrics import SIGN
 from memlake.core.query import frame, view_names
 
@@ -43,7 +43,7 @@ def _timing_row(r: dict) -> list:
         r["model"], r["category"], r["n_treated"],
         "never" if r["from"] is None else f"e = {r['from']}",
         "—" if r["until"] is None else f"e = {r['until']}",
-        f"{num(key, r['peak'], '.4f')} at e = {r['peak_event']}",
+        Html(f"{num(key, r['peak'], '.4f')} at e = {int(r['peak_event'])}"),
         "—" if share is None or math.isnan(share) else f"{share:.1%}",
     ]  # fmt: skip
 

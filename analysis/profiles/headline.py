@@ -69,7 +69,7 @@ class ProfilesHeadline:
 
     def _honest_html(self) -> str:
         sentences = "".join(
-            f"<li>{html.escape(_honest_sentence(m, *v))}</li>" for m, v in self.honest.items()
+            f"<li>{_honest_sentence(html.escape(m), *v)}</li>" for m, v in self.honest.items()
         )
         return (
             "<h3>Sensitivity to parallel trends (HonestDiD)</h3><p class=muted>How large a violation of "

@@ -77,6 +77,21 @@ def test_duplicated_rows_are_memorised_more(profiles):
     assert profiles.duplicated_holds(), profiles.duplicated
 
 
+def test_persistent_memorisation_survives_violations_of_parallel_trends(profiles, wh):
+    """HonestDiD on the average persistent memorisation (event times 0..4): it stays significant
+    under post-training changes in the trend gap larger than the largest pre-training one
+    (breakdown Mbar > 1) for every model, more so for the larger model, and the report says so."""
+    assert set(profiles.honest) == set(profiles.models)
+    for model, (method, breakdown, lo, hi, bound) in profiles.honest.items():
+        assert method == "relative_magnitude"
+        assert breakdown > 1, (model, breakdown)
+        assert (hi < 0 or lo > 0) == (bound < breakdown), (model, lo, hi, bound)  # the set at Mbar = 2
+    sizes = [profiles.honest[m][1] for m in profiles.models]  # smallest model first
+    assert sizes == sorted(sizes), sizes
+    page = (wh.root / "report" / "index.html").read_text()
+    assert "Sensitivity to parallel trends (HonestDiD)" in page and "&lt;span" not in page
+
+
 @pytest.mark.parametrize(
     "finding, verdict",
     [

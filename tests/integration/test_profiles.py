@@ -226,7 +226,7 @@ def test_fit_with_covariates_clusters_and_honest_did(demo):
 
     assert memlake(["report"], wh).returncode == 0
     page = (wh.root / "report" / "index.html").read_text()
-    assert "Sensitivity to parallel trends (HonestDiD)" in page
+    assert "Sensitivity to parallel trends (HonestDiD)" in page and "&lt;span" not in page
 
     bad = memlake(["profiles", "fit", "--config", "tiny", "-m", "suite-s", "--metrics", "sup_seq",
                    "--units", "single", "--covariates", "nope"], wh)  # fmt: skip

@@ -32,6 +32,7 @@ def test_demo_writes_the_report(tiny_demo):
     assert len(imgs) >= 5 and all((index.parent / src).is_file() for src in imgs)
     assert 'href="dbt-docs/index.html"' in page and (index.parent / "dbt-docs" / "index.html").is_file()
     assert "suite-s" in page and "Instantaneous memorisation" in page
+    assert "&lt;span" not in page  # a number's markup is never escaped into its text
 
 
 def test_report_cli_without_dbt_docs(tiny_demo, tmp_path):
