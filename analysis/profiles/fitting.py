@@ -163,6 +163,12 @@ def design_frame(panel: pl.DataFrame, spec: ProfileSpec) -> tuple[pl.DataFrame, 
             out = out.with_columns((pl.col(c) == level).fill_null(False).cast(pl.Float64).alias(name))
             names.append(name)
     if spec.cluster:
+        if panel[spec.cluster].null_count() == len(panel):
+            warnings.warn(
+                f"cluster column {spec.cluster!r} is null for every row (a Hub import has no document "
+                "ids): every instance is its own cluster",
+                stacklevel=2,
+            )
         out = out.with_columns(
             pl.col(spec.cluster).cast(pl.String).fill_null(pl.format("own-{}", pl.col("instance_id")))
         )

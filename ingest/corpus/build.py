@@ -36,6 +36,7 @@ class Row:
     source: str
     artifact: str = "none"
     clean: np.ndarray | None = None
+    document: int | None = None  # the document its first token lies in (None: synthetic)
 
 
 def checkpoint_steps(total_steps: int, every: int) -> list[int]:
@@ -51,21 +52,29 @@ def cohort_of(batch_idx: np.ndarray, every: int, total_steps: int) -> np.ndarray
     return np.minimum(every * (batch_idx // every + 1), total_steps)
 
 
-def _pack(tokenizer, docs: list[Document], n_rows: int, row_len: int, eos: int) -> list[np.ndarray]:
-    """Concatenate documents with EOS separators and cut fixed-length rows (remainder dropped)."""
+def _pack(
+    tokenizer, docs: list[Document], n_rows: int, row_len: int, eos: int
+) -> tuple[list[np.ndarray], list[int]]:
+    """Concatenate documents with EOS separators and cut fixed-length rows (remainder dropped).
+    Also returns, per row, the index in `docs` of the document its first token lies in: rows cut
+    from one document share it (a cluster for the DiD's standard errors)."""
     rows: list[np.ndarray] = []
+    first_doc: list[int] = []
     buf: list[int] = []
+    owner: list[int] = []  # the document of each token in buf
     for start in range(0, len(docs), 64):
         if len(rows) >= n_rows:
             break
         batch = docs[start : start + 64]
-        for ids in tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]:
+        for j, ids in enumerate(tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]):
             buf.extend(ids)
             buf.append(eos)
+            owner.extend([start + j] * (len(ids) + 1))
         while len(buf) >= row_len and len(rows) < n_rows:
             rows.append(np.asarray(buf[:row_len], dtype=np.int32))
-            buf = buf[row_len:]
-    return rows
+            first_doc.append(owner[0])
+            buf, owner = buf[row_len:], owner[row_len:]
+    return rows, first_doc
 
 
 def _text_rows(tokenizer, make, rng, n: int, row_len: int) -> list[np.ndarray]:
@@ -167,8 +176,9 @@ def _build(unit: CorpusUnit) -> Computed:
         n_by = _rows_wanted(c)
         for source in ("prose", "code"):
             want = _source_share(c, n_by, source)
-            src_docs = [d for d in docs if d.source == source]
-            got = _pack(tokenizer, src_docs, sum(want.values()), row_len, eos)
+            doc_ids = [i for i, d in enumerate(docs) if d.source == source]  # ids across sources
+            got, first = _pack(tokenizer, [docs[i] for i in doc_ids], sum(want.values()), row_len, eos)
+            document = [doc_ids[k] for k in first]
             if len(got) < sum(want.values()):
                 raise MemlakeError(
                     f"corpus.n_train + n_validation = {n_by['train'] + n_by['validation']} (+ {n_by['pool']} "
@@ -179,8 +189,12 @@ def _build(unit: CorpusUnit) -> Computed:
             rows_by["pool"] += [Row(r, source) for r in got[len(got) - want["pool"] :]]
             got = got[: len(got) - want["pool"]]
             held = rng.permutation(len(got))
-            rows_by["validation"] += [Row(got[i], source) for i in sorted(held[: want["validation"]])]
-            rows_by["train"] += [Row(got[i], source) for i in sorted(held[want["validation"] :])]
+            rows_by["validation"] += [
+                Row(got[i], source, document=document[i]) for i in sorted(held[: want["validation"]])
+            ]
+            rows_by["train"] += [
+                Row(got[i], source, document=document[i]) for i in sorted(held[want["validation"] :])
+            ]
 
         bar.update(task, advance=1, description="corpus: planting artifacts")
         train = _plant(rows_by["train"], rows_by["pool"], planted_cfg, tokenizer, rng, row_len)
@@ -224,6 +238,7 @@ def _build(unit: CorpusUnit) -> Computed:
                 "artifact": [r.artifact for r in rows],
                 "copies": pa.array([counts.get(_key(r.tokens), 0) for r in rows], pa.int32()),
                 "clean_tokens": pa.array([r.clean for r in rows], lake.TOKENS),
+                "document": pa.array([r.document for r in rows], pa.int64()),
             }
         )
         bar.update(task, advance=1, description="corpus: writing instances")
@@ -268,7 +283,7 @@ def fresh_rows(
     out: dict[str, list[np.ndarray]] = {}
     for src, want in n.items():
         used = sum(_source_share(c, _rows_wanted(c), src).values())
-        got = _pack(
+        got, _ = _pack(
             tokenizer,
             [d for d in docs if d.source == src],
             used + 2 * want,
@@ -314,6 +329,11 @@ def _pool_rows(p: dict[str, Any], row_len: int) -> int:
     return int(np.ceil(int(p["repeating"]) / per_row * 1.25)) + 8
 
 
+def _copy_of(base: Row, tokens: np.ndarray, artifact: str, clean: np.ndarray | None = None) -> Row:
+    """A planted row made from `base`: its source and document, new tokens and label."""
+    return Row(tokens, base.source, artifact, clean, base.document)
+
+
 def _plant(natural: list[Row], pool: list[Row], p: dict[str, Any], tokenizer, rng, row_len: int) -> list[Row]:
     """Turn some natural rows into duplicates/noise/backdoors/near-duplicate families and add
     templated rows."""
@@ -339,7 +359,7 @@ def _plant(natural: list[Row], pool: list[Row], p: dict[str, Any], tokenizer, rn
     dup_count = np.repeat([int(c) for c in p["duplicate_counts"]], per_count)
     for count, i in zip(dup_count, dup_idx):
         natural[i].artifact = "duplicate"
-        out += [Row(natural[i].tokens.copy(), natural[i].source, "duplicate") for _ in range(count - 1)]
+        out += [_copy_of(natural[i], natural[i].tokens.copy(), "duplicate") for _ in range(count - 1)]
 
     # Near-duplicate families (recollection's candidates): the row itself `copies` times, at most
     # the recitation threshold, and `variants` rows that each change one random token of its
@@ -349,12 +369,12 @@ def _plant(natural: list[Row], pool: list[Row], p: dict[str, Any], tokenizer, rn
     for i in fuzzy_idx:
         base = natural[i]
         base.artifact = "fuzzy"
-        out += [Row(base.tokens.copy(), base.source, "fuzzy") for _ in range(int(fuzzy.get("copies", 1)) - 1)]
+        out += [_copy_of(base, base.tokens.copy(), "fuzzy") for _ in range(int(fuzzy.get("copies", 1)) - 1)]
         for _ in range(int(fuzzy["variants"])):
             v = base.tokens.copy()
             at = int(rng.integers(row_len // 2, row_len))
             v[at] = 2 + (int(v[at]) - 2 + int(rng.integers(1, vocab - 2))) % (vocab - 2)  # never itself
-            out.append(Row(v, base.source, "fuzzy_variant"))
+            out.append(_copy_of(base, v, "fuzzy_variant"))
 
     # TinyMem-style noise: each token (after the first) moves to a random id with prob `rate`;
     # only the noised version is trained on, `copies` times; the clean row is kept as a label.
@@ -367,9 +387,7 @@ def _plant(natural: list[Row], pool: list[Row], p: dict[str, Any], tokenizer, rn
             flip[rng.integers(1, row_len)] = True
         # every flipped token changes (to another non-special id)
         noised[flip] = 2 + (noised[flip] - 2 + rng.integers(1, vocab - 2, size=int(flip.sum()))) % (vocab - 2)
-        out += [
-            Row(noised.copy(), natural[i].source, "noise", clean) for _ in range(int(p["noise"]["copies"]))
-        ]
+        out += [_copy_of(natural[i], noised.copy(), "noise", clean) for _ in range(int(p["noise"]["copies"]))]
 
     # Backdoors: a trigger string at a random position, then a fixed payload to the end.
     trigger = np.asarray(tokenizer(p["backdoor"]["trigger"], add_special_tokens=False)["input_ids"], np.int32)

@@ -15,6 +15,7 @@ renamed as (
         source,
         artifact,
         copies,
+        document,
         len(tokens) as n_tokens,
         coalesce(sample_only, false) as sample_only,
         tokens

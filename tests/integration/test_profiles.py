@@ -185,11 +185,11 @@ def test_fit_with_covariates_clusters_and_honest_did(demo):
     HonestDiD rows with a breakdown value, and the report's sensitivity section."""
     wh, _ = demo
     args = ["profiles", "fit", "--config", "tiny", "-m", "suite-s", "--metrics", "sup_seq", "--units",
-            "single", "--covariates", "source,avg_frequency", "--cluster", "batch_idx", "--honest",
+            "single", "--covariates", "source,avg_frequency", "--cluster", "document", "--honest",
             "--bootstrap", "99"]  # fmt: skip
     out = memlake(args, wh)
     assert out.returncode == 0, out.stderr[-2000:]
-    design = "dr(source+avg_frequency);cluster=batch_idx"
+    design = "dr(source+avg_frequency);cluster=document"
     assert f"suite-s/sup_seq/single ({design})" in out.stderr
     cells = sql(wh, "select * from profiles_attgt where model = 'suite-s' and metric = 'sup_seq' "
                     "and units = 'single' order by design, cohort, step")  # fmt: skip
@@ -202,13 +202,13 @@ def test_fit_with_covariates_clusters_and_honest_did(demo):
 
     con = query.connect(wh, views=SQL_VIEWS)
     try:
-        spec = ProfileSpec("suite-s", covariates=("source", "avg_frequency"), cluster="batch_idx")
+        spec = ProfileSpec("suite-s", covariates=("source", "avg_frequency"), cluster="document")
         panel, names = design_frame(
-            panel_frame(con, "suite-s", "single", ("source", "avg_frequency", "batch_idx")), spec
+            panel_frame(con, "suite-s", "single", ("source", "avg_frequency", "document")), spec
         )
         end = first_epoch_end(con, "suite-s")
         res = att_gt(panel, unit="instance_id", time="step", cohort="cohort", outcome="sup_seq",
-                     covariates=names, cluster="batch_idx", bootstrap=0, first_epoch=end)  # fmt: skip
+                     covariates=names, cluster="document", bootstrap=0, first_epoch=end)  # fmt: skip
     finally:
         con.close()
     assert names[-1] == "avg_frequency" and all(n.startswith("source=") for n in names[:-1])

@@ -94,11 +94,14 @@ TABLES: dict[str, TableSpec] = {
                     # true: `tokens` hold only a sample of the training row (the 64-token
                     # prompt + continuation of pythia-memorized-evals), not the whole row
                     ("sample_only", pa.bool_()),
+                    # the document of the corpus (or stream) its first token lies in: rows cut
+                    # from one document share it; null: synthetic or unknown
+                    ("document", pa.int64()),
                 ]
             ),
             keys=("instance_id",),
             checks=(_split_values, _train_rows_have_cohorts),
-            optional=("sample_only",),
+            optional=("sample_only", "document"),
         ),
         TableSpec(
             name="checkpoints",

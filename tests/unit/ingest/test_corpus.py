@@ -165,3 +165,42 @@ def test_duplicates_per_count_must_match_the_counts():
     with pytest.raises(MemlakeError, match="duplicates_per_count"):
         _per_count({"duplicate_counts": [2, 3], "duplicates_per_count": [1, 2, 3]})
     assert _per_count({"duplicate_counts": [2, 3], "duplicates_per_count": 4}) == [4, 4]
+
+
+def test_rows_know_their_document(instances, tiny_corpus, tiny_cfg):
+    """Each natural row names the corpus document its first token lies in (checked against the
+    documents' text), rows cut from one document share it, planted copies keep their base's, and
+    synthetic rows have none."""
+    from transformers import AutoTokenizer
+
+    from ingest.corpus.build import _shuffled_documents
+
+    synthetic = instances["source"] == "synthetic"
+    assert instances.filter(synthetic)["document"].null_count() == synthetic.sum()
+    assert instances.filter(~synthetic)["document"].null_count() == 0
+    # identical tokens, same document (exact and fuzzy copies of one row)
+    per_row = (
+        instances.filter(~synthetic).group_by(pl.col("tokens").hash()).agg(pl.col("document").n_unique())
+    )
+    assert (per_row["document"] == 1).all()
+    noise = instances.filter(pl.col("artifact") == "noise")
+    clean = instances.filter(pl.col("artifact") == "none").select(
+        "tokens", pl.col("document").alias("clean_doc")
+    )
+    joined = noise.join(clean, left_on="clean_tokens", right_on="tokens", how="inner")
+    assert len(joined) == 0 or (joined["document"] == joined["clean_doc"]).all()
+    # the decoded start of a row is text of its document (up to its first end of document)
+    docs = _shuffled_documents(np.random.default_rng(tiny_cfg["seed"]))
+    tok = AutoTokenizer.from_pretrained(str(tiny_corpus.tokenizer))
+    natural = instances.filter(pl.col("artifact") == "none").head(60)
+    checked = 0
+    for tokens, doc in zip(natural["tokens"].to_list(), natural["document"].to_list()):
+        head = tokens[: tokens.index(0)] if 0 in tokens else tokens
+        text = tok.decode(head[1:12]).strip()  # the first token may be a word's second half
+        if len(text) > 8:
+            assert text in docs[doc].text, (doc, text)
+            checked += 1
+    assert checked > 30
+    # documents longer than a row span several rows, so some rows share a document
+    counts = instances.filter(~synthetic).group_by("document").len()
+    assert (counts["len"] > 1).any()
