@@ -271,12 +271,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     # keep rows of sizes not run this time (the Pythia-sized `differences` run takes ~half an hour)
-    path = Path(__file__).parent / "results" / "did.json"
-    path.parent.mkdir(exist_ok=True)
-    ran = {r["size"] for r in results}
-    kept = [r for r in json.loads(path.read_text()) if r["size"] not in ran] if path.exists() else []
-    results = sorted(kept + results, key=lambda r: list(SIZES).index(r["size"]))
-    path.write_text(json.dumps(results, indent=2))
+    results = sorted(_write_rows("did.json", results, "size"), key=lambda r: list(SIZES).index(r["size"]))
 
     def fmt(r: dict, key: str, spec: str) -> str:
         return format(r[key], spec) if key in r else "—"

@@ -104,7 +104,7 @@ def att_gt(
     grid = cell_grid(panel, base_period, int(anticipation))
     members = control_membership(panel, grid, control_group, int(anticipation))
     mask = _band_mask(cband_cells, panel.cohorts[grid.group], panel.times[grid.t], grid.post)
-    design = _design(panel, covariates, est_method)
+    design = _design(panel, est_method)
     settings = Settings(
         control_group, base_period, int(anticipation), alpha, bootstrap, seed, first_epoch,
         est_method=est_method if covariates else "means", covariates=covariates, weights=weights,
@@ -155,14 +155,14 @@ def _cluster_column(cluster: str | Iterable[str] | None, unit: str) -> str | Non
     return others[0] if others else None
 
 
-def _design(panel: Panel, covariates: tuple[str, ...], est_method: str) -> Design | None:
+def _design(panel: Panel, est_method: str) -> Design | None:
     """The unit-level design, or None when the cohort-means engine gives the same answer."""
     if panel.x is None and panel.w is None and panel.cluster is None and panel.balanced:
         return None
     ones = np.ones((panel.n, 1))
     x = ones if panel.x is None else np.hstack([ones, panel.x])
     w = np.ones(panel.n) if panel.w is None else panel.w / panel.w.mean()
-    return Design(x=x, w=w, cluster=panel.cluster, method=est_method, covariates=covariates)
+    return Design(x=x, w=w, cluster=panel.cluster, method=est_method)
 
 
 def _cohort_shares(panel: Panel) -> np.ndarray:

@@ -315,12 +315,24 @@ def arp_conditional_test(y: np.ndarray, x: np.ndarray, sigma: np.ndarray, alpha:
     return z > max(0.0, _truncated_quantile(1 - alpha, zlo, zhi))
 
 
-def _rm_accepts(es: EventStudy, l_vec: np.ndarray, a: np.ndarray, theta: float, alpha: float) -> bool:
-    basis = _nuisance_basis(l_vec)
-    a_post = a[:, es.n_pre :]
-    y = a @ es.beta - a_post @ basis[:, 0] * theta
-    x = a_post @ basis[:, 1:]
-    return not arp_conditional_test(y, x, a @ es.sigma @ a.T, alpha)
+@dataclass(frozen=True)
+class _Moments:
+    """One polyhedron's moment inequalities for H0: theta = t, prepared once for every t:
+    E[y0 - slope t] - x tau <= 0, with covariance sigma."""
+
+    y0: np.ndarray
+    slope: np.ndarray
+    x: np.ndarray
+    sigma: np.ndarray
+
+    @classmethod
+    def of(cls, es: EventStudy, l_vec: np.ndarray, a: np.ndarray) -> _Moments:
+        basis = _nuisance_basis(l_vec)
+        a_post = a[:, es.n_pre :]
+        return cls(a @ es.beta, a_post @ basis[:, 0], a_post @ basis[:, 1:], a @ es.sigma @ a.T)
+
+    def accepts(self, theta: float, alpha: float) -> bool:
+        return not arp_conditional_test(self.y0 - self.slope * theta, self.x, self.sigma, alpha)
 
 
 def _rm_set(es: EventStudy, l_vec: np.ndarray, mbar: float, alpha: float, grid_points: int, first: int = 0):
@@ -333,10 +345,11 @@ def _rm_set(es: EventStudy, l_vec: np.ndarray, mbar: float, alpha: float, grid_p
     accepted = np.zeros(grid_points, dtype=bool)
     for a in _rm_polyhedra(es.n_pre, es.n_post, mbar, first):
         tested: dict[int, bool] = {}
+        moments = _Moments.of(es, l_vec, a)
 
-        def ok(i: int, a=a, tested=tested) -> bool:
+        def ok(i: int, moments=moments, tested=tested) -> bool:
             if i not in tested:
-                tested[i] = _rm_accepts(es, l_vec, a, float(grid[i]), alpha)
+                tested[i] = moments.accepts(float(grid[i]), alpha)
             return tested[i]
 
         start = _first_accepted(ok, _identified_centre(es, l_vec, a, grid), grid_points)
@@ -385,7 +398,7 @@ def _edge(ok, start: int, end: int) -> int:
 
 def _rm_covers_zero(es: EventStudy, l_vec: np.ndarray, mbar: float, alpha: float, first: int = 0) -> bool:
     polyhedra = _rm_polyhedra(es.n_pre, es.n_post, mbar, first)
-    return any(_rm_accepts(es, l_vec, a, 0.0, alpha) for a in polyhedra)
+    return any(_Moments.of(es, l_vec, a).accepts(0.0, alpha) for a in polyhedra)
 
 
 # --- the public entry point ----------------------------------------------------------------------

@@ -41,7 +41,6 @@ class Design:
     w: np.ndarray  # (n,) sampling weights normalised to mean 1 over the units
     cluster: np.ndarray | None  # (n,) cluster codes 0..n_clusters-1, or None (each unit alone)
     method: str  # "dr", "ipw" or "reg"
-    covariates: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def _panel_block(panel: Panel, grid: CellGrid, design: Design, h: int, rows: np.
     try:
         est, inf = drdid.estimate(design.method, drdid.Comparison.of(d, design.x[rows], design.w[rows]), dy)
     except drdid.OverlapError as err:
-        raise _overlap(err, panel, h, list(panel.times[grid.t[cells]]) if len(cells) == 1 else []) from None
+        raise _overlap(err, panel, h, list(panel.times[grid.t[cells]])) from None
     return est, Block(rows, cells, inf * (panel.n / len(rows)))
 
 
@@ -134,6 +133,7 @@ def estimate_units(
         w=design.w,
         unit_group=np.repeat(np.arange(panel.n_groups), panel.group_sizes),
         cluster=design.cluster,
+        group_starts=panel.group_starts[:-1],
     )
     cells = CellEstimates(att=att, se=influence.cell_se(), n_treated=n1, n_control=n0, load=None, const=None)
     return cells, influence
@@ -149,6 +149,7 @@ class UnitInfluence:
     w: np.ndarray  # (n,) weights: the estimated-share IF term of unit i is w_i wif[group(i)]
     unit_group: np.ndarray  # (n,) row group of each panel row
     cluster: np.ndarray | None
+    group_starts: np.ndarray  # (H',) first row of each row group (rows sorted by group, none empty)
 
     @property
     def n_clusters(self) -> int:
@@ -217,7 +218,6 @@ def draw_units(
             v = v[influence.cluster]
         for blk in influence.blocks:
             cells[blk.cells, start:stop] = blk.values.T @ v[blk.rows] / n
-        weighted = influence.w[:, None] * v
-        for h in range(n_groups):
-            group_sums[h, start:stop] = weighted[influence.unit_group == h].sum(axis=0)
+        # rows are sorted by group and no group is empty: one reduction per chunk
+        group_sums[:, start:stop] = np.add.reduceat(influence.w[:, None] * v, influence.group_starts, axis=0)
     return Draws(cells=cells, group_sums=group_sums, n=n)

@@ -256,10 +256,12 @@ class Honest:
                 "HonestDiD needs event time -2 and earlier: no pre-period change to bound", stacklevel=2
             )
             return None
+        from analysis.did.honest import honest_did
+
         frames = []
-        for target in ("average", 0):
-            out = res.honest_did(target, method=self.method, mbar=list(self.mbar), min_e=-self.pre - 1,
-                                 max_e=self.post)  # fmt: skip
+        for k in (None, 0):  # the average over post event times, then e = 0; one event study
+            out = honest_did(es, k=k, event_time="average" if k is None else k, method=self.method,
+                             mbar=list(self.mbar), alpha=res.settings.alpha)  # fmt: skip
             frames.append(
                 out.to_polars().with_columns(
                     estimate=pl.lit(out.estimate),
