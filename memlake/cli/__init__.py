@@ -11,6 +11,7 @@ memlake cross                                      profiles x taxonomy, MIA x Di
 memlake taxonomy features|fit|search               taxonomy features, marts, models and search
 memlake mitigate sweep|oracle|study|landscape|figures  mitigation methods, the retrain oracle, figures
 memlake publish | report                           Hub datasets, the static HTML report
+memlake serve                                      the web explorer over the warehouse (read-only)
 memlake demo                                       every stage on the embedded default
 """
 
@@ -23,6 +24,7 @@ from memlake.cli._options import console
 from memlake.cli.cross import cross_command
 from memlake.cli.demo import demo_command
 from memlake.cli.mia import mia_command
+from memlake.cli.serve import serve_command
 from memlake.core.errors import MemlakeError
 
 app = typer.Typer(
@@ -40,6 +42,7 @@ app.command("cross")(cross_command)
 app.add_typer(mitigate.app, name="mitigate")
 app.command("publish")(warehouse.publish_command)
 app.command("report")(warehouse.report_command)
+app.command("serve")(serve_command)
 app.command("build", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
     warehouse.build_command
 )

@@ -1,0 +1,55 @@
+"""Interactive figures (Plotly) as HTML fragments, for the static report and `memlake serve` alike.
+
+The figure functions live with their study (`analysis/profiles/interactive.py`,
+`analysis/mitigation/interactive.py`); this module only turns a figure into a `<div>` that draws
+it. Plotly's JavaScript ships inside the Python package (`PLOTLY_JS`), so a page that loads it from
+beside itself works with no network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+import plotly
+import plotly.graph_objects as go
+
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def clean(value):
+    """JSON-safe: NaN and infinities become null (JSON has neither), recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+def fragment(fig: go.Figure, div_id: str) -> str:
+    """A `<div>` and the script that draws `fig` into it (Plotly must be loaded first). The
+    figure's JSON sits in a `<script type=application/json>` so a test can read what is drawn."""
+    spec = json.dumps(clean(fig.to_plotly_json()), default=_jsonable, separators=(",", ":"))
+    spec = spec.replace("</", "<\\/")  # never closes the script element early
+    ident = html.escape(div_id)
+    return (
+        f'<div id="{ident}" class="plot"></div>'
+        f'<script type="application/json" id="{ident}-spec">{spec}</script>'
+        f"<script>(function(){{const s=JSON.parse(document.getElementById('{ident}-spec').textContent);"
+        f"Plotly.newPlot('{ident}', s.data, s.layout, {json.dumps(CONFIG)});}})();</script>"
+    )
+
+
+def _jsonable(v):
+    import numpy as np
+
+    if isinstance(v, np.ndarray):
+        return clean(v.tolist())
+    if isinstance(v, np.generic):
+        return clean(v.item())
+    return str(v)

@@ -1,0 +1,107 @@
+"""The profiles' interactive figures, shared by the report and `memlake serve`.
+
+attgt_heatmap  every ATT(g, t) cell of one fit: significant cells coloured by memorisation, the
+               rest grey; hovering a cell gives ATT, its uniform band, n treated and n control
+trajectory     one instance's metric over checkpoints, its cohort marked, beside the
+               never-treated instances' mean
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+
+from analysis.profiles.metrics import LABEL
+
+CELL_COLUMNS = ("att", "ci_lower", "ci_upper", "n_treated", "n_control", "event_time")
+HOVER = (
+    "cohort g = %{y}, step t = %{x}<br>memorisation %{z:.4g}<br>ATT %{customdata[0]:.4g} "
+    "[%{customdata[1]:.4g}, %{customdata[2]:.4g}]<br>n treated %{customdata[3]}, "
+    "n control %{customdata[4]}<br>event time %{customdata[5]}<extra>%{fullData.name}</extra>"
+)
+
+
+def heatmap_grid(cells: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(cohorts, steps, memorisation [cohort, step], customdata [cohort, step, CELL_COLUMNS]):
+    cells that a fit has no estimate for stay NaN."""
+    cohorts, steps = np.unique(cells["cohort"].to_numpy()), np.unique(cells["step"].to_numpy())
+    gi = np.searchsorted(cohorts, cells["cohort"].to_numpy())
+    ti = np.searchsorted(steps, cells["step"].to_numpy())
+    z = np.full((len(cohorts), len(steps)), np.nan)
+    z[gi, ti] = cells["memorisation"].to_numpy()
+    custom = np.full((len(cohorts), len(steps), len(CELL_COLUMNS)), np.nan)
+    for k, col in enumerate(CELL_COLUMNS):
+        custom[gi, ti, k] = cells[col].cast(pl.Float64).to_numpy()
+    return cohorts, steps, z, custom
+
+
+def attgt_heatmap(cells: pl.DataFrame, metric: str, title: str = "") -> go.Figure:
+    """One fit's cells (`profiles_attgt` rows of one model, metric and option set)."""
+    cohorts, steps, z, custom = heatmap_grid(cells)
+    sig = np.zeros_like(z, dtype=bool)
+    flagged = cells.select("cohort", "step", pl.col("zero_not_in_cband").fill_null(False))
+    sig[np.searchsorted(cohorts, flagged["cohort"]), np.searchsorted(steps, flagged["step"])] = flagged[
+        "zero_not_in_cband"
+    ].to_numpy()
+    finite = z[sig & np.isfinite(z)]
+    vmax = float(np.abs(finite).max()) if finite.size else 1.0
+    common = dict(x=steps, y=cohorts, customdata=custom, hovertemplate=HOVER, xgap=0, ygap=0)
+    fig = go.Figure(
+        [
+            go.Heatmap(
+                z=np.where(sig, np.nan, np.where(np.isfinite(z), z, np.nan)),
+                colorscale=[[0, "#e4e4e4"], [1, "#e4e4e4"]],
+                showscale=False,
+                name="not significant",
+                **common,
+            ),
+            go.Heatmap(
+                z=np.where(sig, z, np.nan),
+                colorscale="RdBu",
+                reversescale=True,
+                zmin=-vmax,
+                zmax=vmax,
+                colorbar={"title": {"text": "memorisation"}},
+                name="significant",
+                **common,
+            ),
+        ]
+    )
+    fig.update_layout(
+        title=title or f"ATT(g, t): {LABEL[metric]}",
+        xaxis_title="checkpoint step t",
+        yaxis_title="cohort g (treatment step)",
+        margin={"l": 60, "r": 20, "t": 50, "b": 50},
+        height=460,
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def trajectory(own: pl.DataFrame, controls: pl.DataFrame, metric: str, cohort: int | None) -> go.Figure:
+    """`own` and `controls`: (step, value) rows of one model; `cohort` the instance's treatment
+    step (None: never trained)."""
+    fig = go.Figure(
+        [
+            go.Scatter(x=own["step"], y=own["value"], mode="lines+markers", name="this instance"),
+            go.Scatter(
+                x=controls["step"],
+                y=controls["value"],
+                mode="lines",
+                name="never-trained mean",
+                line={"dash": "dash", "color": "grey"},
+            ),
+        ]
+    )
+    if cohort is not None:
+        fig.add_vline(x=cohort, line={"color": "#b2182b", "width": 1.5}, annotation_text=f"cohort {cohort}")
+    fig.update_layout(
+        xaxis_title="checkpoint step",
+        yaxis_title=LABEL[metric],
+        margin={"l": 60, "r": 20, "t": 30, "b": 50},
+        height=320,
+        legend={"orientation": "h", "y": 1.12},
+        plot_bgcolor="white",
+    )
+    return fig

@@ -1,0 +1,40 @@
+"""`memlake serve`: a local, read-only web explorer over the warehouse (panel browser, instance view,
+profile heatmaps, the mitigation Pareto view, a SQL console), tested in a real browser.
+
+store   the sandboxed, self-refreshing DuckDB connection; the console's statement check
+data    what each page shows, as queries pushed down to DuckDB
+decode  token ids to text pieces with the warehouse's tokenizer
+app     the Starlette app: pages, JSON API, Plotly's JavaScript from its Python package
+"""
+
+from __future__ import annotations
+
+from memlake.core.errors import MemlakeError
+from memlake.core.paths import Warehouse
+
+HOST = "127.0.0.1"
+PORT = 8765
+
+
+def build(wh: Warehouse, threads: int | None = None):
+    """The app over `wh` (for tests and `serve`)."""
+    from analysis.views import SQL_VIEWS
+    from memlake.serve.app import create_app
+    from memlake.serve.data import Explorer
+    from memlake.serve.decode import Decoder
+    from memlake.serve.store import Store
+
+    if not (wh.lake / "instances").exists():
+        raise MemlakeError(f"no warehouse at {wh.root} (no lake/instances): run `memlake demo` first")
+    return create_app(Explorer(Store(wh, SQL_VIEWS, threads=threads)), Decoder(wh))
+
+
+def serve(wh: Warehouse, host: str = HOST, port: int = PORT, say=print) -> None:
+    """Serve the explorer until interrupted."""
+    import uvicorn
+
+    app = build(wh)
+    where = "this machine only" if host in ("127.0.0.1", "localhost", "::1") else "every address it names"
+    say(f"memlake serve: http://{host}:{port}/ over {wh.root}, listening on {host} ({where}; "
+        "--host to change)")  # fmt: skip
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
