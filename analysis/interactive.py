@@ -21,10 +21,13 @@ CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def clean(value):
-    """JSON-safe: NaN and infinities become null (JSON has neither), recursively."""
+    """JSON-safe and plain: NaN and infinities become null (JSON has neither), and Plotly's packed
+    arrays (`{"dtype", "bdata"}`) plain lists, so what a page draws can be read back as numbers."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
+        if "bdata" in value and "dtype" in value:
+            return clean(_unpack(value))
         return {k: clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [clean(v) for v in value]
@@ -43,6 +46,17 @@ def fragment(fig: go.Figure, div_id: str) -> str:
         f"<script>(function(){{const s=JSON.parse(document.getElementById('{ident}-spec').textContent);"
         f"Plotly.newPlot('{ident}', s.data, s.layout, {json.dumps(CONFIG)});}})();</script>"
     )
+
+
+def _unpack(packed: dict) -> list:
+    import base64
+
+    import numpy as np
+
+    values = np.frombuffer(base64.b64decode(packed["bdata"]), dtype=np.dtype(packed["dtype"]))
+    if "shape" in packed:
+        values = values.reshape([int(n) for n in str(packed["shape"]).split(",")])
+    return values.tolist()
 
 
 def _jsonable(v):

@@ -110,3 +110,52 @@ def features_from(cfg: dict, wh, **kw) -> dict:
 
     s = settings.validate(cfg, "config")
     return build_features(s.taxonomy, s.ingest.panel, s.seed, wh, **kw)
+
+
+class Served:
+    """`memlake serve` running in a process of its own: `url`, `get(path) -> (status, body)`, and
+    the line it printed when it started."""
+
+    def __init__(self, wh, host: str | None = None):
+        import socket
+        import threading
+        import time
+        import urllib.request
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        cmd = [sys.executable, "-c", "from memlake.cli import main; main()", "serve",
+               "--warehouse", str(wh.root), "--port", str(self.port)] + (["--host", host] if host else [])  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.banner = self.proc.stderr.readline()
+        self.log: list[str] = []  # the rest of its stderr, drained so the pipe never fills
+        threading.Thread(target=lambda: self.log.extend(self.proc.stderr), daemon=True).start()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"memlake serve did not start: {self.banner}{''.join(self.log)}")
+                time.sleep(0.2)
+
+    def get(self, path: str) -> tuple[int, str]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=60) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
