@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from analysis.interactive import PLOTLY_JS, fragment
 from analysis.page import table
 from analysis.views import SQL_VIEWS
 from memlake.core import lake, query
@@ -69,6 +70,26 @@ def _cross_headline(con, wh: Warehouse) -> str:
     return cross_html(con)
 
 
+def _profiles_plots(con) -> list[str]:
+    from analysis.profiles.figures import DEFAULT
+    from analysis.profiles.interactive import fit_heatmaps
+
+    figs = fit_heatmaps(con, "sup_seq", DEFAULT)
+    return [fragment(fig, f"heatmap-{i}") for i, fig in enumerate(figs.values())]
+
+
+def _mitigation_plots(con) -> list[str]:
+    from analysis.mitigation.interactive import pareto
+
+    if "mitigation_pareto" not in query.view_names(con):
+        return []
+    runs = query.frame(con, "select * exclude (forget_ids, forget_extracted) from mitigation_pareto")
+    return [fragment(pareto(runs, s), f"pareto-{i}") for i, s in enumerate(sorted(runs["study"].unique()))]
+
+
+# figures folder -> its interactive figures (HTML fragments; the same functions `memlake serve` draws)
+PLOTS = {"profiles": _profiles_plots, "mitigation": _mitigation_plots}
+
 # figures folder -> the study's headline (HTML) from the marts a connection sees
 HEADLINES = {
     "profiles": _profiles_headline,
@@ -82,7 +103,8 @@ HEADLINES = {
 def _headline(folder: str, wh: Warehouse) -> str:
     con = query.connect(wh, views=SQL_VIEWS)
     try:
-        return HEADLINES[folder](con, wh)
+        plots = PLOTS[folder](con) if folder in PLOTS else []
+        return HEADLINES[folder](con, wh) + "\n".join(plots)
     finally:
         con.close()
 
@@ -102,6 +124,8 @@ window.addEventListener('load', () => {
   const imgs = [...document.images];
   const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
   document.body.dataset.images = ok + '/' + imgs.length;
+  const plots = [...document.querySelectorAll('.plot')];
+  document.body.dataset.plots = plots.filter(p => p.querySelector('.main-svg')).length + '/' + plots.length;
 });
 """
 
@@ -132,6 +156,7 @@ def write_report(wh: Warehouse, out: Path, *, docs: Callable[[Path], bool] | Non
     """Write `out/index.html` (and figures/); return the index path. `docs(folder)`, when given,
     writes the dbt docs site into `out/dbt-docs` and says whether it did; the page links it."""
     out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(PLOTLY_JS, out / PLOTLY_JS.name)  # beside the page: it draws with no network
     parts = [f"<h1>memlake report</h1><p class=muted>warehouse <code>{html.escape(str(wh.root))}</code>, "
              f"code version <code>{html.escape(lake.code_version())}</code></p>"]  # fmt: skip
     if docs is not None and docs(out / "dbt-docs"):
@@ -162,7 +187,9 @@ def write_report(wh: Warehouse, out: Path, *, docs: Callable[[Path], bool] | Non
         parts.append(f"<h2>Provenance</h2><pre>{html.escape(config.read_text())}</pre>")
     page = (
         "<!doctype html><html><head><meta charset=utf-8><title>memlake report</title>"
-        f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>" + "\n".join(parts) + "</body></html>"
+        f"<style>{STYLE}</style><script src={PLOTLY_JS.name}></script><script>{SCRIPT}</script></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
     )
     index = out / "index.html"
     index.write_text(page)

@@ -125,8 +125,8 @@ class Served:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        cmd = [sys.executable, "-c", "from memlake.cli import main; main()", "serve",
-               "--warehouse", str(wh.root), "--port", str(self.port)] + (["--host", host] if host else [])  # fmt: skip
+        cmd = [sys.executable, "-c", "from memlake.cli import main; main()", "serve", "--warehouse",
+               str(wh.root), "--port", str(self.port), *(["--host", host] if host else [])]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
         self.url = f"http://127.0.0.1:{self.port}"
         self.banner = self.proc.stderr.readline()
@@ -140,7 +140,9 @@ class Served:
                         break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"memlake serve did not start: {self.banner}{''.join(self.log)}")
+                    raise RuntimeError(
+                        f"memlake serve did not start: {self.banner}{''.join(self.log)}"
+                    ) from None
                 time.sleep(0.2)
 
     def get(self, path: str) -> tuple[int, str]:

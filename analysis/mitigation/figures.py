@@ -1,4 +1,5 @@
-"""Mitigation figures from the SQL views: Pareto plot, time cost, per-duplication-class effects."""
+"""Mitigation figures from the SQL views: time cost, per-duplication-class effects, distance to the
+oracle. (The Pareto view is interactive, shared with `memlake serve`: analysis/mitigation/interactive.py.)"""
 
 from __future__ import annotations
 
@@ -17,31 +18,6 @@ from memlake.core.paths import Warehouse  # noqa: E402
 from memlake.core.query import connect, frame, view_names  # noqa: E402
 
 KIND_MARKERS = {"regulariser": "s", "fine_tuning": "D", "neuron": "^", "weight": "o", "baseline": "x"}
-
-
-def pareto(runs: pl.DataFrame, study: str) -> plt.Figure:
-    part = runs.filter(pl.col("study") == study)
-    fig, ax = plt.subplots(figsize=(7.5, 5), constrained_layout=True)
-    methods = sorted(part["method"].unique())
-    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-    for m in methods:
-        rows = part.filter(pl.col("method") == m)
-        marker = KIND_MARKERS.get(rows["kind"][0], "o")
-        kept = rows.filter(~pl.col("destroyed")) if "destroyed" in rows.columns else rows
-        ax.scatter(kept["mem_removed"], kept["acc_kept"], label=m, color=colors[m], marker=marker, alpha=0.8)
-    if "destroyed" in part.columns and part["destroyed"].any():
-        # their memorisation numbers mean nothing: drawn hollow, at the accuracy they kept
-        bad = part.filter(pl.col("destroyed"))
-        ax.scatter(bad["mem_removed"], bad["acc_kept"], facecolors="none", edgecolors="red", s=60,
-                   label="model destroyed (acc < 50 % kept)")  # fmt: skip
-    front = part.filter(pl.col("on_front")).sort("mem_removed")
-    ax.plot(front["mem_removed"], front["acc_kept"], color="black", lw=1, ls="--", label="Pareto front")
-    ax.axhline(100, color="grey", lw=0.8)
-    ax.set(
-        xlabel="memorisation removed (percentage points)", ylabel="accuracy kept (% of before)", title=study
-    )
-    ax.legend(fontsize=7, ncol=2, loc="best")
-    return fig
 
 
 def time_cost(best: pl.DataFrame) -> plt.Figure:
@@ -114,14 +90,15 @@ def draw_mitigation(wh: Warehouse, out: Path | None = None) -> list[Path]:
         have = view_names(con)
         if "mitigation_pareto" not in have:
             raise ValueError(f"no mitigation runs in {wh.root}: run `memlake mitigate sweep` first")
-        runs = frame(con, "select * from mitigation_pareto")
         best = frame(con, "select * from mitigation_best_runs")
         vs = frame(con, "select * from mitigation_vs_oracle") if "mitigation_vs_oracle" in have else None
     finally:
         con.close()
-    figs = {f"pareto-{s}": pareto(runs, s) for s in sorted(runs["study"].unique())}
-    if vs is not None:
-        figs.update({f"oracle-{s}": oracle_distance(vs, s) for s in sorted(vs["study"].unique())})
+    figs = (
+        {f"oracle-{s}": oracle_distance(vs, s) for s in sorted(vs["study"].unique())}
+        if vs is not None
+        else {}
+    )
     figs["time_cost"] = time_cost(best)
     figs["dup_classes"] = dup_classes(best)
     return save_all(figs, out)

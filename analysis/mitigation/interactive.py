@@ -45,6 +45,10 @@ def pareto(runs: pl.DataFrame, study: str) -> go.Figure:
         )  # fmt: skip
     )
     fig.add_hline(y=100, line={"color": "grey", "width": 0.8})
+    if not part.filter(pl.col("mem_removed").is_not_nan() & pl.col("mem_removed").is_not_null()).height:
+        # every run's memorisation is NaN: the model memorised none of its forget rows to begin with
+        fig.add_annotation(text="nothing memorised before mitigation: no run has a memorisation to remove",
+                           xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False)  # fmt: skip
     fig.update_layout(
         title=study,
         xaxis_title="memorisation removed (percentage points)",

@@ -1,6 +1,6 @@
 """The profiles paper's figures, drawn from the SQL views (never from raw files).
 
-profile_heatmap  memorisation per (cohort, step), significant cells only, one panel per model
+(the ATT(g, t) heatmap is interactive, shared with `memlake serve`: analysis/profiles/interactive.py)
 instantaneous    t = g effect per cohort, with each model's learning-rate schedule
 persistent       event-time curve with its uniform band
 residual         each cohort's effect at the last checkpoint, opacity = significance
@@ -47,33 +47,6 @@ def _models(frame: pl.DataFrame) -> list[str]:
 def _grid(n: int, width: float = 4.2, height: float = 3.6):
     fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, constrained_layout=True)
     return fig, axes[0]
-
-
-def profile_heatmap(con, metric: str, options: dict) -> plt.Figure:
-    cells = _select(con, "profiles_full", metric, options)
-    models = _models(cells)
-    fig, axes = _grid(max(len(models), 1))
-    vmax = float(cells.filter(pl.col("significant"))["memorisation"].abs().max() or 1.0)
-    for ax, model in zip(axes, models):
-        part = cells.filter(pl.col("model") == model)
-        cohorts, steps = np.unique(part["cohort"]), np.unique(part["step"])
-        z = np.full((len(cohorts), len(steps)), np.nan)
-        sig = part.filter(pl.col("significant"))
-        z[np.searchsorted(cohorts, sig["cohort"]), np.searchsorted(steps, sig["step"])] = sig["memorisation"]
-        im = ax.imshow(z, origin="lower", aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-        _ticks(ax, steps, cohorts)
-        ax.set(title=model, xlabel="checkpoint step t", ylabel="cohort g (treatment step)")
-    if models:
-        fig.colorbar(im, ax=list(axes), label=f"memorisation: {LABEL[metric]}")
-    fig.suptitle("Memorisation profiles (significant cells, t >= g)")
-    return fig
-
-
-def _ticks(ax, steps, cohorts, max_ticks: int = 8):
-    xs = np.linspace(0, len(steps) - 1, min(max_ticks, len(steps))).astype(int)
-    ys = np.linspace(0, len(cohorts) - 1, min(max_ticks, len(cohorts))).astype(int)
-    ax.set_xticks(xs, [str(steps[i]) for i in xs], rotation=45)
-    ax.set_yticks(ys, [str(cohorts[i]) for i in ys])
 
 
 def instantaneous(con, metric: str, options: dict) -> plt.Figure:
@@ -203,7 +176,6 @@ def units(con, metric: str, options: dict) -> plt.Figure:
 
 
 FIGURES = {
-    "profile_heatmap": profile_heatmap,
     "instantaneous": instantaneous,
     "persistent": persistent,
     "residual": residual,

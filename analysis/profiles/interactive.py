@@ -79,6 +79,25 @@ def attgt_heatmap(cells: pl.DataFrame, metric: str, title: str = "") -> go.Figur
     return fig
 
 
+def fit_heatmaps(con, metric: str, options: dict) -> dict[str, go.Figure]:
+    """One heatmap per model for the fit named by `metric` and `options` (the key columns but
+    model), read from `profiles_attgt`; {} before any fit."""
+    from memlake.core.query import frame, view_names
+
+    if "profiles_attgt" not in view_names(con):
+        return {}
+    where = " and ".join(f"{k} = ${k}" for k in options)
+    cells = frame(
+        con, f"select * from profiles_attgt where metric = $metric and {where}", {"metric": metric, **options}
+    )
+    return {
+        model: attgt_heatmap(
+            cells.filter(pl.col("model") == model), metric, f"{model}: ATT(g, t), {LABEL[metric]}"
+        )
+        for model in sorted(cells["model"].unique())
+    }
+
+
 def trajectory(own: pl.DataFrame, controls: pl.DataFrame, metric: str, cohort: int | None) -> go.Figure:
     """`own` and `controls`: (step, value) rows of one model; `cohort` the instance's treatment
     step (None: never trained)."""

@@ -88,9 +88,14 @@ class Store:
             self._checked = now
             sig = self._signature_now()
             if force or sig != self._signature or self._con is None:
-                old, self._con, self._signature = self._con, self._open(), sig
-                if old is not None:
-                    old.close()
+                try:
+                    con = self._open()
+                except (*_TRANSIENT, duckdb.CatalogException):
+                    if self._con is None:
+                        raise
+                    return  # a file mid-rewrite: keep the current views; the next check retries
+                # the old connection is not closed: requests still holding its cursors finish on it
+                self._con, self._signature = con, sig
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         self._refresh()

@@ -39,7 +39,7 @@ def test_demo_runs_every_stage_and_draws_the_figures(demo):
     wh, log = demo
     assert "report:" in log and "(cached)" in log and re.search(r"\[\d+/\d+\] profiles: fitted", log)
     pngs = sorted((wh.figures / "profiles").glob("*.png"))
-    names = ("profile_heatmap", "instantaneous", "persistent", "residual", "correlation", "units")
+    names = ("instantaneous", "persistent", "residual", "correlation", "units")
     assert [p.stem for p in pngs] == sorted(f"{n}-sup_seq" for n in names)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5_000 for p in pngs)
 

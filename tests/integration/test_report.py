@@ -137,6 +137,10 @@ def test_report_renders_in_headless_chromium(tiny_demo, tmp_path):
     loaded = re.search(r'data-images="(\d+)/(\d+)"', dom.stdout)
     assert loaded, dom.stderr[-2000:]
     assert loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 5  # every figure decoded
+    # and every interactive figure drawn, by the Plotly copied beside the page (no network)
+    plots = re.search(r'data-plots="(\d+)/(\d+)"', dom.stdout)
+    assert plots and plots.group(1) == plots.group(2) and int(plots.group(2)) >= 2, dom.stdout[-500:]
+    assert (index.parent / "plotly.min.js").stat().st_size > 1_000_000
     _check_headlines(wh, _numbers(dom.stdout))  # the rendered page shows the marts' numbers
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"

@@ -101,33 +101,54 @@ def test_statement_check_on_its_own():
 
 def test_instance_page_shows_the_lake_rows(served):
     wh, server = served
-    (iid, cohort, split), = sql(wh, "select instance_id, cohort, split from instances "
-                                    "where instance_id in (select instance_id from sequence_panel) "
-                                    "and split = 'train' order by instance_id limit 1")  # fmt: skip
+    ((iid, cohort, split),) = sql(
+        wh,
+        "select instance_id, cohort, split from instances "
+        "where instance_id in (select instance_id from sequence_panel) "
+        "and split = 'train' order by instance_id limit 1",
+    )
     status, page = server.get(f"/instance/{iid}")
     assert status == 200 and f"<h1>Instance {iid}</h1>" in page
     assert f'data-key="cohort">{cohort}<' in page and f'data-key="split">{split}<' in page
-    view = json.loads(re.search(r'<script type="application/json" id=view>(.*?)</script>', page, re.S).group(1))
+    view = json.loads(
+        re.search(r'<script type="application/json" id=view>(.*?)</script>', page, re.S).group(1)
+    )
     (tokens,) = sql(wh, "select tokens from instances where instance_id = $id", {"id": iid})[0]
     assert view["tokens"] == tokens and len(view["pieces"]) == len(tokens)
     model, step = view["model"], view["step"]
-    (surprisal,) = sql(wh, "select surprisal from token_stats where model = $m and step = $s and instance_id = $i",
-                       {"m": model, "s": step, "i": iid})[0]  # fmt: skip
+    (surprisal,) = sql(
+        wh,
+        "select surprisal from token_stats where model = $m and step = $s and instance_id = $i",
+        {"m": model, "s": step, "i": iid},
+    )[0]
     assert view["at"]["values"]["surprisal"] == pytest.approx(surprisal)
     # the trajectory drawn is the sequence panel's, and the controls' mean beside it
     spec = json.loads(re.search(r'id="trajectory-spec">(.*?)</script>', page, re.S).group(1))
-    own = sql(wh, "select step, sup_seq from sequence_panel where instance_id = $i and model = $m order by step",
-              {"i": iid, "m": model})  # fmt: skip
-    assert spec["data"][0]["x"] == [s for s, _ in own] and spec["data"][0]["y"] == pytest.approx([v for _, v in own])
-    ctrl = sql(wh, "select step, avg(sup_seq) from sequence_panel where never_treated and model = $m "
-                   "group by step order by step", {"m": model})  # fmt: skip
+    own = sql(
+        wh,
+        "select step, sup_seq from sequence_panel where instance_id = $i and model = $m order by step",
+        {"i": iid, "m": model},
+    )
+    assert spec["data"][0]["x"] == [s for s, _ in own] and spec["data"][0]["y"] == pytest.approx(
+        [v for _, v in own]
+    )
+    ctrl = sql(
+        wh,
+        "select step, avg(sup_seq) from sequence_panel where never_treated and model = $m "
+        "group by step order by step",
+        {"m": model},
+    )
     assert spec["data"][1]["y"] == pytest.approx([v for _, v in ctrl])
     # another checkpoint, through the API the slider calls
     first = view["steps"][0]
     status, body = server.get(f"/api/instance/{iid}/at?model={model}&step={first}")
     at = json.loads(body)
-    (rank, ext) = sql(wh, "select t.rank, e.generated from token_stats t join extraction e using (model, step, instance_id) "
-                          "where model = $m and step = $s and instance_id = $i", {"m": model, "s": first, "i": iid})[0]  # fmt: skip
+    (rank, ext) = sql(
+        wh,
+        "select t.rank, e.generated from token_stats t join extraction e using (model, step, instance_id) "
+        "where model = $m and step = $s and instance_id = $i",
+        {"m": model, "s": first, "i": iid},
+    )[0]
     assert status == 200 and at["values"]["rank"] == rank and at["extraction"][0]["generated"] == ext
 
 
@@ -140,7 +161,11 @@ def test_instance_page_shows_the_lake_rows(served):
         ("/instance/{iid}?step=7", 404, "step 7 is not a checkpoint of"),
         ("/instance/{iid}?metric=loss", 404, "metric &#39;loss&#39; is not one of"),
         ("/api/instance/{iid}/at?model=suite-s&step=7", 404, "step 7 is not a checkpoint of suite-s"),
-        ("/api/instance/{iid}/at?model=nope&step=0", 404, "model &#39;nope&#39; is not in the sequence panel"),
+        (
+            "/api/instance/{iid}/at?model=nope&step=0",
+            404,
+            "model &#39;nope&#39; is not in the sequence panel",
+        ),
         ("/profiles?model=pythia-12b", 404, "no profile fit with model=pythia-12b"),
         ("/panel?checkpoint=suite-s@7", 404, "checkpoint &#39;suite-s@7&#39; is not in the sequence panel"),
         ("/panel?feature=tokens", 404, "feature &#39;tokens&#39; is not a numeric column"),
@@ -166,7 +191,9 @@ def test_panel_counts_and_filters_equal_sql(served):
     wh, server = served
     model, step = sql(wh, "select model, max(step) from sequence_panel group by model order by model")[0]
     point = f"{model}@{step}"
-    scored = f"instance_id in (select instance_id from sequence_panel where model = '{model}' and step = {step})"
+    scored = (
+        f"instance_id in (select instance_id from sequence_panel where model = '{model}' and step = {step})"
+    )
     status, page = server.get(f"/panel?checkpoint={point}")
     assert status == 200
     assert _count(page, "total") == sql(wh, f"select count(*) from instances where {scored}")[0][0]
@@ -175,24 +202,43 @@ def test_panel_counts_and_filters_equal_sql(served):
     _, page = server.get(f"/panel?checkpoint={point}&scored=false")
     assert _count(page, "total") == sql(wh, "select count(*) from instances")[0][0]
     # every filter at once: category at the checkpoint, cohort, split and a feature range
-    cohort, category = sql(wh, f"select i.cohort, t.category from instances i join taxonomy t using (instance_id) "
-                               f"where t.model = '{model}' and t.step = {step} and i.cohort is not null "
-                               "group by all order by count(*) desc limit 1")[0]  # fmt: skip
+    cohort, category = sql(
+        wh,
+        f"select i.cohort, t.category from instances i join taxonomy t using (instance_id) "
+        f"where t.model = '{model}' and t.step = {step} and i.cohort is not null "
+        "group by all order by count(*) desc limit 1",
+    )[0]
     low = sql(wh, "select median(avg_frequency) from instance_features")[0][0]
-    want = sql(wh, f"""select count(*) from instances i join taxonomy t using (instance_id)
+    want = sql(
+        wh,
+        f"""select count(*) from instances i join taxonomy t using (instance_id)
                        join instance_features f using (instance_id)
                        where t.model = '{model}' and t.step = {step} and i.cohort = {cohort}
                        and t.category = '{category}' and i.split = 'train' and f.avg_frequency >= {low}
-                       and i.{scored}""")[0][0]  # fmt: skip
-    q = urllib.parse.urlencode({"checkpoint": point, "cohort": cohort, "category": category, "split": "train",
-                                "feature": "avg_frequency", "low": low})  # fmt: skip
+                       and i.{scored}""",
+    )[0][0]
+    q = urllib.parse.urlencode(
+        {
+            "checkpoint": point,
+            "cohort": cohort,
+            "category": category,
+            "split": "train",
+            "feature": "avg_frequency",
+            "low": low,
+        }
+    )
     status, page = server.get(f"/panel?{q}")
     assert status == 200 and _count(page, "total") == want > 0
     # paging: 50 rows a page, in instance order, the last page holds the rest
     n = sql(wh, f"select count(*) from instances where {scored}")[0][0]
     _, last = server.get(f"/panel?checkpoint={point}&page={(n - 1) // 50}")
     ids = [int(i) for i in re.findall(r'<a href="/instance/(\d+)">', last)]
-    assert ids == [r[0] for r in sql(wh, f"select instance_id from instances where {scored} order by 1")][-len(ids):]
+    assert (
+        ids
+        == [r[0] for r in sql(wh, f"select instance_id from instances where {scored} order by 1")][
+            -len(ids) :
+        ]
+    )
     assert len(ids) == n - 50 * ((n - 1) // 50)
 
 
@@ -202,10 +248,13 @@ def test_profiles_and_mitigation_pages_draw_the_marts(served):
     assert status == 200
     spec = json.loads(re.search(r'id="heatmap-spec">(.*?)</script>', page, re.S).group(1))
     model = re.search(r'name="model"[^>]*>.*?<option selected>([^<]+)<', page, re.S).group(1)
-    cells = sql(wh, "select cohort, step, memorisation, att, n_treated, n_control, coalesce(zero_not_in_cband, false) "
-                    "from profiles_attgt where model = $m and metric = 'sup_seq' and units = 'single' and design = 'none' "
-                    "and control_group = 'never_treated' and base_period = 'varying' and first_epoch",
-                {"m": model})  # fmt: skip
+    cells = sql(
+        wh,
+        "select cohort, step, memorisation, att, n_treated, n_control, coalesce(zero_not_in_cband, false) "
+        "from profiles_attgt where model = $m and metric = 'sup_seq' and units = 'single' "
+        "and design = 'none' and control_group = 'never_treated' and base_period = 'varying' and first_epoch",
+        {"m": model},
+    )
     assert _count(page, "cells") == len(cells)
     grey, coloured = spec["data"]
     ys, xs = coloured["y"], coloured["x"]
@@ -237,8 +286,13 @@ def test_survives_a_concurrent_dbt_build(tiny_demo, tmp_path):
     shutil.copytree(src.root, wh.root, ignore=shutil.ignore_patterns("report", "figures"))
     server = Served(wh)
     iid = sql(wh, "select min(instance_id) from sequence_panel")[0][0]
-    paths = ["/panel", f"/instance/{iid}", "/profiles", "/mitigation",
-             "/api/sql?q=" + urllib.parse.quote("select count(*) from sequence_panel")]  # fmt: skip
+    paths = [
+        "/panel",
+        f"/instance/{iid}",
+        "/profiles",
+        "/mitigation",
+        "/api/sql?q=" + urllib.parse.quote("select count(*) from sequence_panel"),
+    ]
     failures, served_n = [], 0
     done = threading.Event()
 
@@ -254,8 +308,19 @@ def test_survives_a_concurrent_dbt_build(tiny_demo, tmp_path):
     worker = threading.Thread(target=hammer)
     try:
         worker.start()
-        build = subprocess.run([sys.executable, "-c", "from memlake.cli import main; main()", "build",
-                                "--warehouse", str(wh.root), "--quiet"], capture_output=True, text=True)  # fmt: skip
+        build = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from memlake.cli import main; main()",
+                "build",
+                "--warehouse",
+                str(wh.root),
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+        )
         time.sleep(1.0)  # and a moment after, on the rebuilt marts
     finally:
         done.set()
