@@ -20,23 +20,31 @@ PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 CONFIG = {"displaylogo": False, "responsive": True}
 
 
-def clean(value):
-    """JSON-safe and plain: NaN and infinities become null (JSON has neither), and Plotly's packed
-    arrays (`{"dtype", "bdata"}`) plain lists, so what a page draws can be read back as numbers."""
+def clean(value, unpack: bool = False):
+    """JSON-safe: NaN and infinities become null (JSON has neither), recursively. Plotly's packed
+    arrays (`{"dtype", "bdata"}`, base64 that plotly.js reads as typed arrays) stay packed, which
+    keeps a 20,000-cell figure small and fast to write; `unpack=True` turns them into plain lists,
+    for a reader that wants the numbers (the tests)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         if "bdata" in value and "dtype" in value:
-            return clean(_unpack(value))
-        return {k: clean(v) for k, v in value.items()}
+            return clean(_unpack(value)) if unpack else value
+        return {k: clean(v, unpack) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
+        return [clean(v, unpack) for v in value]
     return value
+
+
+def plain(spec: dict) -> dict:
+    """A figure's JSON (as a page holds it) with every packed array as a plain list."""
+    return clean(spec, unpack=True)
 
 
 def fragment(fig: go.Figure, div_id: str) -> str:
     """A `<div>` and the script that draws `fig` into it (Plotly must be loaded first). The
-    figure's JSON sits in a `<script type=application/json>` so a test can read what is drawn."""
+    figure's JSON sits in a `<script type=application/json>`, so what is drawn can be read back
+    (`plain(json.loads(...))`)."""
     spec = json.dumps(clean(fig.to_plotly_json()), default=_jsonable, separators=(",", ":"))
     spec = spec.replace("</", "<\\/")  # never closes the script element early
     ident = html.escape(div_id)

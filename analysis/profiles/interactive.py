@@ -1,7 +1,7 @@
 """The profiles' interactive figures, shared by the report and `memlake serve`.
 
-attgt_heatmap  every ATT(g, t) cell of one fit: significant cells coloured by memorisation, the
-               rest grey; hovering a cell gives ATT, its uniform band, n treated and n control
+attgt_heatmap  every ATT(g, t) cell of one fit, coloured by memorisation where significant and
+               grey elsewhere; hovering a cell gives ATT, its uniform band, n treated and n control
 trajectory     one instance's metric over checkpoints, its cohort marked, beside the
                never-treated instances' mean
 """
@@ -37,37 +37,30 @@ def heatmap_grid(cells: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def attgt_heatmap(cells: pl.DataFrame, metric: str, title: str = "") -> go.Figure:
-    """One fit's cells (`profiles_attgt` rows of one model, metric and option set)."""
+    """One fit's cells (`profiles_attgt` rows of one model, metric and option set): every cell
+    coloured by memorisation and hoverable; cells whose uniform band holds zero are veiled grey
+    by a second layer that takes no hover."""
     cohorts, steps, z, custom = heatmap_grid(cells)
     sig = np.zeros_like(z, dtype=bool)
     flagged = cells.select("cohort", "step", pl.col("zero_not_in_cband").fill_null(False))
-    sig[np.searchsorted(cohorts, flagged["cohort"]), np.searchsorted(steps, flagged["step"])] = flagged[
-        "zero_not_in_cband"
-    ].to_numpy()
+    gi, ti = np.searchsorted(cohorts, flagged["cohort"]), np.searchsorted(steps, flagged["step"])
+    sig[gi, ti] = flagged["zero_not_in_cband"].to_numpy()
     finite = z[sig & np.isfinite(z)]
     vmax = float(np.abs(finite).max()) if finite.size else 1.0
-    common = dict(x=steps, y=cohorts, customdata=custom, hovertemplate=HOVER, xgap=0, ygap=0)
+    veil = np.where(np.isfinite(z) & ~sig, 0.0, np.nan)
     fig = go.Figure(
         [
             go.Heatmap(
-                z=np.where(sig, np.nan, np.where(np.isfinite(z), z, np.nan)),
-                colorscale=[[0, "#e4e4e4"], [1, "#e4e4e4"]],
-                showscale=False,
-                name="not significant",
-                **common,
+                x=steps, y=cohorts, z=z, customdata=custom, hovertemplate=HOVER, name="ATT(g, t)",
+                colorscale="RdBu", reversescale=True, zmin=-vmax, zmax=vmax,
+                colorbar={"title": {"text": "memorisation"}},
             ),
             go.Heatmap(
-                z=np.where(sig, z, np.nan),
-                colorscale="RdBu",
-                reversescale=True,
-                zmin=-vmax,
-                zmax=vmax,
-                colorbar={"title": {"text": "memorisation"}},
-                name="significant",
-                **common,
+                x=steps, y=cohorts, z=veil, colorscale=[[0, "#e4e4e4"], [1, "#e4e4e4"]], showscale=False,
+                hoverinfo="skip", name="not significant",
             ),
         ]
-    )
+    )  # fmt: skip
     fig.update_layout(
         title=title or f"ATT(g, t): {LABEL[metric]}",
         xaxis_title="checkpoint step t",

@@ -15,10 +15,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -91,6 +93,30 @@ def _bool(request: Request, name: str) -> bool | None:
     if raw.lower() not in ("true", "false"):
         raise BadRequest(f"parameter {name!r} must be true or false, not {raw!r}")
     return raw.lower() == "true"
+
+
+class ServerTiming:
+    """ASGI middleware: every response carries `Server-Timing: app;dur=<ms>`, the time from the
+    request to the response's first byte (what the benchmark reads, and browsers' dev tools show)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+
+        async def timed(message):
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - start) * 1000
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"server-timing", f"app;dur={ms:.2f}".encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, timed)
 
 
 def create_app(explorer: Explorer, decoder: Decoder) -> Starlette:
@@ -297,4 +323,4 @@ def create_app(explorer: Explorer, decoder: Decoder) -> Starlette:
         Refused: bad_request,
         Exception: failed,
     }
-    return Starlette(routes=routes, exception_handlers=handlers)
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=[Middleware(ServerTiming)])

@@ -72,6 +72,10 @@ class Explorer:
 
     def checkpoints(self) -> list[tuple[str, int]]:
         """(model, step) of every checkpoint the sequence panel covers."""
+        return self._checkpoints(self.store.signature())
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019 - one Explorer per server; keyed by the warehouse's state
+    def _checkpoints(self, signature) -> list[tuple[str, int]]:
         if not self.has("sequence_panel"):
             return []
         return self.store.rows("select distinct model, step from sequence_panel order by all")

@@ -73,6 +73,10 @@ class Store:
     def _open(self) -> duckdb.DuckDBPyConnection:
         con = query.connect(self.wh, threads=self.threads, views=self.views)
         root = str(self.wh.root).replace("'", "''")
+        # Parquet footers are read once, not per request: a lake view reads its files' schemas at
+        # every bind (union_by_name), which for a Pythia-sized token_stats is most of a lookup.
+        # The cache checks each file's modification time, so a rewritten mart is read afresh.
+        con.execute("set global parquet_metadata_cache = true")
         con.execute("set autoinstall_known_extensions = false")
         con.execute("set autoload_known_extensions = false")
         con.execute(f"set allowed_directories = ['{root}/']")

@@ -16,6 +16,7 @@ import urllib.parse
 import duckdb
 import pytest
 
+from analysis.interactive import plain
 from analysis.views import SQL_VIEWS
 from memlake.core import query
 from memlake.core.paths import Warehouse
@@ -123,7 +124,7 @@ def test_instance_page_shows_the_lake_rows(served):
     )[0]
     assert view["at"]["values"]["surprisal"] == pytest.approx(surprisal)
     # the trajectory drawn is the sequence panel's, and the controls' mean beside it
-    spec = json.loads(re.search(r'id="trajectory-spec">(.*?)</script>', page, re.S).group(1))
+    spec = plain(json.loads(re.search(r'id="trajectory-spec">(.*?)</script>', page, re.S).group(1)))
     own = sql(
         wh,
         "select step, sup_seq from sequence_panel where instance_id = $i and model = $m order by step",
@@ -246,7 +247,7 @@ def test_profiles_and_mitigation_pages_draw_the_marts(served):
     wh, server = served
     status, page = server.get("/profiles?metric=sup_seq&units=single")
     assert status == 200
-    spec = json.loads(re.search(r'id="heatmap-spec">(.*?)</script>', page, re.S).group(1))
+    spec = plain(json.loads(re.search(r'id="heatmap-spec">(.*?)</script>', page, re.S).group(1)))
     model = re.search(r'name="model"[^>]*>.*?<option selected>([^<]+)<', page, re.S).group(1)
     cells = sql(
         wh,
@@ -256,11 +257,11 @@ def test_profiles_and_mitigation_pages_draw_the_marts(served):
         {"m": model},
     )
     assert _count(page, "cells") == len(cells)
-    grey, coloured = spec["data"]
+    coloured, veil = spec["data"]
     ys, xs = coloured["y"], coloured["x"]
     for g, t, mem, att, nt, nc, sig in cells:
         i, j = ys.index(g), xs.index(t)
-        assert (coloured if sig else grey)["z"][i][j] == pytest.approx(mem)
+        assert coloured["z"][i][j] == pytest.approx(mem) and veil["z"][i][j] == (None if sig else 0.0)
         assert coloured["customdata"][i][j][0] == pytest.approx(att)
         assert coloured["customdata"][i][j][3:5] == [nt, nc]
     status, page = server.get("/mitigation")
@@ -268,7 +269,7 @@ def test_profiles_and_mitigation_pages_draw_the_marts(served):
     runs = sql(wh, "select study, run_id, mem_removed, acc_kept, destroyed from mitigation_pareto")
     drawn = {}
     for spec_text in re.findall(r'id="pareto-\d+-spec">(.*?)</script>', page, re.S):
-        spec = json.loads(spec_text)
+        spec = plain(json.loads(spec_text))
         for trace in spec["data"]:
             for custom, x, y in zip(trace.get("customdata") or [], trace["x"], trace["y"]):
                 drawn[(spec["layout"]["title"]["text"], custom[7])] = (x, y)

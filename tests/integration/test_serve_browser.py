@@ -2,7 +2,6 @@
 tiny demo's warehouse, checks that what is drawn equals the marts, and saves a screenshot of each
 page under test-artifacts/serve/ (the README's screenshots)."""
 
-import json
 import shutil
 from pathlib import Path
 
@@ -61,10 +60,6 @@ def shoot(page, name: str) -> None:
 
 def number(page, key: str) -> float:
     return float(page.get_attribute(f'[data-key="{key}"]', "data-value"))
-
-
-def spec(page, div: str) -> dict:
-    return json.loads(page.text_content(f"#{div}-spec"))
 
 
 def test_panel_filters_and_pages(browser_page):
@@ -151,7 +146,7 @@ def test_instance_view_follows_the_slider(browser_page):
     n_cont = page.locator("table.cont td").count()
     assert n_cont == 2 * sql(wh, "select any_value(gen_len) from extraction")[0][0]
     # the trajectory: drawn from the sequence panel, the cohort marked
-    drawn = page.evaluate("() => document.getElementById('trajectory').data[0].y")
+    drawn = page.evaluate("() => Array.from(document.getElementById('trajectory')._fullData[0].y)")
     own = sql(
         wh,
         "select sup_seq from sequence_panel where instance_id = $i and model = $m order by step",

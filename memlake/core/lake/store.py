@@ -187,7 +187,29 @@ def write_partition(
     )
 
 
-_FLUSH_BYTES = 64 << 20  # row groups of about this size: few enough for the footer, small in memory
+_FLUSH_BYTES = 64 << 20  # buffered before a write: bounds the writer's memory
+# Row groups of about this many (uncompressed) bytes: a reader that wants one row (the explorer's
+# instance view, a point lookup by instance_id) decodes one group, not the whole flush; a scan
+# loses nothing, and the footer stays small (tens of groups for a Pythia checkpoint's stats).
+_ROW_GROUP_BYTES = 8 << 20
+
+
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Leaf columns worth dictionary encoding: all but floats (per-token surprisal and entropy are
+    nearly all distinct, and a dictionary per small row group only adds bytes)."""
+    out = []
+    for f in schema:
+        leaf, path = f.type, f.name
+        while pa.types.is_list(leaf) or pa.types.is_large_list(leaf):
+            leaf, path = leaf.value_type, f"{path}.list.element"
+        if not pa.types.is_floating(leaf):
+            out.append(path)
+    return out
+
+
+def _write(writer: pq.ParquetWriter, t: pa.Table) -> None:
+    rows = max(1, int(t.num_rows * _ROW_GROUP_BYTES / max(t.nbytes, 1)))
+    writer.write_table(t, row_group_size=rows)
 
 
 def write_partition_stream(
@@ -215,7 +237,9 @@ def write_partition_stream(
     try:
         data_path = tmp / DATA_FILE
         rows, keys, buffer, buffered = 0, [], [], 0
-        with pq.ParquetWriter(data_path, s.file_schema, compression="zstd") as writer:
+        with pq.ParquetWriter(
+            data_path, s.file_schema, compression="zstd", use_dictionary=_dictionary_columns(s.file_schema)
+        ) as writer:
             for piece in pieces:
                 t = validate(table, piece, partition)
                 rows += t.num_rows
@@ -223,10 +247,10 @@ def write_partition_stream(
                 buffer.append(t)
                 buffered += t.nbytes
                 if buffered >= _FLUSH_BYTES:
-                    writer.write_table(pa.concat_tables(buffer))
+                    _write(writer, pa.concat_tables(buffer))
                     buffer, buffered = [], 0
             if buffer or not rows:
-                writer.write_table(pa.concat_tables(buffer) if buffer else s.file_schema.empty_table())
+                _write(writer, pa.concat_tables(buffer) if buffer else s.file_schema.empty_table())
         if len(keys) > 1 and file_keys and rows:
             all_keys = pa.concat_tables(keys)
             if all_keys.group_by(file_keys).aggregate([]).num_rows != rows:

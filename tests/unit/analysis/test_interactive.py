@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis.interactive import clean, fragment
+from analysis.interactive import clean, fragment, plain
 from analysis.mitigation.interactive import pareto
 from analysis.profiles.interactive import attgt_heatmap, fit_heatmaps, trajectory
 
@@ -35,25 +35,27 @@ def cells(seed: int = 0) -> pl.DataFrame:
 
 
 def read_back(html: str, div: str) -> dict:
-    return json.loads(re.search(rf'id="{div}-spec">(.*?)</script>', html, re.S).group(1))
+    return plain(json.loads(re.search(rf'id="{div}-spec">(.*?)</script>', html, re.S).group(1)))
 
 
 def test_heatmap_draws_every_cell_where_it_belongs():
     c = cells()
-    spec = read_back(fragment(attgt_heatmap(c, "sup_seq"), "h"), "h")
-    grey, coloured = spec["data"]
+    html = fragment(attgt_heatmap(c, "sup_seq"), "h")
+    assert '"bdata"' in html  # arrays travel packed (typed arrays in the browser)
+    spec = read_back(html, "h")
+    coloured, veil = spec["data"]
     assert coloured["y"] == [10, 20, 30] and coloured["x"] == [10, 20, 30, 40]
     for r in c.iter_rows(named=True):
         i, j = coloured["y"].index(r["cohort"]), coloured["x"].index(r["step"])
-        shown, hidden = (coloured, grey) if r["zero_not_in_cband"] else (grey, coloured)
-        assert shown["z"][i][j] == pytest.approx(r["memorisation"]) and hidden["z"][i][j] is None
+        assert coloured["z"][i][j] == pytest.approx(r["memorisation"])
+        assert veil["z"][i][j] == (None if r["zero_not_in_cband"] else 0.0)  # grey over the rest
         assert coloured["customdata"][i][j] == pytest.approx(
             [r["att"], r["ci_lower"], r["ci_upper"], r["n_treated"], r["n_control"], r["event_time"]]
         )
-    assert coloured["z"][2][0] is None and grey["z"][2][0] is None  # the missing cell stays empty
+    assert coloured["z"][2][0] is None and veil["z"][2][0] is None  # the missing cell stays empty
     sig = c.filter("zero_not_in_cband")["memorisation"].abs().max()
     assert coloured["zmax"] == pytest.approx(sig) and coloured["zmin"] == pytest.approx(-sig)
-    assert "n treated %{customdata[3]}" in coloured["hovertemplate"]
+    assert "n treated %{customdata[3]}" in coloured["hovertemplate"] and veil["hoverinfo"] == "skip"
 
 
 def test_fit_heatmaps_reads_one_fit_per_model():
@@ -65,7 +67,7 @@ def test_fit_heatmaps_reads_one_fit_per_model():
     con.execute("create view profiles_attgt as select * from attgt")
     figs = fit_heatmaps(con, "sup_seq", {"units": "single"})
     assert list(figs) == ["a", "b"]
-    z = clean(figs["b"].to_plotly_json())["data"][1]["customdata"]
+    z = plain(figs["b"].to_plotly_json())["data"][0]["customdata"]
     assert z[0][0][0] == pytest.approx(b["att"][0])
     assert fit_heatmaps(duckdb.connect(), "sup_seq", {"units": "single"}) == {}
 
@@ -89,7 +91,7 @@ def runs() -> pl.DataFrame:
 
 
 def test_pareto_draws_each_run_once_with_its_numbers():
-    spec = clean(pareto(runs(), "s").to_plotly_json())
+    spec = plain(pareto(runs(), "s").to_plotly_json())
     points = {}
     for trace in spec["data"]:
         for custom, x, y in zip(trace.get("customdata") or [], trace["x"], trace["y"]):
@@ -104,21 +106,22 @@ def test_pareto_draws_each_run_once_with_its_numbers():
     front = next(t for t in spec["data"] if t["name"] == "Pareto front")
     assert front["x"] == [20.0, 80.0] and front["y"] == [99.0, 95.0]
     assert not spec["layout"].get("annotations")
-    empty = clean(pareto(runs(), "t").to_plotly_json())
+    empty = plain(pareto(runs(), "t").to_plotly_json())
     assert "nothing memorised" in empty["layout"]["annotations"][0]["text"]
 
 
 def test_trajectory_marks_the_cohort():
     own = pl.DataFrame({"step": [0, 10, 20], "value": [5.0, 4.0, 3.0]})
     ctrl = pl.DataFrame({"step": [0, 10, 20], "value": [5.0, 4.8, 4.7]})
-    spec = clean(trajectory(own, ctrl, "sup_seq", 10).to_plotly_json())
+    spec = plain(trajectory(own, ctrl, "sup_seq", 10).to_plotly_json())
     assert spec["data"][0]["y"] == [5.0, 4.0, 3.0] and spec["data"][1]["y"] == [5.0, 4.8, 4.7]
     assert spec["layout"]["shapes"][0]["x0"] == 10
-    assert not clean(trajectory(own, ctrl, "sup_seq", None).to_plotly_json())["layout"].get("shapes")
+    assert not plain(trajectory(own, ctrl, "sup_seq", None).to_plotly_json())["layout"].get("shapes")
 
 
 def test_fragment_is_json_safe_and_never_closes_its_script_early():
     fig = attgt_heatmap(cells().with_columns(att=pl.lit(float("nan"))), "sup_seq", "a </script> title")
     html = fragment(fig, "x")
     assert "NaN" not in html and html.count("</script>") == 2
+    assert clean({"a": [float("nan"), 1.0, float("inf")]}) == {"a": [None, 1.0, None]}
     assert read_back(html, "x")["layout"]["title"]["text"] == "a </script> title"
