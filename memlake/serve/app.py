@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -39,6 +39,7 @@ from memlake.serve.store import Refused
 
 HERE = Path(__file__).resolve().parent
 SQL_ROWS = 1000  # rows the console returns as JSON (the CSV download has them all)
+CSV_BATCH = 10_000  # rows per chunk of a CSV download
 
 
 class BadRequest(MemlakeError):
@@ -273,15 +274,25 @@ def create_app(explorer: Explorer, decoder: Decoder) -> Starlette:
     def api_sql_csv(request: Request) -> Response:
         q = request.query_params.get("q", "")
         try:
-            columns, rows, _ = explorer.store.console(q, 10**9)
+            columns, cursor = explorer.store.console_cursor(q)
         except MemlakeError as e:
             return json_response({"error": str(e)}, 400)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(columns)
-        w.writerows(rows)
-        return Response(buf.getvalue(), media_type="text/csv",
-                        headers={"Content-Disposition": 'attachment; filename="query.csv"'})  # fmt: skip
+
+        def lines():  # batch by batch: a large result is never held whole
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(columns)
+            while True:
+                yield buf.getvalue()
+                buf.seek(0)
+                buf.truncate()
+                rows = cursor.fetchmany(CSV_BATCH)
+                if not rows:
+                    return
+                w.writerows(rows)
+
+        headers = {"Content-Disposition": 'attachment; filename="query.csv"'}
+        return StreamingResponse(lines(), media_type="text/csv", headers=headers)
 
     async def plotly_js(request: Request) -> Response:
         return FileResponse(PLOTLY_JS, media_type="text/javascript")

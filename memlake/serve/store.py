@@ -148,13 +148,18 @@ class Store:
 
     def console(self, sql: str, limit: int) -> tuple[list[str], list[tuple], bool]:
         """One read-only statement: (columns, at most `limit` rows, whether more were cut)."""
+        columns, rel = self.console_cursor(sql)
+        got = rel.fetchmany(limit + 1)
+        return columns, got[:limit], len(got) > limit
+
+    def console_cursor(self, sql: str) -> tuple[list[str], duckdb.DuckDBPyConnection]:
+        """One read-only statement, executed: its columns and the cursor to fetch its rows from
+        (in batches, so a large result never sits in memory whole)."""
         statement = checked_statement(self.cursor(), sql)
 
         def work(cur):
             rel = cur.execute(statement)
-            columns = [d[0] for d in rel.description]
-            got = rel.fetchmany(limit + 1)
-            return columns, got[:limit], len(got) > limit
+            return [d[0] for d in rel.description], rel
 
         try:
             return self._retrying(work)

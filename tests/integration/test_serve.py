@@ -58,6 +58,9 @@ def test_sql_api_returns_what_the_query_layer_returns(served):
     status, text = server.get("/api/sql.csv?q=" + urllib.parse.quote(q))
     rows = list(csv.reader(io.StringIO(text)))
     assert status == 200 and rows[0] == ["model", "step", "n", "s"] and len(rows) == len(body["rows"]) + 1
+    # a CSV larger than one streamed batch arrives whole and in order
+    status, text = server.get("/api/sql.csv?q=" + urllib.parse.quote("select range as i from range(25000)"))
+    assert status == 200 and text.splitlines() == ["i", *map(str, range(25000))]
     # a read of a warehouse file through a table function is a read inside the fence
     mart = wh.marts / "sequence_panel.parquet"
     status, body = api(server, f"select count(*) from read_parquet('{mart}')")
