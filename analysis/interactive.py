@@ -20,6 +20,14 @@ PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 CONFIG = {"displaylogo": False, "responsive": True}
 
 
+def styled(fig: go.Figure, title: str | None, x: str, y: str, height: int = 460, **more) -> go.Figure:
+    """The layout every memlake figure shares: axis titles, white plot, compact margins."""
+    top = 50 if title else 30
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=height, plot_bgcolor="white",
+                      margin={"l": 60, "r": 20, "t": top, "b": 50}, **more)  # fmt: skip
+    return fig
+
+
 def clean(value, unpack: bool = False):
     """JSON-safe: NaN and infinities become null (JSON has neither), recursively. Plotly's packed
     arrays (`{"dtype", "bdata"}`, base64 that plotly.js reads as typed arrays) stay packed, which

@@ -8,6 +8,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import polars as pl
 
+from analysis.interactive import styled
+
 KIND_SYMBOLS = {
     "regulariser": "square",
     "fine_tuning": "diamond",
@@ -49,15 +51,7 @@ def pareto(runs: pl.DataFrame, study: str) -> go.Figure:
         # every run's memorisation is NaN: the model memorised none of its forget rows to begin with
         fig.add_annotation(text="nothing memorised before mitigation: no run has a memorisation to remove",
                            xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False)  # fmt: skip
-    fig.update_layout(
-        title=study,
-        xaxis_title="memorisation removed (percentage points)",
-        yaxis_title="accuracy kept (% of before)",
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
-        height=460,
-        plot_bgcolor="white",
-    )
-    return fig
+    return styled(fig, study, "memorisation removed (percentage points)", "accuracy kept (% of before)")
 
 
 def _points(rows: pl.DataFrame, name: str, symbol: str, color: str | None = None) -> go.Scatter:

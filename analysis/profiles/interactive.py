@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
+from analysis.interactive import styled
 from analysis.profiles.metrics import LABEL
 
 CELL_COLUMNS = ("att", "ci_lower", "ci_upper", "n_treated", "n_control", "event_time")
@@ -61,15 +62,9 @@ def attgt_heatmap(cells: pl.DataFrame, metric: str, title: str = "") -> go.Figur
             ),
         ]
     )  # fmt: skip
-    fig.update_layout(
-        title=title or f"ATT(g, t): {LABEL[metric]}",
-        xaxis_title="checkpoint step t",
-        yaxis_title="cohort g (treatment step)",
-        margin={"l": 60, "r": 20, "t": 50, "b": 50},
-        height=460,
-        plot_bgcolor="white",
+    return styled(
+        fig, title or f"ATT(g, t): {LABEL[metric]}", "checkpoint step t", "cohort g (treatment step)"
     )
-    return fig
 
 
 def fit_heatmaps(con, metric: str, options: dict) -> dict[str, go.Figure]:
@@ -108,12 +103,6 @@ def trajectory(own: pl.DataFrame, controls: pl.DataFrame, metric: str, cohort: i
     )
     if cohort is not None:
         fig.add_vline(x=cohort, line={"color": "#b2182b", "width": 1.5}, annotation_text=f"cohort {cohort}")
-    fig.update_layout(
-        xaxis_title="checkpoint step",
-        yaxis_title=LABEL[metric],
-        margin={"l": 60, "r": 20, "t": 30, "b": 50},
-        height=320,
-        legend={"orientation": "h", "y": 1.12},
-        plot_bgcolor="white",
+    return styled(
+        fig, None, "checkpoint step", LABEL[metric], height=320, legend={"orientation": "h", "y": 1.12}
     )
-    return fig

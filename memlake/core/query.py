@@ -155,18 +155,24 @@ def _create_derived_views(con: duckdb.DuckDBPyConnection, views: Mapping[str, st
             del pending[name]
 
 
-def run(wh: Warehouse, sql: str, views: Mapping[str, str] | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one or more read-only statements; return the last one's columns and rows."""
-    con = connect(wh, views=views)
+def read_only_statements(con: duckdb.DuckDBPyConnection, sql: str, error=MemlakeError) -> list:
+    """The statements of `sql`, each SELECT or EXPLAIN, or `error` saying what is wrong."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
-        raise MemlakeError(f"SQL does not parse: {str(e).splitlines()[0]}") from None
+        raise error(f"SQL does not parse: {str(e).splitlines()[0]}") from None
     if not statements:
-        raise MemlakeError("no SQL statement given")
+        raise error("no SQL statement given")
     for st in statements:
         if st.type not in _ALLOWED:
-            raise MemlakeError(f"query is read-only: {st.type.name} statements are not allowed")
+            raise error(f"query is read-only: {st.type.name} statements are not allowed")
+    return statements
+
+
+def run(wh: Warehouse, sql: str, views: Mapping[str, str] | None = None) -> tuple[list[str], list[tuple]]:
+    """Run one or more read-only statements; return the last one's columns and rows."""
+    con = connect(wh, views=views)
+    statements = read_only_statements(con, sql)
     try:
         for st in statements[:-1]:
             con.execute(st.query)

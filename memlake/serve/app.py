@@ -67,33 +67,34 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _int(request: Request, name: str, default: int | None = None) -> int | None:
+def _param(request: Request, name: str, parse, what: str):
+    """Query parameter `name` parsed by `parse`; None when absent or empty."""
     raw = request.query_params.get(name, "")
     if raw == "":
-        return default
+        return None
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError:
-        raise BadRequest(f"parameter {name!r} must be an integer, not {raw!r}") from None
+        raise BadRequest(f"parameter {name!r} must be {what}, not {raw!r}") from None
+
+
+def _int(request: Request, name: str, default: int | None = None) -> int | None:
+    got = _param(request, name, int, "an integer")
+    return default if got is None else got
 
 
 def _float(request: Request, name: str) -> float | None:
-    raw = request.query_params.get(name, "")
-    if raw == "":
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise BadRequest(f"parameter {name!r} must be a number, not {raw!r}") from None
+    return _param(request, name, float, "a number")
+
+
+def _true(raw: str) -> bool:
+    if raw.lower() not in ("true", "false"):
+        raise ValueError(raw)
+    return raw.lower() == "true"
 
 
 def _bool(request: Request, name: str) -> bool | None:
-    raw = request.query_params.get(name, "")
-    if raw == "":
-        return None
-    if raw.lower() not in ("true", "false"):
-        raise BadRequest(f"parameter {name!r} must be true or false, not {raw!r}")
-    return raw.lower() == "true"
+    return _param(request, name, _true, "true or false")
 
 
 class ServerTiming:

@@ -171,23 +171,12 @@ class Store:
             raise MemlakeError(_first_line(e)) from None
 
 
-_ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
-
-
 def checked_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     """The one read-only statement in `sql`, or `Refused` saying what was wrong."""
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as e:
-        raise Refused(f"SQL does not parse: {_first_line(e)}") from None
-    if not statements:
-        raise Refused("no SQL statement given")
+    statements = query.read_only_statements(con, sql, error=Refused)
     if len(statements) > 1:
         raise Refused(f"one statement at a time: {len(statements)} were given")
-    st = statements[0]
-    if st.type not in _ALLOWED:
-        raise Refused(f"the console is read-only: {st.type.name} statements are not allowed")
-    return st.query
+    return statements[0].query
 
 
 def _first_line(e: Exception) -> str:
