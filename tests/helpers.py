@@ -116,7 +116,7 @@ class Served:
     """`memlake serve` running in a process of its own: `url`, `get(path) -> (status, body)`, and
     the line it printed when it started."""
 
-    def __init__(self, wh, host: str | None = None):
+    def __init__(self, wh, host: str | None = None, env: dict[str, str] | None = None):
         import socket
         import threading
         import time
@@ -127,7 +127,7 @@ class Served:
             self.port = s.getsockname()[1]
         cmd = [sys.executable, "-c", "from memlake.cli import main; main()", "serve", "--warehouse",
                str(wh.root), "--port", str(self.port), *(["--host", host] if host else [])]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
         self.banner = self.proc.stderr.readline()
         self.log: list[str] = []  # the rest of its stderr, drained so the pipe never fills

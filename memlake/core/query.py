@@ -155,14 +155,19 @@ def _create_derived_views(con: duckdb.DuckDBPyConnection, views: Mapping[str, st
             del pending[name]
 
 
-def read_only_statements(con: duckdb.DuckDBPyConnection, sql: str, error=MemlakeError) -> list:
-    """The statements of `sql`, each SELECT or EXPLAIN, or `error` saying what is wrong."""
+def read_only_statements(
+    con: duckdb.DuckDBPyConnection, sql: str, error=MemlakeError, single: bool = False
+) -> list:
+    """The statements of `sql`, each SELECT or EXPLAIN (and only one if `single`), or `error`
+    saying what is wrong."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
         raise error(f"SQL does not parse: {str(e).splitlines()[0]}") from None
     if not statements:
         raise error("no SQL statement given")
+    if single and len(statements) > 1:
+        raise error(f"one statement at a time: {len(statements)} were given")
     for st in statements:
         if st.type not in _ALLOWED:
             raise error(f"query is read-only: {st.type.name} statements are not allowed")

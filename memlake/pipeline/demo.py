@@ -73,4 +73,5 @@ def run(cfg, wh: Warehouse, log: Log = quiet) -> list[str]:
         "try:         memlake query "
         '"select split, artifact, count(*) from instances group by all order by all"',
         f"report:      {index}",
+        f"explore:     memlake serve --warehouse {wh.root}   (a browser on http://127.0.0.1:8765/)",
     ]

@@ -173,10 +173,7 @@ class Store:
 
 def checked_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     """The one read-only statement in `sql`, or `Refused` saying what was wrong."""
-    statements = query.read_only_statements(con, sql, error=Refused)
-    if len(statements) > 1:
-        raise Refused(f"one statement at a time: {len(statements)} were given")
-    return statements[0].query
+    return query.read_only_statements(con, sql, error=Refused, single=True)[0].query
 
 
 def _first_line(e: Exception) -> str:

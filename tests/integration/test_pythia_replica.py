@@ -19,7 +19,7 @@ import pytest
 
 from memlake.core import lake, query
 from memlake.core.paths import Warehouse
-from tests.helpers import memlake
+from tests.helpers import Served, memlake
 
 HUB = "EleutherAI/pythia-70m-deduped"
 KEY = "pythia-70m-deduped"
@@ -187,3 +187,34 @@ def test_the_real_path_end_to_end(replica, tmp_path, monkeypatch):
     manifest = json.loads((wh.table("checkpoints") / f"model={KEY}" / lake.MANIFEST).read_text())
     assert manifest["config"]["hub_id"] == HUB
     assert (wh.root / "report" / "index.html").exists()
+
+    # the explorer over the real path's warehouse: Pythia's ids (validation rows have negative
+    # ones) decoded by the Hub tokenizer from the offline cache, every page served
+    from transformers import AutoTokenizer
+
+    from analysis.interactive import plain
+
+    server = Served(wh, env=env)
+    try:
+        (iid, tokens), = query.read(wh, "select instance_id, tokens from instances where instance_id = "
+                                        "(select min(instance_id) from sequence_panel)").rows()  # fmt: skip
+        status, page = server.get(f"/instance/{iid}")
+        assert status == 200, page[-2000:]
+        view = json.loads(page.split("id=view>", 1)[1].split("</script>", 1)[0])
+        tok = AutoTokenizer.from_pretrained(HUB)
+        assert view["pieces"] == tok.batch_decode([[t] for t in tokens]) and view["model"] == KEY
+        spec = plain(json.loads(page.split('id="trajectory-spec">', 1)[1].split("</script>", 1)[0]))
+        steps = query.read(
+            wh, "select step from sequence_panel where instance_id = $i order by step", {"i": iid}
+        )
+        assert spec["data"][0]["x"] == steps["step"].to_list()
+        for path in (
+            "/panel",
+            "/profiles",
+            "/mitigation",
+            f"/api/instance/{iid}/at?model={KEY}&step={final}",
+        ):
+            status, body = server.get(path)
+            assert status == 200, (path, body[-2000:])
+    finally:
+        server.close()

@@ -8,6 +8,7 @@ const memlake = (() => {
     entropy: v => Math.min(1, v / 10),
     rank: v => Math.min(1, Math.log10(1 + v) / 4),
   };
+  const SCALE_LABEL = {surprisal: '0 to 10+ nats', entropy: '0 to 10+ nats', rank: 'rank 0 to 10,000+ (log scale)'};
   function table(columns, rows) {
     const head = '<tr>' + columns.map(c => `<th>${esc(c)}</th>`).join('') + '</tr>';
     const body = rows.map(r => '<tr>' + r.map(v => `<td>${esc(fmt(v))}</td>`).join('') + '</tr>').join('');
@@ -23,6 +24,7 @@ const memlake = (() => {
     const colour = () => {
       const metric = document.getElementById('colour').value;
       document.getElementById('colour-label').textContent = metric;
+      document.getElementById('scale-label').textContent = SCALE_LABEL[metric];
       const values = at.values ? at.values[metric] : null;
       spans.forEach((s, i) => {
         const v = values && i > 0 ? values[i - 1] : null;
