@@ -123,10 +123,10 @@ class Explorer:
                 raise Unknown(f"feature {q.feature!r} is not a numeric column of instance_features")
             joins.append("left join instance_features as f on f.instance_id = i.instance_id")
             select.append(f'f."{q.feature}"')
-            for bound, op in ((q.low, ">="), (q.high, "<=")):
+            for name, op, bound in (("low", ">=", q.low), ("high", "<=", q.high)):
                 if bound is not None:
-                    where.append(f'f."{q.feature}" {op} ${"low" if op == ">=" else "high"}')
-                    params["low" if op == ">=" else "high"] = bound
+                    where.append(f'f."{q.feature}" {op} ${name}')
+                    params[name] = bound
         for column, value in (("split", q.split), ("artifact", q.artifact), ("source", q.source)):
             if value:
                 where.append(f"i.{column} = ${column}")
