@@ -34,7 +34,12 @@ def serve(wh: Warehouse, host: str = HOST, port: int = PORT, say=print) -> None:
     import uvicorn
 
     app = build(wh)
-    where = "this machine only" if host in ("127.0.0.1", "localhost", "::1") else "every address it names"
+    if host in ("127.0.0.1", "localhost", "::1"):
+        where = "this machine only"
+    elif host in ("0.0.0.0", "::"):
+        where = "every network interface: whoever reaches this machine can read the warehouse"
+    else:
+        where = "reachable at that address"
     say(f"memlake serve: http://{host}:{port}/ over {wh.root}, listening on {host} ({where}; "
         "--host to change)")  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -48,6 +48,16 @@ def test_starts_on_localhost_and_says_so(served):
     assert status == 200 and json.loads(body) == {"status": "ok", "warehouse": str(wh.root)}
 
 
+def test_another_host_is_said_when_it_starts(tiny_demo):
+    wh, _ = tiny_demo
+    server = Served(wh, host="0.0.0.0")
+    try:
+        assert "listening on 0.0.0.0 (every network interface" in server.banner
+        assert server.get("/healthz")[0] == 200
+    finally:
+        server.close()
+
+
 def test_sql_api_returns_what_the_query_layer_returns(served):
     wh, server = served
     q = "select model, step, count(*) as n, avg(sup_seq) as s from sequence_panel group by all order by all"
