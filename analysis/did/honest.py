@@ -39,6 +39,7 @@ import polars as pl
 from scipy import optimize, stats
 
 METHODS = ("relative_magnitude", "smoothness")
+TESTS = ("C-LF", "C")  # relative magnitudes: the hybrid (R's default) or the conditional test
 _Z = NormalDist()
 
 
@@ -271,15 +272,27 @@ def _stays_optimal_until(s: np.ndarray, b: np.ndarray, w: np.ndarray, start: flo
     return c
 
 
-def arp_conditional_test(y: np.ndarray, x: np.ndarray, sigma: np.ndarray, alpha: float) -> bool:
+def arp_conditional_test(
+    y: np.ndarray, x: np.ndarray, sigma: np.ndarray, alpha: float, lf: tuple[float, float] | None = None
+) -> bool:
     """Reject H0: exists tau with E[y] - x tau <= 0 (Andrews, Roth & Pakes 2023, the conditional
     test). eta is the LP value; conditional on the optimal dual vertex gamma and on the part of y
     independent of gamma' y, eta / sd(gamma' y) is a standard normal truncated to where that vertex
-    stays optimal, so the critical value is that truncated normal's 1 - alpha quantile."""
+    stays optimal, so the critical value is that truncated normal's 1 - alpha quantile.
+
+    `lf = (kappa, c_LF)` makes it the hybrid test (their section 3.3): reject outright when eta
+    exceeds the least-favourable critical value c_LF (`least_favorable_cv`, size kappa); otherwise
+    run the conditional test at size (alpha - kappa) / (1 - kappa), conditioning also on eta <= c_LF.
+    The first stage adds power where the conditional test's truncation is close."""
     sd = np.sqrt(np.diag(sigma))
     eta, lam, ok = _lp_value(y, x, sd)
     if not ok:
         return False
+    if lf is not None:
+        kappa, c_lf = lf
+        if eta > c_lf:
+            return True
+        alpha = (alpha - kappa) / (1 - kappa)
     p = x.shape[1]
     basic = lam > 1e-6
     w = np.column_stack([sd, x])
@@ -308,11 +321,56 @@ def arp_conditional_test(y: np.ndarray, x: np.ndarray, sigma: np.ndarray, alpha:
         lo = _stays_optimal_until(s, b, w, eta - span, tol)
         hi = np.inf if hi >= eta + span - tol else hi
         lo = -np.inf if lo <= eta - span + tol else lo
+    if lf is not None:
+        hi = min(hi, lf[1])
     sd_eta = np.sqrt(var)
     z, zlo, zhi = eta / sd_eta, lo / sd_eta, hi / sd_eta
     if not zlo - 1e-9 <= z <= zhi + 1e-9:
         return False
     return z > max(0.0, _truncated_quantile(1 - alpha, zlo, zhi))
+
+
+LF_SIMS = 1000  # draws for the least-favourable critical value, as R HonestDiD
+MAX_VERTICES = 50_000  # dual bases enumerated at most; beyond, one LP per draw
+
+
+def least_favorable_cv(
+    x: np.ndarray, sigma: np.ndarray, kappa: float, sims: int = LF_SIMS, seed: int = 0
+) -> float:
+    """c_LF: the 1 - kappa quantile of the LP value eta(xi) for xi ~ N(0, sigma), the least
+    favourable null (every moment binding). The draws are numpy's `default_rng(seed)`, as R's
+    port in moderndid draws them. eta(xi) = max over the dual feasible set's vertices of g' xi
+    (LP duality), so with few enough bases all draws are one matrix product."""
+    xi = np.random.default_rng(seed).multivariate_normal(np.zeros(len(sigma)), sigma, size=sims)
+    sd = np.sqrt(np.diag(sigma))
+    vertices = _dual_vertices(np.column_stack([sd, x]))
+    if vertices is not None:
+        eta = (xi @ vertices.T).max(axis=1)
+    else:
+        eta = np.array([_lp_value(v, x, sd)[0] for v in xi])
+        eta = eta[np.isfinite(eta)]
+    return float(np.quantile(eta, 1 - kappa))
+
+
+def _dual_vertices(w: np.ndarray) -> np.ndarray | None:
+    """The vertices of {g >= 0 : w' g = e1} (one per row), or None when there are too many bases
+    to enumerate (or w has dependent columns)."""
+    from itertools import combinations
+    from math import comb
+
+    k, m = w.shape
+    if np.linalg.matrix_rank(w) < m or comb(k, m) > MAX_VERTICES:
+        return None
+    bases = np.array(list(combinations(range(k), m)))
+    blocks = w[bases].transpose(0, 2, 1)  # w_B' per basis
+    rhs = np.zeros(m)
+    rhs[0] = 1.0
+    ok = np.abs(np.linalg.det(blocks)) > 1e-12
+    g_b = np.linalg.solve(blocks[ok], np.broadcast_to(rhs, (ok.sum(), m))[..., None])[..., 0]
+    feasible = (g_b >= -1e-10).all(axis=1)
+    out = np.zeros((int(feasible.sum()), k))
+    np.put_along_axis(out, bases[ok][feasible], np.clip(g_b[feasible], 0, None), axis=1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -331,11 +389,27 @@ class _Moments:
         a_post = a[:, es.n_pre :]
         return cls(a @ es.beta, a_post @ basis[:, 0], a_post @ basis[:, 1:], a @ es.sigma @ a.T)
 
-    def accepts(self, theta: float, alpha: float) -> bool:
-        return not arp_conditional_test(self.y0 - self.slope * theta, self.x, self.sigma, alpha)
+    def accepts(self, theta: float, alpha: float, test: str = "C-LF") -> bool:
+        lf = (alpha / 10, self.lf_cv(alpha / 10)) if test == "C-LF" else None
+        return not arp_conditional_test(self.y0 - self.slope * theta, self.x, self.sigma, alpha, lf)
+
+    def lf_cv(self, kappa: float) -> float:
+        """c_LF of this polyhedron (theta shifts only the mean): computed once per kappa."""
+        cache = self.__dict__.setdefault("_lf", {})
+        if kappa not in cache:
+            cache[kappa] = least_favorable_cv(self.x, self.sigma, kappa)
+        return cache[kappa]
 
 
-def _rm_set(es: EventStudy, l_vec: np.ndarray, mbar: float, alpha: float, grid_points: int, first: int = 0):
+def _rm_set(
+    es: EventStudy,
+    l_vec: np.ndarray,
+    mbar: float,
+    alpha: float,
+    grid_points: int,
+    first: int = 0,
+    test: str = "C-LF",
+):
     """Accepted theta on R's grid, per polyhedron searched outward from an accepted point."""
     sd_theta = float(np.sqrt(l_vec @ es.sigma[es.n_pre :, es.n_pre :] @ l_vec))
     max_pre = float(np.max(np.abs(np.diff(np.r_[es.pre, 0.0]))))
@@ -349,7 +423,7 @@ def _rm_set(es: EventStudy, l_vec: np.ndarray, mbar: float, alpha: float, grid_p
 
         def ok(i: int, moments=moments, tested=tested) -> bool:
             if i not in tested:
-                tested[i] = moments.accepts(float(grid[i]), alpha)
+                tested[i] = moments.accepts(float(grid[i]), alpha, test)
             return tested[i]
 
         start = _first_accepted(ok, _identified_centre(es, l_vec, a, grid), grid_points)
@@ -396,9 +470,11 @@ def _edge(ok, start: int, end: int) -> int:
     return good
 
 
-def _rm_covers_zero(es: EventStudy, l_vec: np.ndarray, mbar: float, alpha: float, first: int = 0) -> bool:
+def _rm_covers_zero(
+    es: EventStudy, l_vec: np.ndarray, mbar: float, alpha: float, first: int = 0, test: str = "C-LF"
+) -> bool:
     polyhedra = _rm_polyhedra(es.n_pre, es.n_post, mbar, first)
-    return any(_Moments.of(es, l_vec, a).accepts(0.0, alpha) for a in polyhedra)
+    return any(_Moments.of(es, l_vec, a).accepts(0.0, alpha, test) for a in polyhedra)
 
 
 # --- the public entry point ----------------------------------------------------------------------
@@ -414,10 +490,15 @@ def honest_did(
     alpha: float = 0.05,
     grid_points: int = 1000,
     first_pre_change: int = 0,
+    test: str = "C-LF",
 ) -> HonestResult:
-    """Robust confidence sets for theta = beta_post[k] over `mbar` and the breakdown value."""
+    """Robust confidence sets for theta = beta_post[k] over `mbar` and the breakdown value.
+    `test` (relative magnitudes): "C-LF", the hybrid of the least-favourable and conditional
+    tests (R HonestDiD's default), or "C", the conditional test alone."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if test not in TESTS:
+        raise ValueError(f"test must be one of {TESTS}, got {test!r}")
     grid = np.asarray(mbar, dtype=float)
     if (grid < 0).any():
         raise ValueError(f"mbar must be >= 0, got {grid.tolist()}")
@@ -432,7 +513,7 @@ def honest_did(
     def robust(m: float) -> tuple[float, float]:
         if method == "smoothness":
             return _flci(es, l_vec, m, alpha)
-        return _rm_set(es, l_vec, m, alpha, grid_points, first_pre_change)
+        return _rm_set(es, l_vec, m, alpha, grid_points, first_pre_change, test)
 
     bounds = np.array([robust(m) for m in grid]).reshape(-1, 2)
 
@@ -440,7 +521,7 @@ def honest_did(
         if method == "smoothness":
             lo, hi = _flci(es, l_vec, m, alpha)
             return lo <= 0 <= hi
-        return _rm_covers_zero(es, l_vec, m, alpha, first_pre_change)
+        return _rm_covers_zero(es, l_vec, m, alpha, first_pre_change, test)
 
     return HonestResult(
         method=method,

@@ -265,12 +265,14 @@ class AttGtResult:
         min_e: int | None = None,
         max_e: int | None = None,
         grid_points: int = 1000,
+        test: str = "C-LF",
     ) -> HonestResult:
         """Rambachan & Roth (2023) sensitivity of the event-study ATT at event time e (periods), or
         of the average over the post-treatment event times (e="average").
 
         method "relative_magnitude": post-period changes in the trend gap at most mbar times the
-            largest pre-period change (conditional test of Andrews, Roth & Pakes);
+            largest pre-period change (Andrews, Roth & Pakes: test "C-LF", their hybrid of the
+            least-favourable and conditional tests, R's default; "C", the conditional test);
             "smoothness": the trend gap's slope changes by at most mbar (= M) per period (FLCI).
         Returns the robust confidence sets over mbar and the breakdown value (the largest mbar at
         which the set still excludes 0). min_e/max_e restrict the event window (periods)."""
@@ -281,7 +283,7 @@ class AttGtResult:
             )
         k = None if e == "average" else int(e)
         return honest(es, k=k, event_time=e if k is None else k, method=method, mbar=list(mbar),
-                      alpha=self.settings.alpha, grid_points=grid_points)  # fmt: skip
+                      alpha=self.settings.alpha, grid_points=grid_points, test=test)  # fmt: skip
 
     def pretrend_test(self, method: str = "wald", *, min_e: float | None = None) -> PretrendTest:
         """Joint placebo test that pre-treatment effects are zero.

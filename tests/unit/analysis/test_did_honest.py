@@ -33,7 +33,8 @@ def res(raw):
 
 @pytest.fixture(scope="module")
 def theirs(raw):
-    """moderndid's event study and HonestDiD for e = 0 and 2 (FLCI; the conditional test)."""
+    """moderndid's event study and HonestDiD for e = 0 and 2 (FLCI; the conditional test and the
+    hybrid C-LF)."""
     md = pytest.importorskip("moderndid")
     pytest.importorskip("cvxpy")
     from moderndid.didhonest import honest_did
@@ -51,7 +52,15 @@ def theirs(raw):
             rm = honest_did(
                 es, event_time=e, sensitivity_type="relative_magnitude", m_bar_vec=M_RM, method="Conditional"
             ).robust_ci
-            out[e] = (sd, rm)
+            # C-LF costs moderndid 1,000 LPs per polyhedron and Mbar: one event time is enough
+            lf = (
+                None
+                if e != 2
+                else honest_did(
+                    es, event_time=e, sensitivity_type="relative_magnitude", m_bar_vec=M_RM, method="C-LF"
+                ).robust_ci
+            )
+            out[e] = (sd, rm, lf)
     return es, out
 
 
@@ -83,11 +92,62 @@ def test_relative_magnitudes_match_moderndid(res, theirs, e):
     ref = theirs[1][e][1]
     es = res.event_study()
     same = hd.honest_did(es, k=e, event_time=e, method="relative_magnitude", mbar=M_RM, grid_points=100,
+                         first_pre_change=1, test="C")  # fmt: skip
+    np.testing.assert_allclose(same.lower, ref["lb"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(same.upper, ref["ub"], rtol=0, atol=1e-10)
+    full = res.honest_did(e, method="relative_magnitude", mbar=M_RM, grid_points=100, test="C")
+    assert (full.lower <= same.lower + 1e-12).all() and (full.upper >= same.upper - 1e-12).all()
+
+
+@pytest.mark.parametrize("e", [2])
+def test_hybrid_relative_magnitudes_match_moderndid(res, theirs, e):
+    """C-LF, R's default: the least-favourable critical values are drawn as moderndid draws them
+    (numpy's default_rng(0)), so the sets agree on the grid exactly; with every pre-period change
+    ours contain them."""
+    ref = theirs[1][e][2]
+    es = res.event_study()
+    same = hd.honest_did(es, k=e, event_time=e, method="relative_magnitude", mbar=M_RM, grid_points=100,
                          first_pre_change=1)  # fmt: skip
     np.testing.assert_allclose(same.lower, ref["lb"], rtol=0, atol=1e-10)
     np.testing.assert_allclose(same.upper, ref["ub"], rtol=0, atol=1e-10)
     full = res.honest_did(e, method="relative_magnitude", mbar=M_RM, grid_points=100)
     assert (full.lower <= same.lower + 1e-12).all() and (full.upper >= same.upper - 1e-12).all()
+
+
+def test_least_favorable_cv_and_hybrid_decisions():
+    """c_LF over the dual vertices equals moderndid's LP per draw on the same draws; eta over the
+    vertices equals the LP; the hybrid's decisions equal moderndid's, and its size is about alpha
+    on the boundary of the null (every moment binding)."""
+    an = pytest.importorskip("moderndid.didhonest.arp_nuisance")
+    rng = np.random.default_rng(3)
+    n_pre, n_post = 3, 4
+    root = rng.normal(size=(7, 7))
+    es = hd.EventStudy(beta=rng.normal(size=7) * 0.05, sigma=root @ root.T / 700 + 1e-3 * np.eye(7),
+                       n_pre=n_pre, n_post=n_post)  # fmt: skip
+    moments = hd._Moments.of(es, es.target(None), hd._rm_polyhedra(n_pre, n_post, 1.0)[1])
+    x, sigma = moments.x, moments.sigma
+    sd = np.sqrt(np.diag(sigma))
+    draws = rng.multivariate_normal(np.zeros(len(sd)), sigma, size=400)
+    vertices = hd._dual_vertices(np.column_stack([sd, x]))
+    lp = np.array([hd._lp_value(y, x, sd)[0] for y in draws[:50]])
+    np.testing.assert_allclose((draws[:50] @ vertices.T).max(axis=1), lp, rtol=0, atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        c_lf = hd.least_favorable_cv(x, sigma, 0.005)
+        assert c_lf == pytest.approx(
+            an.compute_least_favorable_cv(x, sigma, 0.005, sims=1000, seed=0), abs=1e-12
+        )
+        ours = np.array([hd.arp_conditional_test(y, x, sigma, 0.05, (0.005, c_lf)) for y in draws])
+        lists = {"hybrid_kappa": 0.005, "lf_cv": c_lf}
+        theirs = [an.lp_conditional_test(y, x, sigma, 0.05, "LF", dict(lists))["reject"] for y in draws[:150]]
+    np.testing.assert_array_equal(ours[:150], theirs)
+    assert 0.02 < ours.mean() < 0.085
+    # no vertex table when the bases are too many: one LP per draw gives the same value
+    old, hd.MAX_VERTICES = hd.MAX_VERTICES, 1
+    try:
+        assert hd.least_favorable_cv(x, sigma, 0.005) == pytest.approx(c_lf, abs=1e-12)
+    finally:
+        hd.MAX_VERTICES = old
 
 
 @pytest.mark.parametrize("method", ["relative_magnitude", "smoothness"])
