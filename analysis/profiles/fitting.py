@@ -243,6 +243,7 @@ class Honest:
     universal-base fit HonestDiD needs has the same profile."""
 
     method: str = "relative_magnitude"
+    test: str = "C-LF"  # relative magnitudes: Andrews, Roth & Pakes' hybrid (R's default) or "C"
     mbar: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)
     pre: int = 4
     post: int = 4
@@ -261,7 +262,7 @@ class Honest:
         frames = []
         for k in (None, 0):  # the average over post event times, then e = 0; one event study
             out = honest_did(es, k=k, event_time="average" if k is None else k, method=self.method,
-                             mbar=list(self.mbar), alpha=res.settings.alpha)  # fmt: skip
+                             mbar=list(self.mbar), alpha=res.settings.alpha, test=self.test)  # fmt: skip
             frames.append(
                 out.to_polars().with_columns(
                     estimate=pl.lit(out.estimate),

@@ -136,6 +136,7 @@ class ProfilesHonest(Section):
     enabled: bool = False
     metrics: list[str] = Field(default_factory=lambda: ["sup_seq"])
     method: Literal["relative_magnitude", "smoothness"] = "relative_magnitude"
+    test: Literal["C-LF", "C"] = "C-LF"  # relative magnitudes: the hybrid (R's default) or conditional
     mbar: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])
     pre: int = Field(default=4, ge=1)  # pre-periods in the event window
     post: int = Field(default=4, ge=0)  # post event times averaged: 0..post

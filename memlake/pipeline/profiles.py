@@ -50,6 +50,7 @@ def fit(
     if run_honest:
         honest_opts = Honest(
             method=h.get("method", "relative_magnitude"),
+            test=h.get("test", "C-LF"),
             mbar=tuple(h.get("mbar", (0.5, 1.0, 1.5, 2.0))),
             pre=h.get("pre", 4),
             post=h.get("post", 4),
