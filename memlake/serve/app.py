@@ -221,7 +221,7 @@ def create_app(explorer: Explorer, decoder: Decoder) -> Starlette:
         step = _int(request, "step")
         if step is None:
             raise BadRequest("parameter 'step' is required")
-        explorer.instance(int(raw))  # 404 for an unknown id
+        explorer.require(int(raw))
         return json_response(_at(int(raw), model, step))
 
     def profiles(request: Request) -> Response:

@@ -179,6 +179,13 @@ class Explorer:
 
     # -- instance view --------------------------------------------------------------------------
 
+    def require(self, instance_id: int) -> None:
+        """`Unknown` unless the instance exists (reads the id column only)."""
+        if not self.store.rows(
+            "select 1 from instances where instance_id = $id limit 1", {"id": instance_id}
+        ):
+            raise Unknown(f"instance {instance_id} is not in the warehouse")
+
     def instance(self, instance_id: int) -> dict:
         rows = self.store.frame("select * from instances where instance_id = $id", {"id": instance_id})
         if rows.height == 0:
