@@ -31,9 +31,19 @@ def build(wh: Warehouse, threads: int | None = None):
 
 def serve(wh: Warehouse, host: str = HOST, port: int = PORT, say=print) -> None:
     """Serve the explorer until interrupted."""
+    import socket
+
     import uvicorn
 
     app = build(wh)
+    # bound here, before the start line, so a port in use is one clear error, not a traceback
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise MemlakeError(f"cannot listen on {host}:{port} ({e.strerror}): pass another --port") from None
     if host in ("127.0.0.1", "localhost", "::1"):
         where = "this machine only"
     elif host in ("0.0.0.0", "::"):
@@ -42,4 +52,4 @@ def serve(wh: Warehouse, host: str = HOST, port: int = PORT, say=print) -> None:
         where = "reachable at that address"
     say(f"memlake serve: http://{host}:{port}/ over {wh.root}, listening on {host} ({where}; "
         "--host to change)")  # fmt: skip
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])

@@ -100,7 +100,7 @@ class Explorer:
     # -- panel browser --------------------------------------------------------------------------
 
     def panel(self, q: PanelQuery) -> Panel:
-        point = self._checkpoint(q.checkpoint) if self.has("sequence_panel") else None
+        point = self._checkpoint(q.checkpoint) if q.checkpoint or self.has("sequence_panel") else None
         params: dict = {}
         select = [f"i.{c}" for c in PANEL_COLUMNS]
         joins = []

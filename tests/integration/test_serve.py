@@ -58,6 +58,17 @@ def test_another_host_is_said_when_it_starts(tiny_demo):
         server.close()
 
 
+def test_a_port_in_use_is_one_line(served):
+    wh, server = served
+    cmd = [sys.executable, "-c", "from memlake.cli import main; main()", "serve", "-w", str(wh.root),
+           "--port", str(server.port)]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert f"error: cannot listen on 127.0.0.1:{server.port} (Address already in use)" in out.stderr
+    assert "Traceback" not in out.stderr and "memlake serve: http" not in out.stderr
+    assert server.get("/healthz")[0] == 200  # the running one is untouched
+
+
 def test_sql_api_returns_what_the_query_layer_returns(served):
     wh, server = served
     q = "select model, step, count(*) as n, avg(sup_seq) as s from sequence_panel group by all order by all"
