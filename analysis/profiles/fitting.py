@@ -26,8 +26,12 @@ from analysis.profiles.metrics import SIGN, check_metric
 from memlake.core import marts, query
 
 MARTS = marts.declare(
-    "profiles_attgt", "profiles_aggregates", "profiles_pretrend", "profiles_regression", "profiles_honest",
+    "profiles_attgt", "profiles_aggregates", "profiles_pretrend", "profiles_regression",
     defaults={"design": "'none'"},  # fits from before covariates and clusters
+) + marts.declare(
+    "profiles_honest",
+    # and HonestDiD from before the hybrid test: relative magnitudes were the conditional test
+    defaults={"design": "'none'", "test": "case when method = 'smoothness' then 'FLCI' else 'C' end"},
 )  # fmt: skip
 
 # Which treated instances enter a fit; never-treated (validation) instances are always the controls.
@@ -265,6 +269,7 @@ class Honest:
                              mbar=list(self.mbar), alpha=res.settings.alpha, test=self.test)  # fmt: skip
             frames.append(
                 out.to_polars().with_columns(
+                    test=pl.lit(self.test if self.method == "relative_magnitude" else "FLCI"),
                     estimate=pl.lit(out.estimate),
                     original_lower=pl.lit(out.original[0]),
                     original_upper=pl.lit(out.original[1]),

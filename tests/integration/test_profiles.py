@@ -217,6 +217,7 @@ def test_fit_with_covariates_clusters_and_honest_did(demo):
 
     honest = sql(wh, f"select * from profiles_honest where design = '{design}'")
     assert set(honest["target"]) == {"average", "0"} and (honest["method"] == "relative_magnitude").all()
+    assert (honest["test"] == "C-LF").all()  # the config's default, R's
     average = honest.filter(pl.col("target") == "average").sort("bound")
     assert (average["ci_lower"].diff().drop_nulls() <= 1e-12).all()  # the sets grow with Mbar
     assert (average["ci_upper"].diff().drop_nulls() >= -1e-12).all()
