@@ -122,8 +122,9 @@ class Store:
         while True:
             try:
                 return work(self.cursor())
-            except _TRANSIENT:
-                if time.monotonic() > deadline:
+            except _TRANSIENT as e:
+                # a file error (one being rewritten) is retried; a query's own invalid input is not
+                if time.monotonic() > deadline or not _about_a_file(e):
                     raise
                 time.sleep(0.1)
                 self._refresh(force=True)
@@ -174,6 +175,10 @@ class Store:
 def checked_statement(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     """The one read-only statement in `sql`, or `Refused` saying what was wrong."""
     return query.read_only_statements(con, sql, error=Refused, single=True)[0].query
+
+
+def _about_a_file(e: Exception) -> bool:
+    return isinstance(e, duckdb.IOException | duckdb.HTTPException) or ".parquet" in str(e)
 
 
 def _first_line(e: Exception) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from memlake.core.errors import MemlakeError
 from memlake.core.paths import Warehouse
-from memlake.serve.store import Refused, Store
+from memlake.serve.store import RETRY_SECONDS, Refused, Store
 
 
 @pytest.fixture
@@ -71,3 +71,8 @@ def test_console_fence(wh):
             store.console(q, 10)
     with pytest.raises(MemlakeError, match="Conversion Error"):
         store.console("select 'a'::int", 10)
+    # a query's own invalid input fails at once (only file errors are waited out)
+    started = time.monotonic()
+    with pytest.raises(MemlakeError, match="Invalid Input Error"):
+        store.console("select error('boom')", 10)
+    assert time.monotonic() - started < RETRY_SECONDS
