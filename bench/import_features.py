@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 # the released files' schema (this process writes them; the measured child does the import)
 from ingest.hub_import.semantic_filters import RELEASE_SCHEMA  # noqa: E402
+from memlake.core import lake  # noqa: E402
 
 VOCAB = 50_277  # Pythia's tokenizer
 STREAM_ROWS = 146_432_000
@@ -40,20 +41,15 @@ ROW_GROUP_BYTES = 100 << 20  # `datasets`' row-group target
 SCHEMA = RELEASE_SCHEMA
 
 
-def _lists(values: np.ndarray) -> pa.ListArray:
-    n, width = values.shape
-    return pa.ListArray.from_arrays(
-        pa.array(np.arange(0, n * width + 1, width, dtype=np.int32)), values.ravel()
-    )
-
-
 def chunk(ids: np.ndarray, rng: np.random.Generator, words: pa.Array, corpus_freq: np.ndarray) -> pa.Table:
     """Released-shaped rows for `ids`: consistent statistics, nested match counts."""
     n = len(ids)
     tokens = rng.integers(0, VOCAB, (n, 64))
     freqs = corpus_freq[tokens]
     ordered = np.sort(freqs, axis=1)
-    text = pc.binary_join(_lists(np.asarray(words.take(pa.array(tokens.ravel())))[None].reshape(n, 64)), " ")
+    text = pc.binary_join(
+        lake.list_column(np.asarray(words.take(pa.array(tokens.ravel())))[None].reshape(n, 64)), " "
+    )
     semantic_8 = rng.integers(1, 40, n)
     semantic_9 = rng.integers(0, semantic_8 + 1)
     textual_8 = rng.integers(0, semantic_8 + 1)
@@ -77,8 +73,8 @@ def chunk(ids: np.ndarray, rng: np.random.Generator, words: pa.Array, corpus_fre
             "median_frequency": np.median(ordered, axis=1),
             "p25_frequency": ordered[:, 16],
             "p75_frequency": ordered[:, 48],
-            "frequencies": _lists(freqs),
-            "tokens": _lists(tokens),
+            "frequencies": lake.list_column(freqs),
+            "tokens": lake.list_column(tokens),
             "repeating_offset": np.zeros(n, np.int32),
             "num_repeating": np.zeros(n, np.int32),
             "smallest_repeating_chunk": pa.array([[]] * n, pa.list_(pa.int64())),

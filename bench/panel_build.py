@@ -37,12 +37,6 @@ VALIDATION = 2000  # never-treated rows, as the profiles paper's panel
 STEP = 1000
 
 
-def _lists(values: np.ndarray) -> pa.ListArray:
-    rows, width = values.shape
-    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(values.ravel()))
-
-
 def write_lake(wh: Warehouse, n_instances: int, n_checkpoints: int, positions: int, shards: int) -> int:
     """instances, checkpoints and token_stats of one synthetic model; returns token_stats rows."""
     rng = np.random.default_rng(0)
@@ -56,7 +50,7 @@ def write_lake(wh: Warehouse, n_instances: int, n_checkpoints: int, positions: i
         {
             "instance_id": ids,
             "split": ["train"] * n_train + ["validation"] * VALIDATION,
-            "tokens": _lists(rng.integers(2, 50_000, (n_instances, positions + 1), dtype=np.int32)),
+            "tokens": lake.list_column(rng.integers(2, 50_000, (n_instances, positions + 1), dtype=np.int32)),
             "batch_idx": pa.array(list(range(n_train)) + [None] * VALIDATION, pa.int64()),
             "cohort": pa.array(cohorts.tolist() + [None] * VALIDATION, pa.int64()),
             "source": ["prose"] * n_instances,
@@ -91,9 +85,9 @@ def write_lake(wh: Warehouse, n_instances: int, n_checkpoints: int, positions: i
                 pa.table(
                     {
                         "instance_id": sel,
-                        "surprisal": _lists(sup),
-                        "rank": _lists(rank.astype(np.int32)),
-                        "entropy": _lists(ent),
+                        "surprisal": lake.list_column(sup),
+                        "rank": lake.list_column(rank.astype(np.int32)),
+                        "entropy": lake.list_column(ent),
                     }
                 ),
                 {"model": "pythia-synthetic", "step": step, "shard": shard},

@@ -5,7 +5,8 @@ The warehouse (built once into --out, reused after) has the shape of the profile
 one Pythia model:
   - instances: 16,300 rows of 2,049 tokens (14,300 trained, 100 per cohort over 143 cohorts, and
     2,000 never-trained), ids from Pythia's 50,277-entry vocabulary, with a tokenizer that size;
-  - checkpoints: Pythia's 154 revisions (step0, 1, 2, 4, ..., 512, 1000, 2000, ..., 143000);
+  - checkpoints: Pythia's 154 revisions (step0, 1, 2, 4, ..., 512, 1000, 2000, ..., 143000),
+    registered from its published facts as `memlake suite register` does;
   - token_stats: 16,300 rows x 2,048 positions of surprisal/rank/entropy at every checkpoint, and
     extraction (32-token prompt, 32 generated) at every checkpoint, both written by the lake
     writer; one checkpoint's files are written and hard-linked into the other 153 partitions
@@ -38,21 +39,17 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from ingest.hub_suites import family_suite, model_key, register_suite
 from memlake.core import lake, marts
 from memlake.core.paths import REPO_ROOT, Warehouse
 
-MODEL = "pythia-70m-deduped"
+HUB_ID = "EleutherAI/pythia-70m-deduped"
+MODEL = model_key(HUB_ID)
 VOCAB, ROW, PROMPT, GEN = 50_277, 2_049, 32, 32
 PER_COHORT, VALIDATION = 100, 2_000
-STEPS = [0, *(2**i for i in range(10)), *range(1000, 143_001, 1000)]  # Pythia's 154 revisions
+STEPS = list(family_suite(HUB_ID).steps)  # Pythia's 154 revisions
 COHORTS = list(range(1000, 143_001, 1000))
 CHUNK = 512  # rows per piece, as a scoring job writes them
-
-
-def _lists(values: np.ndarray) -> pa.ListArray:
-    rows, width = values.shape
-    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(values.ravel()))
 
 
 def _tokenizer(wh: Warehouse) -> None:
@@ -95,7 +92,7 @@ def build(wh: Warehouse) -> None:
         {
             "instance_id": ids,
             "split": ["train"] * n_train + ["validation"] * VALIDATION,
-            "tokens": _lists(tokens),
+            "tokens": lake.list_column(tokens),
             "batch_idx": pa.array(list(range(n_train)) + [None] * VALIDATION, pa.int64()),
             "cohort": pa.array(cohort.tolist() + [None] * VALIDATION, pa.int64()),
             "source": ["pile"] * n,
@@ -104,20 +101,7 @@ def build(wh: Warehouse) -> None:
             "clean_tokens": pa.nulls(n, lake.TOKENS),
         },
     )
-    lake.write_partition(
-        wh,
-        "checkpoints",
-        {
-            "step": STEPS,
-            "path": [f"EleutherAI/{MODEL}@step{s}" for s in STEPS],
-            "lr": [1e-3] * len(STEPS),
-            "tokens_seen": [s * 2_097_152 for s in STEPS],
-            "epoch": [s / 143_000 for s in STEPS],
-            "train_loss": [3.0] * len(STEPS),
-            "revision": [f"step{s}" for s in STEPS],
-        },
-        {"model": MODEL},
-    )
+    register_suite(wh, HUB_ID)  # Pythia's 154 checkpoint rows from its published facts
     _tokenizer(wh)
 
     def stats():
@@ -126,13 +110,13 @@ def build(wh: Warehouse) -> None:
             k = len(sel)
             yield {
                 "instance_id": sel,
-                "surprisal": _lists(rng.gamma(1.2, 2.5, (k, ROW - 1)).astype(np.float32)),
-                "rank": _lists(
+                "surprisal": lake.list_column(rng.gamma(1.2, 2.5, (k, ROW - 1)).astype(np.float32)),
+                "rank": lake.list_column(
                     np.where(rng.random((k, ROW - 1)) < 0.4, 0, rng.geometric(0.05, (k, ROW - 1))).astype(
                         np.int32
                     )
                 ),  # noqa: E501
-                "entropy": _lists(rng.gamma(2.0, 1.2, (k, ROW - 1)).astype(np.float32)),
+                "entropy": lake.list_column(rng.gamma(2.0, 1.2, (k, ROW - 1)).astype(np.float32)),
             }
 
     part = {"model": MODEL, "step": STEPS[0], "shard": 0}
@@ -147,7 +131,7 @@ def build(wh: Warehouse) -> None:
         "extraction",
         {
             "instance_id": ids,
-            "generated": _lists(generated),
+            "generated": lake.list_column(generated),
             "match_fraction": match,
             "memorised": match == 1.0,
         },

@@ -100,13 +100,6 @@ class Job(ABC):
         """The partition's rows in the lake table's file schema."""
 
 
-def _lists(matrix: np.ndarray, type_: pa.DataType) -> pa.Array:
-    """A 2-D array as a list column without a Python loop."""
-    n, width = matrix.shape
-    offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), type_))
-
-
 @JOBS.register("token_stats", named=True)
 class TokenStats(Job):
     table = "token_stats"
@@ -121,10 +114,10 @@ class TokenStats(Job):
         return pa.table(
             {
                 "instance_id": pa.array(ids, pa.int64()),
-                "surprisal": _lists(cols["surprisal"].astype(np.float32), pa.float32()),
-                "rank": _lists(cols["rank"].astype(np.int32), pa.int32()),
-                "entropy": _lists(cols["entropy"].astype(np.float32), pa.float32()),
-                "second_moment": _lists(cols["second_moment"].astype(np.float32), pa.float32()),
+                "surprisal": lake.list_column(cols["surprisal"].astype(np.float32), pa.float32()),
+                "rank": lake.list_column(cols["rank"].astype(np.int32), pa.int32()),
+                "entropy": lake.list_column(cols["entropy"].astype(np.float32), pa.float32()),
+                "second_moment": lake.list_column(cols["second_moment"].astype(np.float32), pa.float32()),
             }
         )
 
@@ -171,7 +164,7 @@ class Extraction(Job):
         return pa.table(
             {
                 "instance_id": pa.array(ids, pa.int64()),
-                "generated": _lists(cols["generated"].astype(np.int32), pa.int32()),
+                "generated": lake.list_column(cols["generated"].astype(np.int32), pa.int32()),
                 "match_fraction": frac,
                 "memorised": frac == 1.0,
             }

@@ -275,6 +275,10 @@ class Explorer:
 
     def fits(self) -> list[dict]:
         """Every fit in `profiles_attgt` (its key columns), the paper's setting first."""
+        return self._fits(self.store.signature())
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019 - one Explorer per server; keyed by the warehouse's state
+    def _fits(self, signature) -> list[dict]:
         if not self.has("profiles_attgt"):
             return []
         cols = ", ".join(KEY_COLUMNS)

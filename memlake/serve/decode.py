@@ -20,15 +20,12 @@ class Decoder:
         self.wh = wh
         self._table: list[str] | None = None
         self._lock = threading.Lock()
-        self.source: str | None = None
 
     def _load(self) -> list[str]:
         with self._lock:
             if self._table is None:
                 try:
-                    source = tokenizer_of(self.wh)
-                    tok = load_tokenizer(self.wh, source)
-                    self.source = source
+                    tok = load_tokenizer(self.wh, tokenizer_of(self.wh))
                     self._table = tok.batch_decode([[i] for i in range(len(tok))])
                 except MemlakeError as e:
                     print(f"memlake serve: tokens are shown as ids ({e})", file=sys.stderr)

@@ -50,6 +50,7 @@ class Store:
         self.threads = threads
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
+        self._tables: set[str] = set()
         self._signature: tuple = ()
         self._checked = 0.0
         self._refresh(force=True)
@@ -99,7 +100,8 @@ class Store:
                         raise
                     return  # a file mid-rewrite: keep the current views; the next check retries
                 # the old connection is not closed: requests still holding its cursors finish on it
-                self._con, self._signature = con, sig
+                # the views a connection has are fixed until the next rebuild: listed once here
+                self._con, self._signature, self._tables = con, sig, query.view_names(con)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         self._refresh()
@@ -112,7 +114,8 @@ class Store:
         return self._signature
 
     def tables(self) -> set[str]:
-        return query.view_names(self.cursor())
+        self._refresh()
+        return self._tables
 
     # -- reads ------------------------------------------------------------------------------
 

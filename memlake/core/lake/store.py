@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -165,6 +166,14 @@ def _first_duplicate(t: pa.Table, keys: list[str]) -> tuple:
 
 
 # --------------------------------------------------------------------------- writer
+
+
+def list_column(matrix: np.ndarray, type_: pa.DataType | None = None) -> pa.ListArray:
+    """A 2-D array as a list column (one list per row) without a Python loop; `type_` of the
+    values (default: inferred)."""
+    n, width = matrix.shape
+    offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), type_))
 
 
 def write_partition(
